@@ -1,0 +1,42 @@
+//! The `zumik` command line. Thin: parses arguments, reads and writes files, calls the core.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub mod decide;
+pub mod schema;
+
+/// Zumik execution broker.
+#[derive(Debug, Parser)]
+#[command(name = "zumik", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Route an event file offline: reads input events (JSONL, in order) and writes one
+    /// zumik.decision.v1 per request to stdout. Deterministic: same input, same bytes.
+    Decide(decide::DecideArgs),
+    /// Write (or check) the JSON Schemas of the public events.
+    Schema(schema::SchemaArgs),
+}
+
+/// Common `--config` option.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Config file (TOML); defaults apply when omitted. ZUMIK_* variables override it.
+    #[arg(long, short = 'c', env = "ZUMIK_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs the CLI; the binary's `main` calls this.
+pub fn run() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Decide(args) => decide::run(args),
+        Command::Schema(args) => schema::run(args),
+    }
+}

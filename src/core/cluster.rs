@@ -1,0 +1,395 @@
+//! Cluster decider: registration, heartbeats, health, circuit breaker, recovery and slow start
+//! of one BYOC cluster.
+//!
+//! Owns everything the broker believes about a cluster's health. It does not own capacity
+//! reservations (lanes do, per lane share) and never decides routing. What lanes may see of it is
+//! the [`ClusterView`], sent to each lane it serves as a journaled command.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, Stack, Timestamp};
+
+use super::config::{permille, RoutingConfig};
+
+/// The broker's judgement of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// Registered, no heartbeat yet.
+    NoHeartbeat,
+    Healthy,
+    /// Heartbeat status `down`.
+    Down,
+    /// Heartbeat status `draining`.
+    Draining,
+    /// Heartbeat error rate at or above the threshold.
+    Unhealthy,
+    /// Completion error rate tripped the breaker.
+    BreakerOpen,
+    /// Healthy heartbeats again, not yet enough of them in a row.
+    Recovering,
+}
+
+/// Why health changed (kept in the journal for the audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthCause {
+    FirstHeartbeat,
+    HeartbeatStatus(ClusterStatus),
+    HeartbeatErrorRate { permille: u64 },
+    Breaker { failures: u32, samples: u32 },
+    Stale { gap_ms: i64 },
+    HealthyHeartbeat { streak: u32 },
+}
+
+/// What a lane may know about a cluster that serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub cluster_id: Arc<str>,
+    pub stack: Stack,
+    pub region: Arc<str>,
+    pub dedicated_to: Option<Arc<str>>,
+    pub health: Health,
+    pub last_heartbeat: Option<i64>,
+    /// This lane's share of `max_inflight × headroom` (capacity is split evenly among lanes).
+    pub lane_limit: u32,
+    /// Start of the slow-start ramp after a recovery (event time ms).
+    pub slow_start_since: Option<i64>,
+}
+
+/// Sliding window of the last completions' outcomes (bit set = failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OutcomeWindow {
+    bits: u64,
+    len: u32,
+    pos: u32,
+}
+
+impl OutcomeWindow {
+    fn push(&mut self, failed: bool, size: u32) {
+        let mask = 1u64 << self.pos;
+        if failed {
+            self.bits |= mask;
+        } else {
+            self.bits &= !mask;
+        }
+        self.len = (self.len + 1).min(size);
+        self.pos = (self.pos + 1) % size;
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.bits.count_ones()
+    }
+
+    pub fn samples(&self) -> u32 {
+        self.len
+    }
+}
+
+/// One registered cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub cluster_id: Arc<str>,
+    pub name: String,
+    pub region: Arc<str>,
+    pub stack: Stack,
+    pub lanes: Vec<Arc<str>>,
+    pub gpus: u32,
+    pub gpu_hour_micros: u64,
+    pub dedicated_to: Option<Arc<str>>,
+    pub registered_at: i64,
+    /// From the registration, then from each heartbeat.
+    pub max_inflight: u32,
+    pub last_heartbeat: Option<i64>,
+    pub health: Health,
+    /// Consecutive healthy heartbeats.
+    pub healthy_streak: u32,
+    pub outcomes: OutcomeWindow,
+    pub slow_start_since: Option<i64>,
+}
+
+/// Inputs of the cluster decider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClusterCommand {
+    Register(ClusterRegisteredV1),
+    Heartbeat(ClusterHeartbeatV1),
+    /// Outcome of a request this cluster served (from a lane's completion).
+    Outcome { failed: bool, ts: Timestamp },
+}
+
+/// Facts the cluster decider emits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterEvent {
+    Registered(Box<ClusterRegisteredV1>),
+    HeartbeatRecorded { status: ClusterStatus, max_inflight: u32, streak: u32, ts: Timestamp },
+    HealthChanged { from: Health, to: Health, cause: HealthCause, slow_start: bool, ts: Timestamp },
+    OutcomeRecorded { failed: bool, ts: Timestamp },
+}
+
+impl ClusterState {
+    /// State of a cluster as its registration describes it (no heartbeat yet).
+    pub fn registered(e: &ClusterRegisteredV1) -> Self {
+        let mut s = ClusterState {
+            cluster_id: Arc::from(e.cluster_id.as_str()),
+            name: String::new(),
+            region: Arc::from(""),
+            stack: e.stack,
+            lanes: vec![],
+            gpus: 0,
+            gpu_hour_micros: 0,
+            dedicated_to: None,
+            registered_at: e.ts.millis(),
+            max_inflight: 0,
+            last_heartbeat: None,
+            health: Health::NoHeartbeat,
+            healthy_streak: 0,
+            outcomes: OutcomeWindow::default(),
+            slow_start_since: None,
+        };
+        s.apply_registration(e);
+        s
+    }
+
+    fn apply_registration(&mut self, e: &ClusterRegisteredV1) {
+        self.name = e.name.clone();
+        self.region = Arc::from(e.region.as_str());
+        self.stack = e.stack;
+        let mut lanes: Vec<Arc<str>> = e.lanes.iter().map(|l| Arc::from(l.as_str())).collect();
+        lanes.sort();
+        lanes.dedup();
+        self.lanes = lanes;
+        self.gpus = e.gpus;
+        self.gpu_hour_micros = e.gpu_hour_micros;
+        self.dedicated_to = e.dedicated_to.as_deref().map(Arc::from);
+        self.max_inflight = e.max_inflight;
+    }
+
+    /// The view each of its lanes gets.
+    pub fn view(&self, cfg: &RoutingConfig) -> ClusterView {
+        let lanes = self.lanes.len().max(1) as u64;
+        let lane_limit = (self.max_inflight as u64 * cfg.headroom_permille() / 1000 / lanes) as u32;
+        ClusterView {
+            cluster_id: self.cluster_id.clone(),
+            stack: self.stack,
+            region: self.region.clone(),
+            dedicated_to: self.dedicated_to.clone(),
+            health: self.health,
+            last_heartbeat: self.last_heartbeat,
+            lane_limit,
+            slow_start_since: self.slow_start_since,
+        }
+    }
+
+    pub fn decide(&self, cmd: &ClusterCommand, cfg: &RoutingConfig) -> Vec<ClusterEvent> {
+        match cmd {
+            ClusterCommand::Register(e) => vec![ClusterEvent::Registered(Box::new(e.clone()))],
+            ClusterCommand::Heartbeat(hb) => self.on_heartbeat(hb, cfg),
+            ClusterCommand::Outcome { failed, ts } => self.on_outcome(*failed, *ts, cfg),
+        }
+    }
+
+    fn on_heartbeat(&self, hb: &ClusterHeartbeatV1, cfg: &RoutingConfig) -> Vec<ClusterEvent> {
+        let b = &cfg.breaker;
+        let ts = hb.ts;
+        let err_permille = hb.error_rate.map_or(0, permille);
+        let reports_healthy = matches!(hb.status, ClusterStatus::Ready | ClusterStatus::Degraded);
+        let healthy = reports_healthy && err_permille < b.heartbeat_error_rate_permille();
+        let mut out = Vec::with_capacity(2);
+        let mut health = self.health;
+        let change = |from: Health, to: Health, cause: HealthCause, slow_start: bool| ClusterEvent::HealthChanged {
+            from,
+            to,
+            cause,
+            slow_start,
+            ts,
+        };
+        if !healthy {
+            let (to, cause) = match hb.status {
+                ClusterStatus::Down => (Health::Down, HealthCause::HeartbeatStatus(ClusterStatus::Down)),
+                ClusterStatus::Draining => {
+                    (Health::Draining, HealthCause::HeartbeatStatus(ClusterStatus::Draining))
+                }
+                _ => (Health::Unhealthy, HealthCause::HeartbeatErrorRate { permille: err_permille }),
+            };
+            if health != to {
+                out.push(change(health, to, cause, false));
+            }
+            out.push(ClusterEvent::HeartbeatRecorded { status: hb.status, max_inflight: hb.max_inflight, streak: 0, ts });
+            return out;
+        }
+        let mut streak = self.healthy_streak;
+        // A healthy cluster that went quiet for longer than `stale_after` was out of rotation;
+        // it has to earn its way back like any other unhealthy cluster (no flapping).
+        if let (Health::Healthy, Some(last)) = (health, self.last_heartbeat) {
+            let gap = ts.millis() - last;
+            if gap > cfg.stale_after_ms {
+                out.push(change(health, Health::Recovering, HealthCause::Stale { gap_ms: gap }, false));
+                health = Health::Recovering;
+                streak = 0;
+            }
+        }
+        streak += 1;
+        out.push(ClusterEvent::HeartbeatRecorded { status: hb.status, max_inflight: hb.max_inflight, streak, ts });
+        match health {
+            Health::Healthy => {}
+            Health::NoHeartbeat => out.push(change(health, Health::Healthy, HealthCause::FirstHeartbeat, false)),
+            _ if streak >= b.recovery_heartbeats => out.push(change(
+                health,
+                Health::Healthy,
+                HealthCause::HealthyHeartbeat { streak },
+                b.slow_start_ms > 0,
+            )),
+            Health::Recovering => {}
+            _ => out.push(change(health, Health::Recovering, HealthCause::HealthyHeartbeat { streak }, false)),
+        }
+        out
+    }
+
+    fn on_outcome(&self, failed: bool, ts: Timestamp, cfg: &RoutingConfig) -> Vec<ClusterEvent> {
+        // Outcomes of requests that finish while the cluster is already out of rotation say
+        // nothing new; the breaker window restarts when it is back.
+        if self.health != Health::Healthy {
+            return vec![];
+        }
+        let b = &cfg.breaker;
+        let mut out = vec![ClusterEvent::OutcomeRecorded { failed, ts }];
+        let mut w = self.outcomes;
+        w.push(failed, b.window);
+        let (failures, samples) = (w.failures(), w.samples());
+        if samples >= b.min_samples && failures as u64 * 1000 >= b.error_rate_permille() * samples as u64 {
+            out.push(ClusterEvent::HealthChanged {
+                from: self.health,
+                to: Health::BreakerOpen,
+                cause: HealthCause::Breaker { failures, samples },
+                slow_start: false,
+                ts,
+            });
+        }
+        out
+    }
+
+    pub fn evolve(&mut self, event: &ClusterEvent, cfg: &RoutingConfig) {
+        match event {
+            ClusterEvent::Registered(e) => self.apply_registration(e),
+            ClusterEvent::HeartbeatRecorded { max_inflight, streak, ts, .. } => {
+                self.last_heartbeat = Some(ts.millis());
+                self.max_inflight = *max_inflight;
+                self.healthy_streak = *streak;
+            }
+            ClusterEvent::HealthChanged { to, slow_start, ts, .. } => {
+                self.health = *to;
+                if *to == Health::Healthy {
+                    if *slow_start {
+                        self.slow_start_since = Some(ts.millis());
+                    }
+                } else {
+                    self.slow_start_since = None;
+                    self.outcomes = OutcomeWindow::default();
+                    // Recovering keeps the streak its heartbeat carries; a failure resets it.
+                    if *to != Health::Recovering {
+                        self.healthy_streak = 0;
+                    }
+                }
+            }
+            ClusterEvent::OutcomeRecorded { failed, .. } => self.outcomes.push(*failed, cfg.breaker.window),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg() -> ClusterRegisteredV1 {
+        ClusterRegisteredV1 {
+            cluster_id: "byc_a".into(),
+            name: "a".into(),
+            region: "eu-west-1".into(),
+            stack: Stack::Dynamo,
+            lanes: vec!["openai/gpt-4o".into()],
+            max_inflight: 10,
+            gpus: 8,
+            gpu_hour_micros: 2_000_000,
+            dedicated_to: None,
+            ts: Timestamp(1_000),
+        }
+    }
+
+    fn hb(status: ClusterStatus, ts: i64) -> ClusterCommand {
+        ClusterCommand::Heartbeat(ClusterHeartbeatV1 {
+            cluster_id: "byc_a".into(),
+            status,
+            replicas: None,
+            max_inflight: 10,
+            inflight: 0,
+            queue_depth: None,
+            ttft_p95_ms: None,
+            kv_cache_usage: None,
+            error_rate: None,
+            ts: Timestamp(ts),
+        })
+    }
+
+    fn apply(s: &mut ClusterState, c: ClusterCommand, cfg: &RoutingConfig) -> Vec<ClusterEvent> {
+        let ev = s.decide(&c, cfg);
+        for e in &ev {
+            s.evolve(e, cfg);
+        }
+        ev
+    }
+
+    #[test]
+    fn breaker_trips_then_recovers_after_n_heartbeats_with_slow_start() {
+        let cfg = RoutingConfig::default();
+        let mut s = ClusterState::registered(&reg());
+        apply(&mut s, hb(ClusterStatus::Ready, 2_000), &cfg);
+        assert_eq!(s.health, Health::Healthy);
+        for i in 0..10 {
+            apply(&mut s, ClusterCommand::Outcome { failed: i % 2 == 0, ts: Timestamp(3_000) }, &cfg);
+        }
+        assert_eq!(s.health, Health::BreakerOpen);
+        apply(&mut s, hb(ClusterStatus::Ready, 4_000), &cfg);
+        assert_eq!(s.health, Health::Recovering);
+        apply(&mut s, hb(ClusterStatus::Ready, 5_000), &cfg);
+        assert_eq!(s.health, Health::Recovering);
+        apply(&mut s, hb(ClusterStatus::Ready, 6_000), &cfg);
+        assert_eq!(s.health, Health::Healthy);
+        assert_eq!(s.slow_start_since, Some(6_000));
+    }
+
+    #[test]
+    fn an_unhealthy_heartbeat_resets_the_streak() {
+        let cfg = RoutingConfig::default();
+        let mut s = ClusterState::registered(&reg());
+        apply(&mut s, hb(ClusterStatus::Down, 2_000), &cfg);
+        apply(&mut s, hb(ClusterStatus::Ready, 3_000), &cfg);
+        apply(&mut s, hb(ClusterStatus::Ready, 4_000), &cfg);
+        apply(&mut s, hb(ClusterStatus::Draining, 5_000), &cfg);
+        assert_eq!(s.health, Health::Draining);
+        apply(&mut s, hb(ClusterStatus::Ready, 6_000), &cfg);
+        apply(&mut s, hb(ClusterStatus::Ready, 7_000), &cfg);
+        assert_eq!(s.health, Health::Recovering);
+        apply(&mut s, hb(ClusterStatus::Ready, 8_000), &cfg);
+        assert_eq!(s.health, Health::Healthy);
+    }
+
+    #[test]
+    fn a_late_heartbeat_means_recovery_not_instant_return() {
+        let cfg = RoutingConfig::default();
+        let mut s = ClusterState::registered(&reg());
+        apply(&mut s, hb(ClusterStatus::Ready, 2_000), &cfg);
+        let ev = apply(&mut s, hb(ClusterStatus::Ready, 2_000 + cfg.stale_after_ms + 1), &cfg);
+        assert!(matches!(ev[0], ClusterEvent::HealthChanged { cause: HealthCause::Stale { .. }, .. }));
+        assert_eq!(s.health, Health::Recovering);
+    }
+
+    #[test]
+    fn lane_share_splits_capacity_and_applies_headroom() {
+        let cfg = RoutingConfig::default();
+        let mut e = reg();
+        e.lanes = vec!["a/x".into(), "b/y".into()];
+        e.max_inflight = 100;
+        let s = ClusterState::registered(&e);
+        assert_eq!(s.view(&cfg).lane_limit, 45);
+    }
+}

@@ -1,0 +1,550 @@
+//! Lane decider: the per-request routing decision of one model path (DESIGN §4).
+//!
+//! Owns the lane's activation, its view of the clusters that serve it, the health of its
+//! provider, the capacity reservations of its requests and its decision sequence. Everything a
+//! decision depends on arrives as a [`LaneCommand`] (tenant facts ride inside the route command),
+//! so folding one lane's commands reproduces its decisions without any other actor.
+//!
+//! Must not read clocks, other actors' state or `HashMap` order: `decide` is a pure function of
+//! `(&LaneState, &LaneCommand, &RoutingConfig)`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{
+    CompletionV1, Considered, DataBoundary, DecisionV1, Mode, ModelPath, Outcome, Profile, ProfileClass,
+    ProviderStatus, Reason, RequestV1, Stack, Timestamp, Verdict,
+};
+
+use super::cluster::{ClusterView, Health};
+use super::config::RoutingConfig;
+use super::price::ModelPrice;
+use super::tenant::{ProfileSet, TenantView};
+
+/// A cluster as one lane sees it: the cluster's view plus this lane's reservations on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneCluster {
+    pub view: ClusterView,
+    pub reserved: u32,
+}
+
+/// One in-flight BYOC request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub cluster: Arc<str>,
+    pub tenant: Arc<str>,
+    pub expires_at: i64,
+}
+
+/// State of one lane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneState {
+    pub lane: Arc<str>,
+    pub provider: Arc<str>,
+    /// `openrouter/<provider>/<model>`: the emergency target.
+    pub openrouter_target: Arc<str>,
+    /// Managed price of the lane's model, if the price table knows it.
+    pub price: Option<ModelPrice>,
+    pub active: bool,
+    pub report_digest: Option<String>,
+    pub clusters: BTreeMap<Arc<str>, LaneCluster>,
+    pub provider_down: bool,
+    pub reservations: BTreeMap<String, Reservation>,
+    /// `(expires_at, request_id)` of every reservation, earliest first.
+    pub expiry: BTreeSet<(i64, String)>,
+    /// Decisions made so far; the next decision gets `seq + 1`.
+    pub seq: u64,
+    /// Completed output tokens (sum, count), for the expected output of cost estimates.
+    pub output_tokens_sum: u64,
+    pub output_tokens_count: u64,
+}
+
+/// Inputs of the lane decider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LaneCommand {
+    Route { request: RequestV1, tenant: TenantView },
+    Complete(CompletionV1),
+    /// Event time reached `now`: expire reservations whose deadline passed.
+    Expire { now: Timestamp },
+    ClusterUpdated(ClusterView),
+    ClusterRemoved { cluster_id: Arc<str>, ts: Timestamp },
+    ProviderHealth { status: ProviderStatus, ts: Timestamp },
+    Activate { report_digest: String, ts: Timestamp },
+    Deactivate { reason: String, ts: Timestamp },
+}
+
+/// Facts the lane decider emits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LaneEvent {
+    /// A decision; `reservation` is `(cluster, expires_at)` for BYOC.
+    Decided { decision: DecisionV1, reservation: Option<(Arc<str>, i64)> },
+    /// Audit record of an OpenRouter emergency route (DESIGN §4.7).
+    EmergencyFallback { request_id: String, tenant_id: Arc<str>, provider: Arc<str>, ts: Timestamp },
+    /// A routed request finished. `cluster` is set when it released a BYOC reservation;
+    /// `billable_micros` is what the tenant's budget is charged.
+    Completed {
+        request_id: String,
+        tenant_id: Arc<str>,
+        cluster: Option<Arc<str>>,
+        profile: Profile,
+        outcome: Outcome,
+        output_tokens: u32,
+        billable_micros: u64,
+        ts: Timestamp,
+    },
+    /// A reservation outlived its deadline without a completion.
+    Expired { request_id: String, cluster: Arc<str>, ts: Timestamp },
+    ClusterUpdated(ClusterView),
+    ClusterRemoved { cluster_id: Arc<str>, ts: Timestamp },
+    ProviderHealthChanged { down: bool, ts: Timestamp },
+    Activated { report_digest: String, ts: Timestamp },
+    Deactivated { reason: String, ts: Timestamp },
+}
+
+/// Outcome of evaluating the BYOC step.
+enum Byoc {
+    Chosen { cluster: Arc<str>, stack: Stack },
+    NotServed(Reason),
+}
+
+impl LaneState {
+    /// A new lane (not active, no clusters, provider assumed up).
+    pub fn new(lane: &str, price: Option<ModelPrice>) -> Self {
+        let (provider, model) = ModelPath::parse(lane).map_or(("", lane), |p| (p.provider, p.model));
+        LaneState {
+            lane: Arc::from(lane),
+            provider: Arc::from(provider),
+            openrouter_target: Arc::from(format!("openrouter/{provider}/{model}")),
+            price,
+            active: false,
+            report_digest: None,
+            clusters: BTreeMap::new(),
+            provider_down: false,
+            reservations: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            seq: 0,
+            output_tokens_sum: 0,
+            output_tokens_count: 0,
+        }
+    }
+
+    /// Earliest reservation deadline, if any (the shell sends `Expire` once event time reaches it).
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.expiry.first().map(|(t, _)| *t)
+    }
+
+    pub fn decide(&self, cmd: &LaneCommand, cfg: &RoutingConfig) -> Vec<LaneEvent> {
+        match cmd {
+            LaneCommand::Route { request, tenant } => self.route(request, tenant, cfg),
+            LaneCommand::Complete(c) => vec![self.complete(c)],
+            LaneCommand::Expire { now } => self
+                .expiry
+                .iter()
+                .take_while(|(t, _)| *t <= now.millis())
+                .map(|(_, id)| LaneEvent::Expired {
+                    request_id: id.clone(),
+                    cluster: self.reservations[id].cluster.clone(),
+                    ts: *now,
+                })
+                .collect(),
+            LaneCommand::ClusterUpdated(v) => vec![LaneEvent::ClusterUpdated(v.clone())],
+            LaneCommand::ClusterRemoved { cluster_id, ts } => {
+                if self.clusters.contains_key(cluster_id) {
+                    vec![LaneEvent::ClusterRemoved { cluster_id: cluster_id.clone(), ts: *ts }]
+                } else {
+                    vec![]
+                }
+            }
+            LaneCommand::ProviderHealth { status, ts } => {
+                let down = *status == ProviderStatus::Down;
+                if down != self.provider_down {
+                    vec![LaneEvent::ProviderHealthChanged { down, ts: *ts }]
+                } else {
+                    vec![]
+                }
+            }
+            LaneCommand::Activate { report_digest, ts } => {
+                vec![LaneEvent::Activated { report_digest: report_digest.clone(), ts: *ts }]
+            }
+            LaneCommand::Deactivate { reason, ts } => {
+                if self.active {
+                    vec![LaneEvent::Deactivated { reason: reason.clone(), ts: *ts }]
+                } else {
+                    vec![]
+                }
+            }
+        }
+    }
+
+    pub fn evolve(&mut self, event: &LaneEvent) {
+        match event {
+            LaneEvent::Decided { decision, reservation } => {
+                self.seq = decision.seq;
+                if let Some((cluster, expires_at)) = reservation {
+                    if let Some(c) = self.clusters.get_mut(cluster) {
+                        c.reserved += 1;
+                    }
+                    self.reservations.insert(
+                        decision.request_id.clone(),
+                        Reservation { cluster: cluster.clone(), tenant: decision.tenant_id.clone(), expires_at: *expires_at },
+                    );
+                    self.expiry.insert((*expires_at, decision.request_id.clone()));
+                }
+            }
+            LaneEvent::EmergencyFallback { .. } => {}
+            LaneEvent::Completed { request_id, cluster, outcome, output_tokens, .. } => {
+                if cluster.is_some() {
+                    self.release(request_id);
+                }
+                if *outcome == Outcome::Completed {
+                    self.output_tokens_sum += *output_tokens as u64;
+                    self.output_tokens_count += 1;
+                }
+            }
+            LaneEvent::Expired { request_id, .. } => self.release(request_id),
+            LaneEvent::ClusterUpdated(v) => {
+                let reserved = self.clusters.get(&v.cluster_id).map_or(0, |c| c.reserved);
+                self.clusters.insert(v.cluster_id.clone(), LaneCluster { view: v.clone(), reserved });
+            }
+            LaneEvent::ClusterRemoved { cluster_id, .. } => {
+                self.clusters.remove(cluster_id);
+                // Requests in flight on a removed cluster no longer hold capacity anywhere.
+                let gone: Vec<String> = self
+                    .reservations
+                    .iter()
+                    .filter(|(_, r)| r.cluster == *cluster_id)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in gone {
+                    self.release(&id);
+                }
+            }
+            LaneEvent::ProviderHealthChanged { down, .. } => self.provider_down = *down,
+            LaneEvent::Activated { report_digest, .. } => {
+                self.active = true;
+                self.report_digest = Some(report_digest.clone());
+            }
+            LaneEvent::Deactivated { .. } => self.active = false,
+        }
+    }
+
+    fn release(&mut self, request_id: &str) {
+        if let Some(r) = self.reservations.remove(request_id) {
+            self.expiry.remove(&(r.expires_at, request_id.to_owned()));
+            if let Some(c) = self.clusters.get_mut(&r.cluster) {
+                c.reserved = c.reserved.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Cost estimate of a request at the managed price, with the lane's observed mean output
+    /// (capped by the request's `max_output_tokens`) as the expected output.
+    pub fn estimate_micros(&self, r: &RequestV1) -> u64 {
+        let Some(price) = &self.price else { return 0 };
+        let expected_output = if self.output_tokens_count > 0 {
+            (self.output_tokens_sum / self.output_tokens_count).min(r.max_output_tokens as u64) as u32
+        } else {
+            r.max_output_tokens
+        };
+        price.cost_micros(r.input_tokens, r.cached_input_tokens, expected_output)
+    }
+
+    fn complete(&self, c: &CompletionV1) -> LaneEvent {
+        let reservation = self.reservations.get(&c.request_id);
+        let profile = match (c.profile, reservation) {
+            (Some(p), _) => p,
+            (None, Some(r)) => self.clusters.get(&r.cluster).map_or(Profile::ByocDynamo, |lc| byoc_profile(lc.view.stack)),
+            (None, None) => Profile::ManagedProvider,
+        };
+        // The platform bills managed traffic; BYOC is paid per cluster-hour, subscriptions are
+        // bundled and BYOK is billed to the tenant's own key. Only completed requests are billed.
+        let billable_micros = match (profile, c.outcome, &self.price) {
+            (Profile::ManagedProvider, Outcome::Completed, Some(p)) => {
+                p.cost_micros(c.input_tokens, c.cached_input_tokens, c.output_tokens)
+            }
+            _ => 0,
+        };
+        LaneEvent::Completed {
+            request_id: c.request_id.clone(),
+            tenant_id: Arc::from(c.tenant_id.as_str()),
+            cluster: reservation.map(|r| r.cluster.clone()),
+            profile,
+            outcome: c.outcome,
+            output_tokens: c.output_tokens,
+            billable_micros,
+            ts: c.ts,
+        }
+    }
+
+    /// Why a request cannot be routed at all, if it cannot.
+    fn invalid_reason(&self, r: &RequestV1) -> Option<String> {
+        if r.cached_input_tokens > r.input_tokens {
+            return Some(format!(
+                "cached_input_tokens ({}) exceeds input_tokens ({})",
+                r.cached_input_tokens, r.input_tokens
+            ));
+        }
+        if r.allowed_profiles.as_ref().is_some_and(|p| p.is_empty()) {
+            return Some("allowed_profiles is empty: nothing may serve the request".to_owned());
+        }
+        if let Some(p) = &self.price {
+            if let Some(max) = p.max_input_tokens.filter(|&m| r.input_tokens > m) {
+                return Some(format!("input_tokens ({}) exceeds the model's {max}", r.input_tokens));
+            }
+            if let Some(max) = p.max_output_tokens.filter(|&m| r.max_output_tokens > m) {
+                return Some(format!("max_output_tokens ({}) exceeds the model's {max}", r.max_output_tokens));
+            }
+        }
+        None
+    }
+
+    fn route(&self, r: &RequestV1, tenant: &TenantView, cfg: &RoutingConfig) -> Vec<LaneEvent> {
+        let seq = self.seq + 1;
+        let tenant_id: Arc<str> = Arc::from(r.tenant_id.as_str());
+        let mut d = DecisionV1 {
+            request_id: r.request_id.clone(),
+            tenant_id: tenant_id.clone(),
+            lane: self.lane.clone(),
+            profile: None,
+            mode: Mode::Rejected,
+            target: None,
+            reason: Reason::InvalidRequest,
+            considered: Vec::new(),
+            estimated_cost_micros: 0,
+            decided_at: r.ts,
+            seq,
+            policy_version: tenant.version,
+            detail: None,
+            source: None,
+        };
+        let policy = &tenant.policy;
+        // Admission (DESIGN §4.2): rejections are decisions too.
+        let rejection = if let Some(why) = self.invalid_reason(r) {
+            d.detail = Some(why);
+            Some(Reason::InvalidRequest)
+        } else if !tenant.known && cfg.unknown_tenant == super::config::UnknownTenant::Reject {
+            Some(Reason::UnknownTenant)
+        } else if r.region.as_deref().is_some_and(|reg| !policy.region_allowed(reg)) {
+            Some(Reason::RegionNotAllowed)
+        } else if tenant.paused {
+            Some(Reason::QuotaExceeded)
+        } else {
+            None
+        };
+        if let Some(reason) = rejection {
+            d.reason = reason;
+            return vec![LaneEvent::Decided { decision: d, reservation: None }];
+        }
+
+        let allowed = r
+            .allowed_profiles
+            .as_deref()
+            .map_or(policy.profiles, |p| policy.profiles.intersect(ProfileSet::from_slice(p)));
+        let order = policy.escalation.as_deref().unwrap_or(&cfg.escalation);
+        let provider = &*self.provider;
+        let estimate = self.estimate_micros(r);
+        let mut byoc_reason: Option<Reason> = None;
+        let mut provider_blocked = false;
+        let mut events = Vec::with_capacity(2);
+
+        for step in order.iter().copied().filter(|&s| allowed.contains(s)) {
+            match step {
+                ProfileClass::Subscription | ProfileClass::Byok => {
+                    let (has, profile, reason, prefix) = if step == ProfileClass::Subscription {
+                        (policy.has_subscription(provider), Profile::Subscription, Reason::Subscription, "subscription")
+                    } else {
+                        (policy.has_byok(provider), Profile::Byok, Reason::Byok, "byok")
+                    };
+                    if !has {
+                        continue;
+                    }
+                    if self.provider_down {
+                        provider_blocked = true;
+                        d.considered.push(Considered {
+                            target: Arc::from(format!("{prefix}:{provider}")),
+                            verdict: Verdict::ProviderDown,
+                        });
+                        continue;
+                    }
+                    d.profile = Some(profile);
+                    d.mode = Mode::Live;
+                    d.target = Some(self.lane.clone());
+                    d.reason = reason;
+                    // Bundled allowance costs nothing at the margin; BYOK is the provider's list price.
+                    d.estimated_cost_micros = if profile == Profile::Byok { estimate } else { 0 };
+                    events.push(LaneEvent::Decided { decision: d, reservation: None });
+                    return events;
+                }
+                ProfileClass::Byoc => match self.byoc(r, &tenant_id, tenant, &mut d.considered, cfg) {
+                    Byoc::Chosen { cluster, stack } => {
+                        d.profile = Some(byoc_profile(stack));
+                        d.mode = Mode::Live;
+                        d.target = Some(cluster.clone());
+                        d.reason = Reason::HotLane;
+                        let deadline = r.qos.deadline_ms.unwrap_or(cfg.default_deadline_ms) as i64;
+                        let reservation = Some((cluster, r.ts.millis() + deadline));
+                        events.push(LaneEvent::Decided { decision: d, reservation });
+                        return events;
+                    }
+                    Byoc::NotServed(reason) => byoc_reason = Some(reason),
+                },
+                ProfileClass::ManagedProvider => {
+                    d.reason = byoc_reason.unwrap_or_else(|| self.reason_without_byoc());
+                    d.profile = Some(Profile::ManagedProvider);
+                    d.estimated_cost_micros = estimate;
+                    if !self.provider_down {
+                        d.mode = Mode::Live;
+                        d.target = Some(self.lane.clone());
+                    } else if cfg.openrouter_fallback && policy.data_boundary == DataBoundary::Project {
+                        d.mode = Mode::OpenrouterFallback;
+                        d.reason = Reason::ManagedDown;
+                        d.target = Some(self.openrouter_target.clone());
+                        events.push(LaneEvent::EmergencyFallback {
+                            request_id: r.request_id.clone(),
+                            tenant_id: tenant_id.clone(),
+                            provider: self.provider.clone(),
+                            ts: r.ts,
+                        });
+                    } else {
+                        d.mode = Mode::Placeholder;
+                        d.reason = Reason::ManagedDown;
+                        d.profile = None;
+                        d.estimated_cost_micros = 0;
+                    }
+                    events.insert(0, LaneEvent::Decided { decision: d, reservation: None });
+                    return events;
+                }
+            }
+        }
+        // Nothing the tenant allows could serve: never drop, answer with a placeholder.
+        d.mode = Mode::Placeholder;
+        d.reason = if provider_blocked {
+            Reason::ManagedDown
+        } else {
+            byoc_reason.unwrap_or(Reason::TenantPolicy)
+        };
+        d.detail = Some("no profile allowed for this tenant and request could serve it".to_owned());
+        events.push(LaneEvent::Decided { decision: d, reservation: None });
+        events
+    }
+
+    /// The reason a managed decision carries when the BYOC step did not run (not allowed or not
+    /// in the escalation order).
+    fn reason_without_byoc(&self) -> Reason {
+        if self.clusters.is_empty() && !self.active {
+            Reason::Tail
+        } else if !self.active {
+            Reason::NotActivated
+        } else {
+            Reason::TenantPolicy
+        }
+    }
+
+    /// The BYOC step: eligibility of every cluster, dedicated first, least utilised, id tie-break.
+    fn byoc(
+        &self,
+        r: &RequestV1,
+        tenant_id: &Arc<str>,
+        tenant: &TenantView,
+        considered: &mut Vec<Considered>,
+        cfg: &RoutingConfig,
+    ) -> Byoc {
+        if !self.active {
+            return Byoc::NotServed(if self.clusters.is_empty() { Reason::Tail } else { Reason::NotActivated });
+        }
+        if self.clusters.is_empty() {
+            return Byoc::NotServed(Reason::Failover);
+        }
+        let now = r.ts.millis();
+        let first = considered.len();
+        // (index in `considered`, is dedicated, reserved, limit) of the best so far.
+        let mut best: Option<(usize, bool, u32, u32)> = None;
+        let (mut saw_capacity, mut saw_health) = (false, false);
+        for (id, c) in &self.clusters {
+            let v = &c.view;
+            let dedicated = v.dedicated_to.is_some();
+            let verdict = if v.dedicated_to.as_ref().is_some_and(|t| t != tenant_id) {
+                Verdict::DedicatedToOtherTenant
+            } else if !tenant.policy.region_allowed(&v.region) {
+                Verdict::RegionNotAllowed
+            } else if let Some(h) = health_verdict(v.health) {
+                saw_health = true;
+                h
+            } else if v.last_heartbeat.is_none_or(|t| now - t > cfg.stale_after_ms) {
+                saw_health = true;
+                if v.last_heartbeat.is_none() { Verdict::NoHeartbeat } else { Verdict::Stale }
+            } else {
+                let limit = effective_limit(v, now, cfg);
+                if c.reserved >= limit {
+                    saw_capacity = true;
+                    if limit < v.lane_limit { Verdict::SlowStart } else { Verdict::Saturated }
+                } else {
+                    let idx = considered.len();
+                    // Dedicated beats shared; then lower utilisation (reserved/limit, compared by
+                    // cross-multiplication); ties keep the earlier, i.e. smaller, cluster id.
+                    let better = match best {
+                        None => true,
+                        Some((_, bd, br, bl)) => {
+                            (dedicated && !bd)
+                                || (dedicated == bd && (c.reserved as u64) * (bl as u64) < (br as u64) * (limit as u64))
+                        }
+                    };
+                    if better {
+                        best = Some((idx, dedicated, c.reserved, limit));
+                    }
+                    Verdict::NotChosen
+                }
+            };
+            considered.push(Considered { target: id.clone(), verdict });
+        }
+        debug_assert!(considered.len() > first);
+        match best {
+            Some((idx, ..)) => {
+                considered[idx].verdict = Verdict::Chosen;
+                let id = considered[idx].target.clone();
+                // `best` only ever indexes a cluster pushed from `self.clusters` above.
+                let stack = self.clusters[&id].view.stack;
+                Byoc::Chosen { cluster: id, stack }
+            }
+            None if saw_capacity => Byoc::NotServed(Reason::Overflow),
+            None if saw_health => Byoc::NotServed(Reason::Failover),
+            None => Byoc::NotServed(Reason::TenantPolicy),
+        }
+    }
+}
+
+fn byoc_profile(stack: Stack) -> Profile {
+    match stack {
+        Stack::Dynamo => Profile::ByocDynamo,
+        Stack::Epp => Profile::ByocEpp,
+    }
+}
+
+fn health_verdict(h: Health) -> Option<Verdict> {
+    match h {
+        Health::Healthy => None,
+        Health::NoHeartbeat => Some(Verdict::NoHeartbeat),
+        Health::Down => Some(Verdict::Down),
+        Health::Draining => Some(Verdict::Draining),
+        Health::Unhealthy => Some(Verdict::Unhealthy),
+        Health::BreakerOpen => Some(Verdict::BreakerOpen),
+        Health::Recovering => Some(Verdict::Recovering),
+    }
+}
+
+/// The lane's limit on a cluster at `now`, ramped linearly during slow start from
+/// `slow_start_initial` of the limit to all of it (at least one slot once ramping).
+pub fn effective_limit(v: &ClusterView, now: i64, cfg: &RoutingConfig) -> u32 {
+    let ramp = cfg.breaker.slow_start_ms;
+    match v.slow_start_since {
+        Some(since) if ramp > 0 && now - since < ramp => {
+            let elapsed = (now - since).max(0) as u64;
+            let init = cfg.breaker.slow_start_initial_permille();
+            let share = init + (1000 - init) * elapsed / ramp as u64;
+            ((v.lane_limit as u64 * share / 1000) as u32).clamp(1.min(v.lane_limit), v.lane_limit)
+        }
+        _ => v.lane_limit,
+    }
+}

@@ -1,0 +1,17 @@
+//! The pure routing core (DESIGN §4, §6): deciders for lanes, clusters and tenants, the price
+//! table, the routing config, and the [`router::Router`] that wires them together.
+//!
+//! Sans-IO: no tokio, rdkafka, rocksdb, actix, clock, randomness or logging in here. Each decider
+//! is `decide(&state, &command) -> Vec<Event>` plus `evolve(&mut state, &event)`; time comes
+//! from events; maps are `BTreeMap` so iteration order never depends on hashing.
+
+pub mod cluster;
+pub mod config;
+pub mod lane;
+pub mod price;
+pub mod router;
+pub mod tenant;
+
+pub use config::RoutingConfig;
+pub use price::{PriceAliases, PriceTable};
+pub use router::{Output, Router};

@@ -1,0 +1,347 @@
+//! The router: all lane, cluster and tenant deciders of one process, wired together.
+//!
+//! It routes each input event to the decider that owns it and turns the facts one decider emits
+//! into commands for the others (cluster health → its lanes, completions → cluster breaker and
+//! tenant budget, provider health → the provider's lanes). Everything happens synchronously and
+//! in input order, so the same inputs always give the same decisions; `zumik decide`, the gate's
+//! replay and the Kafka runtime all drive this same type.
+//!
+//! It must not do I/O: outputs (decisions, journal, warnings) are returned in [`Output`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{
+    ClusterDeregisteredV1, DecisionV1, InputEvent, Outcome, ProviderStatus, RequestV1, Timestamp,
+};
+
+use super::cluster::{ClusterCommand, ClusterEvent, ClusterState};
+use super::config::RoutingConfig;
+use super::lane::{LaneCommand, LaneEvent, LaneState};
+use super::price::PriceTable;
+use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState};
+
+/// Format version of [`Router::snapshot`] bytes (first byte).
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// One journaled fact: which actor applied which event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JournalEntry {
+    Lane { lane: Arc<str>, event: LaneEvent },
+    Cluster { cluster_id: Arc<str>, event: ClusterEvent },
+    Tenant { tenant_id: Arc<str>, event: TenantEvent },
+}
+
+/// Something an operator should know that is not a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Stable code: `price_missing`, `unknown_cluster`, `cluster_conflict`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// What applying inputs produced. Reuse one across calls and drain it.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub decisions: Vec<DecisionV1>,
+    /// Filled only when `record_journal` is set (runtime and audit); off for the fast path.
+    pub journal: Vec<JournalEntry>,
+    pub record_journal: bool,
+    pub warnings: Vec<Warning>,
+}
+
+impl Output {
+    pub fn with_journal() -> Self {
+        Output { record_journal: true, ..Output::default() }
+    }
+
+    pub fn clear(&mut self) {
+        self.decisions.clear();
+        self.journal.clear();
+        self.warnings.clear();
+    }
+}
+
+/// The state of all actors of one router, serializable for snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterState {
+    pub lanes: BTreeMap<Arc<str>, LaneState>,
+    pub clusters: BTreeMap<Arc<str>, ClusterState>,
+    pub tenants: BTreeMap<Arc<str>, TenantState>,
+    pub providers: BTreeMap<Arc<str>, ProviderStatus>,
+    /// Input events applied so far.
+    pub applied: u64,
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is empty")]
+    Empty,
+    #[error("snapshot format version {found}, this build reads {expected}")]
+    Version { found: u8, expected: u8 },
+    #[error("snapshot is corrupt: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+}
+
+/// All deciders of one process.
+pub struct Router {
+    cfg: Arc<RoutingConfig>,
+    prices: Arc<PriceTable>,
+    default_policy: Arc<TenantPolicy>,
+    state: RouterState,
+}
+
+impl Router {
+    /// A router with empty state. `cfg` must have passed `validate()`.
+    pub fn new(cfg: Arc<RoutingConfig>, prices: Arc<PriceTable>) -> Self {
+        Router { cfg, prices, default_policy: Arc::new(TenantPolicy::permissive()), state: RouterState::default() }
+    }
+
+    pub fn state(&self) -> &RouterState {
+        &self.state
+    }
+
+    pub fn config(&self) -> &RoutingConfig {
+        &self.cfg
+    }
+
+    /// Serializes the whole state: a version byte, then bincode.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        // Plain data with no maps keyed by non-serializable types: encoding cannot fail.
+        let body = bincode::serde::encode_to_vec(&self.state, bincode::config::standard())
+            .expect("router state encodes");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A router continuing from [`Router::snapshot`] bytes.
+    pub fn restore(cfg: Arc<RoutingConfig>, prices: Arc<PriceTable>, bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version { found: version, expected: SNAPSHOT_VERSION });
+        }
+        let (state, _) = bincode::serde::decode_from_slice(body, bincode::config::standard())?;
+        let mut r = Router::new(cfg, prices);
+        r.state = state;
+        Ok(r)
+    }
+
+    /// Applies one validated input event.
+    pub fn apply(&mut self, event: InputEvent, out: &mut Output) {
+        self.state.applied += 1;
+        match event {
+            InputEvent::Request(r) => self.on_request(r, out),
+            InputEvent::Completion(c) => {
+                let lane = self.lane_key(&c.model, out);
+                self.lane_cmd(&lane, LaneCommand::Complete(c), out);
+            }
+            InputEvent::ClusterRegistered(e) => self.on_register(e, out),
+            InputEvent::ClusterDeregistered(e) => self.on_deregister(e, out),
+            InputEvent::ClusterHeartbeat(hb) => {
+                let id = hb.cluster_id.clone();
+                self.cluster_cmd(&id, ClusterCommand::Heartbeat(hb), out);
+            }
+            InputEvent::ProviderHealth(p) => {
+                let provider: Arc<str> = Arc::from(p.provider.as_str());
+                self.state.providers.insert(provider.clone(), p.status);
+                let lanes: Vec<Arc<str>> =
+                    self.state.lanes.values().filter(|l| l.provider == provider).map(|l| l.lane.clone()).collect();
+                for lane in lanes {
+                    self.lane_cmd(&lane, LaneCommand::ProviderHealth { status: p.status, ts: p.ts }, out);
+                }
+            }
+            InputEvent::TenantPolicy(p) => {
+                let id: Arc<str> = Arc::from(p.tenant_id.as_str());
+                let t = self.state.tenants.entry(id.clone()).or_insert_with(|| TenantState::new(id.clone()));
+                let events = t.decide(&TenantCommand::SetPolicy(p), &self.cfg);
+                self.tenant_apply(&id, events, out);
+            }
+            InputEvent::LaneActivated(a) => {
+                let lane = self.lane_key(&a.lane, out);
+                self.lane_cmd(&lane, LaneCommand::Activate { report_digest: a.report_digest, ts: a.ts }, out);
+            }
+            InputEvent::LaneDeactivated(a) => {
+                let lane = self.lane_key(&a.lane, out);
+                self.lane_cmd(&lane, LaneCommand::Deactivate { reason: a.reason, ts: a.ts }, out);
+            }
+        }
+    }
+
+    fn on_request(&mut self, r: RequestV1, out: &mut Output) {
+        let lane = self.lane_key(&r.model, out);
+        let now = r.ts;
+        if self.state.lanes[&lane].next_expiry().is_some_and(|t| t <= now.millis()) {
+            self.lane_cmd(&lane, LaneCommand::Expire { now }, out);
+        }
+        let tenant = match self.state.tenants.get(r.tenant_id.as_str()) {
+            Some(t) => t.view(now, &self.default_policy),
+            None => super::tenant::TenantView {
+                known: false,
+                version: 0,
+                policy: self.default_policy.clone(),
+                paused: false,
+            },
+        };
+        self.lane_cmd(&lane, LaneCommand::Route { request: r, tenant }, out);
+    }
+
+    fn on_register(&mut self, e: crate::events::ClusterRegisteredV1, out: &mut Output) {
+        let id: Arc<str> = Arc::from(e.cluster_id.as_str());
+        let old_lanes = match self.state.clusters.get(&id) {
+            Some(c) => c.lanes.clone(),
+            None => {
+                self.state.clusters.insert(id.clone(), ClusterState::registered(&e));
+                vec![]
+            }
+        };
+        let ts = e.ts;
+        self.cluster_cmd(&id, ClusterCommand::Register(e), out);
+        let new_lanes = self.state.clusters[&id].lanes.clone();
+        for lane in old_lanes.iter().filter(|l| !new_lanes.contains(l)) {
+            self.lane_cmd(lane, LaneCommand::ClusterRemoved { cluster_id: id.clone(), ts }, out);
+        }
+    }
+
+    fn on_deregister(&mut self, e: ClusterDeregisteredV1, out: &mut Output) {
+        let Some(c) = self.state.clusters.remove(e.cluster_id.as_str()) else {
+            out.warnings.push(Warning {
+                code: "unknown_cluster",
+                message: format!("deregistration of unknown cluster {}", e.cluster_id),
+            });
+            return;
+        };
+        for lane in &c.lanes {
+            self.lane_cmd(lane, LaneCommand::ClusterRemoved { cluster_id: c.cluster_id.clone(), ts: e.ts }, out);
+        }
+    }
+
+    /// The lane's key, creating the lane (priced, with the clusters and provider status that
+    /// already concern it) on first sight.
+    fn lane_key(&mut self, lane: &str, out: &mut Output) -> Arc<str> {
+        if let Some((k, _)) = self.state.lanes.get_key_value(lane) {
+            return k.clone();
+        }
+        let price = self.prices.resolve(lane);
+        if price.is_none() {
+            out.warnings.push(Warning {
+                code: "price_missing",
+                message: format!(
+                    "lane {lane}: model has no price in the price table; cost estimates are 0 \
+                     (map it under [pricing.models] in the config)"
+                ),
+            });
+        }
+        let state = LaneState::new(lane, price.map(|m| m.price));
+        let key = state.lane.clone();
+        let provider = state.provider.clone();
+        self.state.lanes.insert(key.clone(), state);
+        if let Some(&status) = self.state.providers.get(&provider) {
+            if status == ProviderStatus::Down {
+                self.lane_cmd(&key, LaneCommand::ProviderHealth { status, ts: Timestamp::default() }, out);
+            }
+        }
+        let views: Vec<_> = self
+            .state
+            .clusters
+            .values()
+            .filter(|c| c.lanes.iter().any(|l| **l == *lane))
+            .map(|c| c.view(&self.cfg))
+            .collect();
+        for v in views {
+            self.lane_cmd(&key, LaneCommand::ClusterUpdated(v), out);
+        }
+        key
+    }
+
+    fn lane_cmd(&mut self, lane: &Arc<str>, cmd: LaneCommand, out: &mut Output) {
+        if !self.state.lanes.contains_key(lane) {
+            self.lane_key(lane, out);
+        }
+        // Present: created just above if it was missing.
+        let state = self.state.lanes.get_mut(lane).expect("lane exists");
+        let events = state.decide(&cmd, &self.cfg);
+        let mut follow_ups = Vec::new();
+        for event in events {
+            state.evolve(&event);
+            if out.record_journal {
+                out.journal.push(JournalEntry::Lane { lane: lane.clone(), event: event.clone() });
+            }
+            match event {
+                LaneEvent::Decided { decision, .. } => out.decisions.push(decision),
+                LaneEvent::Completed { request_id, tenant_id, cluster, outcome, billable_micros, ts, .. } => {
+                    if let Some(c) = cluster {
+                        let failed = matches!(outcome, Outcome::Failed | Outcome::Expired);
+                        follow_ups.push(FollowUp::Cluster(c, ClusterCommand::Outcome { failed, ts }));
+                    }
+                    if billable_micros > 0 {
+                        follow_ups.push(FollowUp::Tenant(
+                            tenant_id,
+                            TenantCommand::RecordUsage { request_id, cost_micros: billable_micros, ts },
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for f in follow_ups {
+            match f {
+                FollowUp::Cluster(id, cmd) => self.cluster_cmd(&id, cmd, out),
+                FollowUp::Tenant(id, cmd) => {
+                    let t = self.state.tenants.entry(id.clone()).or_insert_with(|| TenantState::new(id.clone()));
+                    let events = t.decide(&cmd, &self.cfg);
+                    self.tenant_apply(&id, events, out);
+                }
+            }
+        }
+    }
+
+    fn cluster_cmd(&mut self, id: &str, cmd: ClusterCommand, out: &mut Output) {
+        let Some(state) = self.state.clusters.get_mut(id) else {
+            out.warnings.push(Warning {
+                code: "unknown_cluster",
+                message: format!("event for unregistered cluster {id} ignored"),
+            });
+            return;
+        };
+        let before = state.view(&self.cfg);
+        let events = state.decide(&cmd, &self.cfg);
+        if events.is_empty() {
+            return;
+        }
+        for event in &events {
+            state.evolve(event, &self.cfg);
+        }
+        let after = state.view(&self.cfg);
+        let lanes = state.lanes.clone();
+        let key = state.cluster_id.clone();
+        if out.record_journal {
+            out.journal.extend(events.into_iter().map(|event| JournalEntry::Cluster { cluster_id: key.clone(), event }));
+        }
+        let registered = matches!(cmd, ClusterCommand::Register(_));
+        if after != before || registered {
+            for lane in &lanes {
+                self.lane_cmd(lane, LaneCommand::ClusterUpdated(after.clone()), out);
+            }
+        }
+    }
+
+    fn tenant_apply(&mut self, id: &Arc<str>, events: Vec<TenantEvent>, out: &mut Output) {
+        // The caller just created or found this tenant.
+        let t = self.state.tenants.get_mut(id).expect("tenant exists");
+        for event in events {
+            t.evolve(&event, &self.cfg);
+            if out.record_journal {
+                out.journal.push(JournalEntry::Tenant { tenant_id: id.clone(), event });
+            }
+        }
+    }
+}
+
+enum FollowUp {
+    Cluster(Arc<str>, ClusterCommand),
+    Tenant(Arc<str>, TenantCommand),
+}

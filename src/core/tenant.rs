@@ -1,0 +1,242 @@
+//! Tenant decider: the tenant's policy and its monthly budget.
+//!
+//! Owns policy versions, spend per calendar month (event time), the 50/80/100 % threshold events
+//! and whether the tenant is paused. Lanes never read this state directly: they receive a
+//! [`TenantView`] inside each route command, so a lane's journal alone replays its decisions.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{DataBoundary, OverageMode, ProfileClass, TenantPolicyV1, Timestamp};
+
+use super::config::RoutingConfig;
+
+/// A set of [`ProfileClass`]es as a bitmask (cheap to copy and to intersect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileSet(u8);
+
+impl ProfileSet {
+    pub const ALL: ProfileSet = ProfileSet(0b1111);
+
+    fn bit(p: ProfileClass) -> u8 {
+        match p {
+            ProfileClass::Byoc => 1,
+            ProfileClass::ManagedProvider => 2,
+            ProfileClass::Byok => 4,
+            ProfileClass::Subscription => 8,
+        }
+    }
+
+    pub fn from_slice(ps: &[ProfileClass]) -> Self {
+        ProfileSet(ps.iter().fold(0, |acc, &p| acc | Self::bit(p)))
+    }
+
+    pub fn contains(self, p: ProfileClass) -> bool {
+        self.0 & Self::bit(p) != 0
+    }
+
+    pub fn intersect(self, other: ProfileSet) -> ProfileSet {
+        ProfileSet(self.0 & other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// A tenant's policy, normalised (sorted lists, a profile bitmask) for fast checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPolicy {
+    /// Sorted; `None` = any region.
+    pub allowed_regions: Option<Vec<Arc<str>>>,
+    pub profiles: ProfileSet,
+    pub data_boundary: DataBoundary,
+    /// Providers with a subscription, sorted.
+    pub subscriptions: Vec<Arc<str>>,
+    /// Providers with a BYOK credential, sorted.
+    pub byok: Vec<Arc<str>>,
+    pub monthly_budget_micros: Option<u64>,
+    pub overage_mode: OverageMode,
+    /// `None` = the configured default order.
+    pub escalation: Option<Vec<ProfileClass>>,
+}
+
+fn sorted(v: &[String]) -> Vec<Arc<str>> {
+    let mut out: Vec<Arc<str>> = v.iter().map(|s| Arc::from(s.as_str())).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl TenantPolicy {
+    /// The default for tenants without a policy: everything allowed, no budget.
+    pub fn permissive() -> Self {
+        TenantPolicy {
+            allowed_regions: None,
+            profiles: ProfileSet::ALL,
+            data_boundary: DataBoundary::Project,
+            subscriptions: vec![],
+            byok: vec![],
+            monthly_budget_micros: None,
+            overage_mode: OverageMode::Allow,
+            escalation: None,
+        }
+    }
+
+    pub fn from_event(e: &TenantPolicyV1) -> Self {
+        TenantPolicy {
+            allowed_regions: e.allowed_regions.as_deref().map(sorted),
+            profiles: e.allowed_profiles.as_deref().map_or(ProfileSet::ALL, ProfileSet::from_slice),
+            data_boundary: e.data_boundary.unwrap_or_default(),
+            subscriptions: sorted(&e.subscriptions),
+            byok: sorted(&e.byok),
+            monthly_budget_micros: e.monthly_budget_micros,
+            overage_mode: e.overage_mode.unwrap_or_default(),
+            escalation: e.escalation.clone(),
+        }
+    }
+
+    pub fn region_allowed(&self, region: &str) -> bool {
+        self.allowed_regions.as_ref().is_none_or(|rs| rs.binary_search_by(|r| (**r).cmp(region)).is_ok())
+    }
+
+    pub fn has_subscription(&self, provider: &str) -> bool {
+        self.subscriptions.binary_search_by(|p| (**p).cmp(provider)).is_ok()
+    }
+
+    pub fn has_byok(&self, provider: &str) -> bool {
+        self.byok.binary_search_by(|p| (**p).cmp(provider)).is_ok()
+    }
+}
+
+/// What a lane needs to know about the tenant at decision time (journaled with the command).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantView {
+    /// False when the tenant has no policy and the default applies.
+    pub known: bool,
+    /// Policy version (0 = default policy).
+    pub version: u64,
+    pub policy: Arc<TenantPolicy>,
+    /// Budget spent and overage mode `pause`: requests are rejected with `quota_exceeded`.
+    pub paused: bool,
+}
+
+/// Tenant state: policy and the current month's spend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantState {
+    pub tenant_id: Arc<str>,
+    pub policy: Option<Arc<TenantPolicy>>,
+    pub version: u64,
+    /// Month of `spent_micros`, `yyyymm` (event time).
+    pub month: u32,
+    pub spent_micros: u64,
+    /// Bit i set = threshold i of the config already crossed this month.
+    pub crossed: u8,
+}
+
+/// Inputs of the tenant decider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TenantCommand {
+    SetPolicy(TenantPolicyV1),
+    /// Billable cost of a completed request.
+    RecordUsage { request_id: String, cost_micros: u64, ts: Timestamp },
+}
+
+/// Facts the tenant decider emits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TenantEvent {
+    PolicySet { policy: Arc<TenantPolicy>, version: u64, ts: Timestamp },
+    MonthStarted { month: u32 },
+    UsageRecorded { request_id: String, cost_micros: u64, spent_micros: u64, ts: Timestamp },
+    BudgetThresholdCrossed { pct: u8, spent_micros: u64, budget_micros: u64, ts: Timestamp },
+}
+
+fn crossed_mask(spent: u64, budget: Option<u64>, thresholds: &[u8]) -> u8 {
+    let Some(budget) = budget else { return 0 };
+    thresholds.iter().enumerate().fold(0, |acc, (i, &pct)| {
+        if spent as u128 * 100 >= budget as u128 * pct as u128 {
+            acc | (1 << i)
+        } else {
+            acc
+        }
+    })
+}
+
+impl TenantState {
+    pub fn new(tenant_id: Arc<str>) -> Self {
+        TenantState { tenant_id, policy: None, version: 0, month: 0, spent_micros: 0, crossed: 0 }
+    }
+
+    /// The view a lane gets for a request at event time `now`.
+    pub fn view(&self, now: Timestamp, default: &Arc<TenantPolicy>) -> TenantView {
+        let policy = self.policy.clone().unwrap_or_else(|| default.clone());
+        // Spend from an earlier month does not count against this month's budget.
+        let spent = if now.year_month() == self.month { self.spent_micros } else { 0 };
+        let paused = policy.overage_mode == OverageMode::Pause
+            && policy.monthly_budget_micros.is_some_and(|b| spent >= b);
+        TenantView { known: self.policy.is_some(), version: self.version, policy, paused }
+    }
+
+    pub fn decide(&self, cmd: &TenantCommand, cfg: &RoutingConfig) -> Vec<TenantEvent> {
+        match cmd {
+            TenantCommand::SetPolicy(p) => vec![TenantEvent::PolicySet {
+                policy: Arc::new(TenantPolicy::from_event(p)),
+                version: self.version + 1,
+                ts: p.ts,
+            }],
+            TenantCommand::RecordUsage { request_id, cost_micros, ts } => {
+                let mut out = Vec::with_capacity(2);
+                let month = ts.year_month();
+                let (spent_before, crossed_before) = if month == self.month {
+                    (self.spent_micros, self.crossed)
+                } else {
+                    out.push(TenantEvent::MonthStarted { month });
+                    (0, 0)
+                };
+                let spent = spent_before.saturating_add(*cost_micros);
+                out.push(TenantEvent::UsageRecorded {
+                    request_id: request_id.clone(),
+                    cost_micros: *cost_micros,
+                    spent_micros: spent,
+                    ts: *ts,
+                });
+                let budget = self.policy.as_ref().and_then(|p| p.monthly_budget_micros);
+                let now_crossed = crossed_mask(spent, budget, &cfg.budget_thresholds_pct);
+                for (i, &pct) in cfg.budget_thresholds_pct.iter().enumerate() {
+                    if now_crossed & !crossed_before & (1 << i) != 0 {
+                        out.push(TenantEvent::BudgetThresholdCrossed {
+                            pct,
+                            spent_micros: spent,
+                            budget_micros: budget.unwrap_or(0),
+                            ts: *ts,
+                        });
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    pub fn evolve(&mut self, event: &TenantEvent, cfg: &RoutingConfig) {
+        match event {
+            TenantEvent::PolicySet { policy, version, .. } => {
+                self.policy = Some(policy.clone());
+                self.version = *version;
+                // A new budget re-arms the thresholds the current spend no longer crosses.
+                self.crossed =
+                    crossed_mask(self.spent_micros, policy.monthly_budget_micros, &cfg.budget_thresholds_pct);
+            }
+            TenantEvent::MonthStarted { month } => {
+                self.month = *month;
+                self.spent_micros = 0;
+                self.crossed = 0;
+            }
+            TenantEvent::UsageRecorded { spent_micros, .. } => self.spent_micros = *spent_micros,
+            TenantEvent::BudgetThresholdCrossed { .. } => {
+                let budget = self.policy.as_ref().and_then(|p| p.monthly_budget_micros);
+                self.crossed = crossed_mask(self.spent_micros, budget, &cfg.budget_thresholds_pct);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! JSON codecs for the public topics: bytes → validated [`InputEvent`], [`DecisionV1`] → bytes.
+//!
+//! Decoding never panics on hostile bytes; every failure says which rule broke, so the runtime
+//! can put it on the DLQ with that reason and `zumik decide` can print it with the line number.
+
+use thiserror::Error;
+
+use super::decision::DecisionV1;
+use super::input::InputEvent;
+use super::validate::Invalid;
+
+/// Largest event accepted, in bytes. Bigger payloads are hostile or broken.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// Why bytes are not a valid input event.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    #[error("event is {size} bytes, more than the {max} allowed")]
+    TooLarge { size: usize, max: usize },
+    #[error("not a valid event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid {schema} event: {invalid}")]
+    Invalid { schema: &'static str, invalid: Invalid },
+}
+
+impl DecodeError {
+    /// Short stable code for metrics and DLQ headers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::Json(_) => "malformed",
+            DecodeError::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+/// Parses and validates one JSON input event.
+pub fn decode_input(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(DecodeError::TooLarge { size: bytes.len(), max: MAX_EVENT_BYTES });
+    }
+    let event: InputEvent = serde_json::from_slice(bytes)?;
+    event
+        .validate()
+        .map_err(|invalid| DecodeError::Invalid { schema: event.schema_name(), invalid })?;
+    Ok(event)
+}
+
+/// Serializes one input event as a JSON object with its `schema` tag.
+pub fn encode_input(event: &InputEvent) -> Vec<u8> {
+    // Serializing plain data with string keys cannot fail.
+    serde_json::to_vec(event).expect("input events serialize")
+}
+
+/// Serializes a decision as `{"schema":"zumik.decision.v1",…}` without cloning it.
+/// Field order is the struct's, so equal decisions give equal bytes.
+pub fn encode_decision(decision: &DecisionV1) -> Vec<u8> {
+    let mut out = Vec::with_capacity(384);
+    encode_decision_into(decision, &mut out);
+    out
+}
+
+/// Like [`encode_decision`], appending to `out`.
+pub fn encode_decision_into(decision: &DecisionV1, out: &mut Vec<u8>) {
+    const HEAD: &[u8] = br#"{"schema":"zumik.decision.v1","#;
+    let start = out.len();
+    // A struct of strings, integers and enums always serializes.
+    serde_json::to_writer(&mut *out, decision).expect("decisions serialize");
+    // `to_writer` wrote `{"request_id":…}`: replace its `{` with the tagged head.
+    out.splice(start..start + 1, HEAD.iter().copied());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::decision::OutputEvent;
+    use crate::events::{Mode, Reason, Timestamp};
+
+    #[test]
+    fn decision_encoding_matches_the_tagged_enum() {
+        let d = DecisionV1 {
+            request_id: "r1".into(),
+            tenant_id: "prj_a".into(),
+            lane: "openai/gpt-4o".into(),
+            profile: None,
+            mode: Mode::Rejected,
+            target: None,
+            reason: Reason::UnknownTenant,
+            considered: vec![],
+            estimated_cost_micros: 0,
+            decided_at: Timestamp(1_700_000_000_000),
+            seq: 1,
+            policy_version: 0,
+            detail: None,
+            source: None,
+        };
+        let ours = encode_decision(&d);
+        let via_enum = serde_json::to_vec(&OutputEvent::Decision(d.clone())).unwrap();
+        assert_eq!(String::from_utf8(ours.clone()).unwrap(), String::from_utf8(via_enum).unwrap());
+        let back: OutputEvent = serde_json::from_slice(&ours).unwrap();
+        assert_eq!(back, OutputEvent::Decision(d));
+    }
+
+    #[test]
+    fn decode_reports_the_broken_rule() {
+        let e = decode_input(b"{not json").unwrap_err();
+        assert_eq!(e.code(), "malformed");
+        let e = decode_input(br#"{"schema":"zumik.nope.v1"}"#).unwrap_err();
+        assert!(e.to_string().contains("zumik.nope.v1"), "{e}");
+        let e = decode_input(
+            br#"{"schema":"zumik.cluster_deregistered.v1","cluster_id":"","ts":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "invalid");
+        assert!(e.to_string().contains("cluster_id"), "{e}");
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert_eq!(decode_input(&big).unwrap_err().code(), "too_large");
+    }
+
+    #[test]
+    fn negative_tokens_and_unknown_fields_are_refused() {
+        let base = r#"{"schema":"zumik.request.v1","request_id":"r","tenant_id":"t","model":"openai/gpt-4o","input_tokens":IN,"cached_input_tokens":0,"max_output_tokens":5,"qos":{"class":"interactive"},"ts":"2026-01-01T00:00:00Z"EXTRA}"#;
+        assert!(decode_input(base.replace("IN", "10").replace("EXTRA", "").as_bytes()).is_ok());
+        assert!(decode_input(base.replace("IN", "-1").replace("EXTRA", "").as_bytes()).is_err());
+        let e = decode_input(base.replace("IN", "1").replace("EXTRA", r#","colour":1"#).as_bytes())
+            .unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+}

@@ -1,0 +1,458 @@
+//! Input events (v1): what producers put on `zumik.requests`, `zumik.completions`,
+//! `zumik.telemetry` and `zumik.control`.
+//!
+//! These structs *are* the public contract: field names and meanings only change with a new
+//! schema version. Each type checks the rules serde cannot (ranges, id shapes) in `validate`;
+//! this module must not know anything about routing.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::time::Timestamp;
+use super::validate::{check_fraction, check_id, check_model_path, check_region, Invalid};
+
+/// Coarse profile classes a tenant or a request may allow (and order, for escalation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileClass {
+    /// A BYOC hot-lane cluster (`byoc_dynamo` or `byoc_epp`).
+    Byoc,
+    /// The platform's managed provider account.
+    ManagedProvider,
+    /// The tenant's own provider credential.
+    Byok,
+    /// The tenant's provider subscription (bundled allowance).
+    Subscription,
+}
+
+/// Quality-of-service hints of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Qos {
+    /// Service class, e.g. `interactive` or `batch` (free text, 1–32 chars).
+    #[schemars(length(min = 1, max = 32))]
+    pub class: String,
+    /// Time-to-first-token target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ttft_ms: Option<u32>,
+    /// How long the caller waits at most; a BYOC reservation expires after it (event time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub deadline_ms: Option<u32>,
+    /// Higher is more important.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+}
+
+/// `zumik.request.v1` — one inference request to route (topic `zumik.requests`, key = lane).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestV1 {
+    /// Caller's id for the request; the decision carries it back.
+    #[schemars(length(min = 1, max = 128))]
+    pub request_id: String,
+    /// Tenant (project), e.g. `prj_acme`.
+    #[schemars(length(min = 1, max = 128))]
+    pub tenant_id: String,
+    /// The lane: `provider/model[@revision]`.
+    #[schemars(length(min = 3, max = 256))]
+    pub model: String,
+    /// The name the caller used before alias resolution, for the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: u32,
+    /// Prompt tokens expected to hit the provider's prompt cache (≤ `input_tokens`).
+    pub cached_input_tokens: u32,
+    /// Output budget of the request.
+    pub max_output_tokens: u32,
+    pub qos: Qos,
+    /// Where the request originates / must be served; checked against the tenant's regions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Narrows the tenant's allowed profiles for this request only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_profiles: Option<Vec<ProfileClass>>,
+    pub ts: Timestamp,
+}
+
+/// How a routed request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Completed,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+/// `zumik.completion.v1` — the outcome of a routed request (topic `zumik.completions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionV1 {
+    #[schemars(length(min = 1, max = 128))]
+    pub request_id: String,
+    #[schemars(length(min = 1, max = 128))]
+    pub tenant_id: String,
+    /// The lane the request was routed on.
+    #[schemars(length(min = 3, max = 256))]
+    pub model: String,
+    pub outcome: Outcome,
+    pub input_tokens: u32,
+    pub cached_input_tokens: u32,
+    pub output_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    /// Who served it, as the data plane saw it. Recommended: without it the broker infers the
+    /// profile from its own reservation (BYOC) or assumes `managed_provider`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<super::decision::Profile>,
+    /// The served target (cluster id or `provider/model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub ts: Timestamp,
+}
+
+/// Serving stack of a BYOC cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Stack {
+    /// NVIDIA Dynamo.
+    Dynamo,
+    /// llm-d / Gateway API endpoint picker.
+    Epp,
+}
+
+/// `zumik.cluster_registered.v1` — a BYOC cluster joins (topic `zumik.control`, key = cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRegisteredV1 {
+    /// `byc_…`
+    #[schemars(length(min = 1, max = 128))]
+    pub cluster_id: String,
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 64))]
+    pub region: String,
+    pub stack: Stack,
+    /// Lanes (`provider/model[@rev]`) the cluster serves; its capacity is split evenly among them.
+    #[schemars(length(min = 1, max = 64))]
+    pub lanes: Vec<String>,
+    /// Concurrent sequences the cluster accepts (until a heartbeat says otherwise).
+    #[schemars(range(min = 1))]
+    pub max_inflight: u32,
+    #[schemars(range(min = 1))]
+    pub gpus: u32,
+    /// Price of one GPU-hour in micros.
+    pub gpu_hour_micros: u64,
+    /// Tenant this cluster is dedicated to; absent = shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated_to: Option<String>,
+    pub ts: Timestamp,
+}
+
+/// `zumik.cluster_deregistered.v1` — a cluster leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterDeregisteredV1 {
+    #[schemars(length(min = 1, max = 128))]
+    pub cluster_id: String,
+    pub ts: Timestamp,
+}
+
+/// Status a cluster reports about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterStatus {
+    Ready,
+    Degraded,
+    Draining,
+    Down,
+}
+
+/// `zumik.cluster_heartbeat.v1` — periodic cluster telemetry (topic `zumik.telemetry`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterHeartbeatV1 {
+    #[schemars(length(min = 1, max = 128))]
+    pub cluster_id: String,
+    pub status: ClusterStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// Current concurrent-sequence capacity (autoscaling changes it).
+    pub max_inflight: u32,
+    /// Sequences in flight as the cluster counts them (informational).
+    pub inflight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_p95_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub kv_cache_usage: Option<f64>,
+    /// Share of failed requests since the last heartbeat, 0..1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub error_rate: Option<f64>,
+    pub ts: Timestamp,
+}
+
+/// Health of a managed provider as the gateway sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderStatus {
+    Ok,
+    Degraded,
+    Down,
+}
+
+/// `zumik.provider_health.v1` — managed-provider health from the gateway (topic `zumik.telemetry`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderHealthV1 {
+    /// Provider name as used in lanes (`openai`, `fireworks`, …).
+    #[schemars(length(min = 1, max = 64))]
+    pub provider: String,
+    pub status: ProviderStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub error_rate: Option<f64>,
+    pub ts: Timestamp,
+}
+
+/// Where a tenant's data may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DataBoundary {
+    /// The project's providers and, in an emergency, OpenRouter.
+    #[default]
+    Project,
+    /// Only the lane's own provider or the tenant's clusters; never OpenRouter.
+    Strict,
+    /// Anything but OpenRouter.
+    NoOpenrouter,
+}
+
+/// What happens when the monthly budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverageMode {
+    /// Reject further requests with `quota_exceeded` until the next month.
+    Pause,
+    /// Keep serving; threshold events still fire.
+    #[default]
+    Allow,
+}
+
+/// `zumik.tenant_policy.v1` — a tenant's routing policy (topic `zumik.control`, key = tenant).
+/// Each one replaces the previous policy whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPolicyV1 {
+    #[schemars(length(min = 1, max = 128))]
+    pub tenant_id: String,
+    /// Regions the tenant's requests may come from and its traffic may run in; absent = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_regions: Option<Vec<String>>,
+    /// Profiles the tenant may use; absent = all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_profiles: Option<Vec<ProfileClass>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_boundary: Option<DataBoundary>,
+    /// Providers the tenant has a subscription with.
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+    /// Providers the tenant brought its own key for.
+    #[serde(default)]
+    pub byok: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_budget_micros: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overage_mode: Option<OverageMode>,
+    /// Escalation order; absent = the broker default (subscription, byok, byoc, managed_provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Vec<ProfileClass>>,
+    pub ts: Timestamp,
+}
+
+/// `zumik.lane_activated.v1` — a lane becomes a hot lane after passing the gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaneActivatedV1 {
+    #[schemars(length(min = 3, max = 256))]
+    pub lane: String,
+    /// SHA-256 evidence digest of the passing gate report.
+    #[schemars(length(min = 1, max = 128))]
+    pub report_digest: String,
+    pub ts: Timestamp,
+}
+
+/// `zumik.lane_deactivated.v1` — a lane goes back to managed (demotion or operator command).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaneDeactivatedV1 {
+    #[schemars(length(min = 3, max = 256))]
+    pub lane: String,
+    #[schemars(length(min = 1, max = 256))]
+    pub reason: String,
+    pub ts: Timestamp,
+}
+
+/// Any input event, tagged by its `schema` field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "schema")]
+pub enum InputEvent {
+    #[serde(rename = "zumik.request.v1")]
+    Request(RequestV1),
+    #[serde(rename = "zumik.completion.v1")]
+    Completion(CompletionV1),
+    #[serde(rename = "zumik.cluster_registered.v1")]
+    ClusterRegistered(ClusterRegisteredV1),
+    #[serde(rename = "zumik.cluster_deregistered.v1")]
+    ClusterDeregistered(ClusterDeregisteredV1),
+    #[serde(rename = "zumik.cluster_heartbeat.v1")]
+    ClusterHeartbeat(ClusterHeartbeatV1),
+    #[serde(rename = "zumik.provider_health.v1")]
+    ProviderHealth(ProviderHealthV1),
+    #[serde(rename = "zumik.tenant_policy.v1")]
+    TenantPolicy(TenantPolicyV1),
+    #[serde(rename = "zumik.lane_activated.v1")]
+    LaneActivated(LaneActivatedV1),
+    #[serde(rename = "zumik.lane_deactivated.v1")]
+    LaneDeactivated(LaneDeactivatedV1),
+}
+
+impl InputEvent {
+    /// The event's `schema` name.
+    pub fn schema_name(&self) -> &'static str {
+        match self {
+            InputEvent::Request(_) => "zumik.request.v1",
+            InputEvent::Completion(_) => "zumik.completion.v1",
+            InputEvent::ClusterRegistered(_) => "zumik.cluster_registered.v1",
+            InputEvent::ClusterDeregistered(_) => "zumik.cluster_deregistered.v1",
+            InputEvent::ClusterHeartbeat(_) => "zumik.cluster_heartbeat.v1",
+            InputEvent::ProviderHealth(_) => "zumik.provider_health.v1",
+            InputEvent::TenantPolicy(_) => "zumik.tenant_policy.v1",
+            InputEvent::LaneActivated(_) => "zumik.lane_activated.v1",
+            InputEvent::LaneDeactivated(_) => "zumik.lane_deactivated.v1",
+        }
+    }
+
+    /// Event time of the event.
+    pub fn ts(&self) -> Timestamp {
+        match self {
+            InputEvent::Request(e) => e.ts,
+            InputEvent::Completion(e) => e.ts,
+            InputEvent::ClusterRegistered(e) => e.ts,
+            InputEvent::ClusterDeregistered(e) => e.ts,
+            InputEvent::ClusterHeartbeat(e) => e.ts,
+            InputEvent::ProviderHealth(e) => e.ts,
+            InputEvent::TenantPolicy(e) => e.ts,
+            InputEvent::LaneActivated(e) => e.ts,
+            InputEvent::LaneDeactivated(e) => e.ts,
+        }
+    }
+
+    /// The Kafka key the event belongs under (lane, cluster, provider or tenant).
+    pub fn key(&self) -> &str {
+        match self {
+            InputEvent::Request(e) => &e.model,
+            InputEvent::Completion(e) => &e.model,
+            InputEvent::ClusterRegistered(e) => &e.cluster_id,
+            InputEvent::ClusterDeregistered(e) => &e.cluster_id,
+            InputEvent::ClusterHeartbeat(e) => &e.cluster_id,
+            InputEvent::ProviderHealth(e) => &e.provider,
+            InputEvent::TenantPolicy(e) => &e.tenant_id,
+            InputEvent::LaneActivated(e) => &e.lane,
+            InputEvent::LaneDeactivated(e) => &e.lane,
+        }
+    }
+
+    /// Checks the contract rules serde does not: id shapes, ranges, model paths.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        match self {
+            InputEvent::Request(e) => {
+                check_id("request_id", &e.request_id)?;
+                check_id("tenant_id", &e.tenant_id)?;
+                check_model_path("model", &e.model)?;
+                if e.qos.class.is_empty() || e.qos.class.len() > 32 {
+                    return Err(Invalid::new("qos.class", "must be 1–32 characters"));
+                }
+                if e.qos.deadline_ms == Some(0) {
+                    return Err(Invalid::new("qos.deadline_ms", "must be at least 1"));
+                }
+                if let Some(r) = &e.region {
+                    check_region("region", r)?;
+                }
+                Ok(())
+            }
+            InputEvent::Completion(e) => {
+                check_id("request_id", &e.request_id)?;
+                check_id("tenant_id", &e.tenant_id)?;
+                check_model_path("model", &e.model)
+            }
+            InputEvent::ClusterRegistered(e) => {
+                check_id("cluster_id", &e.cluster_id)?;
+                check_id("name", &e.name)?;
+                check_region("region", &e.region)?;
+                if e.lanes.is_empty() || e.lanes.len() > 64 {
+                    return Err(Invalid::new("lanes", "must list 1–64 lanes"));
+                }
+                for lane in &e.lanes {
+                    check_model_path("lanes", lane)?;
+                }
+                if e.max_inflight == 0 {
+                    return Err(Invalid::new("max_inflight", "must be at least 1"));
+                }
+                if e.gpus == 0 {
+                    return Err(Invalid::new("gpus", "must be at least 1"));
+                }
+                if let Some(t) = &e.dedicated_to {
+                    check_id("dedicated_to", t)?;
+                }
+                Ok(())
+            }
+            InputEvent::ClusterDeregistered(e) => check_id("cluster_id", &e.cluster_id),
+            InputEvent::ClusterHeartbeat(e) => {
+                check_id("cluster_id", &e.cluster_id)?;
+                check_fraction("kv_cache_usage", e.kv_cache_usage)?;
+                check_fraction("error_rate", e.error_rate)
+            }
+            InputEvent::ProviderHealth(e) => {
+                check_id("provider", &e.provider)?;
+                check_fraction("error_rate", e.error_rate)
+            }
+            InputEvent::TenantPolicy(e) => {
+                check_id("tenant_id", &e.tenant_id)?;
+                for r in e.allowed_regions.iter().flatten() {
+                    check_region("allowed_regions", r)?;
+                }
+                for p in e.subscriptions.iter() {
+                    check_id("subscriptions", p)?;
+                }
+                for p in e.byok.iter() {
+                    check_id("byok", p)?;
+                }
+                if e.escalation.as_ref().is_some_and(|v| v.is_empty()) {
+                    return Err(Invalid::new("escalation", "must name at least one profile"));
+                }
+                Ok(())
+            }
+            InputEvent::LaneActivated(e) => {
+                check_model_path("lane", &e.lane)?;
+                check_id("report_digest", &e.report_digest)
+            }
+            InputEvent::LaneDeactivated(e) => {
+                check_model_path("lane", &e.lane)?;
+                if e.reason.is_empty() || e.reason.len() > 256 {
+                    return Err(Invalid::new("reason", "must be 1–256 characters"));
+                }
+                Ok(())
+            }
+        }
+    }
+}

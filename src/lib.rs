@@ -1,0 +1,18 @@
+//! Zumik execution broker: decides, for every LLM inference request, whether it runs on a BYOC
+//! hot lane or on a managed provider — deterministically, so every decision can be replayed.
+//!
+//! # Layout
+//!
+//! - [`events`] — the public event contract (v1 JSON types, JSON Schemas, codecs, event time).
+//! - [`core`] — the pure, sans-IO routing core: lane, cluster and tenant deciders, the price
+//!   table, the routing config and the [`core::Router`] that wires them. No I/O, no clock.
+//! - [`config`] — the one validated root config (`zumik.toml` + `ZUMIK_*` environment overrides).
+//! - [`cli`] — the `zumik` command line (thin: parses arguments, does I/O, calls the core).
+//!
+//! Planned next (DESIGN §6–§7): `actors/` (actix shells), `kafka/`, `store/` (RocksDB), `api/`
+//! (HTTP), `gate/` (diagnostic, replay simulation, reports).
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod events;
