@@ -15,6 +15,8 @@ use crate::core::config::ConfigInvalid;
 use crate::core::{PriceAliases, PriceTable, RoutingConfig};
 
 /// Prefix of environment overrides: `ZUMIK_ROUTING__HEADROOM=0.8` sets `routing.headroom`.
+/// Only variables with a `__` section separator are overrides, so `ZUMIK_CONFIG`, `ZUMIK_LOG`
+/// and the like are never mistaken for config fields.
 pub const ENV_PREFIX: &str = "ZUMIK_";
 
 /// The `[pricing]` section.
@@ -75,7 +77,7 @@ impl Config {
             }
             None => (toml::Table::new(), PathBuf::from("<defaults>")),
         };
-        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__")).collect();
         env.sort();
         for (var, value) in env {
             apply_env(&mut table, &var, &value)?;
@@ -162,7 +164,7 @@ mod tests {
     fn environment_overrides_the_file() {
         let cfg = Config::load_with_env(
             None,
-            env(&[("ZUMIK_ROUTING__HEADROOM", "0.5"), ("ZUMIK_ROUTING__BREAKER__WINDOW", "30"), ("PATH", "/bin")]),
+            env(&[("ZUMIK_ROUTING__HEADROOM", "0.5"), ("ZUMIK_ROUTING__BREAKER__WINDOW", "30"), ("PATH", "/bin"), ("ZUMIK_CONFIG", "x.toml")]),
         )
         .unwrap();
         assert_eq!(cfg.routing.headroom, 0.5);
