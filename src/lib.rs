@@ -7,12 +7,15 @@
 //! - [`core`] — the pure, sans-IO routing core: lane, cluster and tenant deciders, the price
 //!   table, the routing config and the [`core::Router`] that wires them. No I/O, no clock.
 //! - [`config`] — the one validated root config (`zumik.toml` + `ZUMIK_*` environment overrides).
+//! - [`gate`] — the workload diagnostic, the replay simulation of a candidate cluster, gate
+//!   reports (JSON + HTML); pure, driving the same [`core::Router`] as production.
 //! - [`cli`] — the `zumik` command line (thin: parses arguments, does I/O, calls the core).
 //!
 //! Planned next (DESIGN §6–§7): `actors/` (actix shells), `kafka/`, `store/` (RocksDB), `api/`
-//! (HTTP), `gate/` (diagnostic, replay simulation, reports).
+//! (HTTP).
 
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod events;
+pub mod gate;

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod decide;
+pub mod diagnose;
+pub mod gate;
+pub mod replay;
 pub mod schema;
 
 /// Zumik execution broker.
@@ -20,6 +23,12 @@ pub enum Command {
     /// Route an event file offline: reads input events (JSONL, in order) and writes one
     /// zumik.decision.v1 per request to stdout. Deterministic: same input, same bytes.
     Decide(decide::DecideArgs),
+    /// Audit: re-fold a journal and verify every recorded decision; explain, time-travel, what-if.
+    Replay(replay::ReplayArgs),
+    /// Workload diagnostic: which lanes are concentrated enough for a BYOC hot lane.
+    Diagnose(diagnose::Args),
+    /// Replay gate: simulate a candidate cluster on a lane's real history and write the report.
+    Gate(gate::Args),
     /// Write (or check) the JSON Schemas of the public events.
     Schema(schema::SchemaArgs),
 }
@@ -37,6 +46,9 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Decide(args) => decide::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Diagnose(args) => diagnose::run(args),
+        Command::Gate(args) => gate::run(args),
         Command::Schema(args) => schema::run(args),
     }
 }

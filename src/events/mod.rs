@@ -6,11 +6,13 @@
 pub mod codec;
 pub mod decision;
 pub mod input;
+pub mod report;
 pub mod schema;
 pub mod time;
 pub mod validate;
 
 pub use decision::{Considered, DecisionV1, Mode, OutputEvent, Profile, Reason, Source, Verdict};
 pub use input::*;
+pub use report::{report_digest, GateReportV1, Window};
 pub use time::Timestamp;
 pub use validate::{Invalid, ModelPath};

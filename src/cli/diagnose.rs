@@ -1,0 +1,8 @@
+//! `zumik diagnose` (being built).
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!("zumik diagnose is not built yet")
+}
