@@ -53,6 +53,39 @@ impl Default for BreakerConfig {
     }
 }
 
+/// Activation and demotion of hot lanes (`[routing.gate]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateConfig {
+    /// A gate report whose window ended longer ago than this (event time) cannot activate a
+    /// lane. Default 7 days.
+    pub max_report_age_ms: i64,
+    /// Demote active lanes automatically. Default true.
+    pub demotion: bool,
+    /// Window over which an active lane's utilisation and reliability are judged. Default 1 h.
+    pub demotion_window_ms: i64,
+    /// Demote when utilisation < break-even × (1 − hysteresis) (0–1]. Default 0.1.
+    pub demotion_hysteresis: f64,
+    /// Demote when the success share of BYOC completions in the window is below this (0–1].
+    /// Default 0.99.
+    pub min_reliability: f64,
+    /// BYOC completions needed in a window before reliability can demote. Default 100.
+    pub min_reliability_samples: u32,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            max_report_age_ms: 7 * 24 * 3_600_000,
+            demotion: true,
+            demotion_window_ms: 3_600_000,
+            demotion_hysteresis: 0.1,
+            min_reliability: 0.99,
+            min_reliability_samples: 100,
+        }
+    }
+}
+
 /// The `[routing]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -72,6 +105,7 @@ pub struct RoutingConfig {
     /// Budget thresholds (percent of the monthly budget) that emit events. Default 50, 80, 100.
     pub budget_thresholds_pct: Vec<u8>,
     pub breaker: BreakerConfig,
+    pub gate: GateConfig,
 }
 
 impl Default for RoutingConfig {
@@ -90,6 +124,7 @@ impl Default for RoutingConfig {
             ],
             budget_thresholds_pct: vec![50, 80, 100],
             breaker: BreakerConfig::default(),
+            gate: GateConfig::default(),
         }
     }
 }
@@ -155,6 +190,15 @@ impl RoutingConfig {
             return Err(bad("routing.breaker.slow_start_ms", "must not be negative"));
         }
         fraction("routing.breaker.slow_start_initial", b.slow_start_initial)?;
+        let g = &self.gate;
+        if g.max_report_age_ms <= 0 {
+            return Err(bad("routing.gate.max_report_age_ms", "must be positive"));
+        }
+        if g.demotion_window_ms <= 0 {
+            return Err(bad("routing.gate.demotion_window_ms", "must be positive"));
+        }
+        fraction("routing.gate.demotion_hysteresis", g.demotion_hysteresis)?;
+        fraction("routing.gate.min_reliability", g.min_reliability)?;
         Ok(())
     }
 

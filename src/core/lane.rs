@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{
-    CompletionV1, Considered, DataBoundary, DecisionV1, Mode, ModelPath, Outcome, Profile, ProfileClass,
+    CompletionV1, Considered, GateReportV1, DataBoundary, DecisionV1, Mode, ModelPath, Outcome, Profile, ProfileClass,
     ProviderStatus, Reason, RequestV1, Stack, Timestamp, Verdict,
 };
 
@@ -38,6 +38,36 @@ pub struct Reservation {
     pub expires_at: i64,
 }
 
+/// What a lane keeps of a stored gate report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredReport {
+    pub digest: String,
+    pub passed: bool,
+    /// The digest recomputed from the content equals the one the report claims.
+    pub digest_ok: bool,
+    /// End of the replayed window: the report's age reference.
+    pub window_end: i64,
+    /// `results.break_even_utilisation` of the report, in thousandths.
+    pub break_even_permille: Option<u64>,
+}
+
+/// Gate reports a lane keeps (newest windows win).
+pub const MAX_STORED_REPORTS: usize = 16;
+
+/// Accumulators of the current demotion window of an active lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UsageWindow {
+    pub start: i64,
+    /// Event time up to which the integrals below are accumulated.
+    pub last: i64,
+    /// ∫ reserved slots dt (slot·ms).
+    pub busy_slot_ms: u64,
+    /// ∫ lane capacity dt (slot·ms).
+    pub capacity_slot_ms: u64,
+    pub byoc_completions: u32,
+    pub byoc_failures: u32,
+}
+
 /// State of one lane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaneState {
@@ -49,6 +79,10 @@ pub struct LaneState {
     pub price: Option<ModelPrice>,
     pub active: bool,
     pub report_digest: Option<String>,
+    /// Break-even utilisation of the report that activated the lane (thousandths).
+    pub break_even_permille: Option<u64>,
+    pub reports: BTreeMap<String, StoredReport>,
+    pub window: UsageWindow,
     pub clusters: BTreeMap<Arc<str>, LaneCluster>,
     pub provider_down: bool,
     pub reservations: BTreeMap<String, Reservation>,
@@ -71,7 +105,11 @@ pub enum LaneCommand {
     ClusterUpdated(ClusterView),
     ClusterRemoved { cluster_id: Arc<str>, ts: Timestamp },
     ProviderHealth { status: ProviderStatus, ts: Timestamp },
+    /// A trusted activation fact (`zumik.lane_activated.v1`, e.g. the broker's own record).
     Activate { report_digest: String, ts: Timestamp },
+    /// The gated activation command (`zumik.lane_activate.v1`): checked against stored reports.
+    RequestActivation { report_digest: String, ts: Timestamp },
+    RecordReport(Box<GateReportV1>),
     Deactivate { reason: String, ts: Timestamp },
 }
 
@@ -99,8 +137,33 @@ pub enum LaneEvent {
     ClusterUpdated(ClusterView),
     ClusterRemoved { cluster_id: Arc<str>, ts: Timestamp },
     ProviderHealthChanged { down: bool, ts: Timestamp },
-    Activated { report_digest: String, ts: Timestamp },
-    Deactivated { reason: String, ts: Timestamp },
+    Activated { report_digest: String, break_even_permille: Option<u64>, ts: Timestamp },
+    /// A `zumik.lane_activate.v1` that was refused, and why.
+    ActivationRefused { report_digest: String, reason: String, ts: Timestamp },
+    ReportStored(StoredReport),
+    /// A demotion window of an active lane ended (utilisation in thousandths of capacity).
+    WindowClosed { utilisation_permille: u64, completions: u32, failures: u32, ts: Timestamp },
+    /// Deactivated by command or demoted (`demoted: true`) by the lane itself.
+    Deactivated { reason: String, demoted: bool, ts: Timestamp },
+}
+
+impl LaneEvent {
+    /// Event time the event happened at, when it carries one.
+    pub fn ts(&self) -> Option<Timestamp> {
+        match self {
+            LaneEvent::Decided { decision, .. } => Some(decision.decided_at),
+            LaneEvent::EmergencyFallback { ts, .. }
+            | LaneEvent::Completed { ts, .. }
+            | LaneEvent::Expired { ts, .. }
+            | LaneEvent::ClusterRemoved { ts, .. }
+            | LaneEvent::ProviderHealthChanged { ts, .. }
+            | LaneEvent::Activated { ts, .. }
+            | LaneEvent::ActivationRefused { ts, .. }
+            | LaneEvent::WindowClosed { ts, .. }
+            | LaneEvent::Deactivated { ts, .. } => Some(*ts),
+            LaneEvent::ClusterUpdated(_) | LaneEvent::ReportStored(_) => None,
+        }
+    }
 }
 
 /// Outcome of evaluating the BYOC step.
@@ -120,6 +183,9 @@ impl LaneState {
             price,
             active: false,
             report_digest: None,
+            break_even_permille: None,
+            reports: BTreeMap::new(),
+            window: UsageWindow::default(),
             clusters: BTreeMap::new(),
             provider_down: false,
             reservations: BTreeMap::new(),
@@ -137,7 +203,20 @@ impl LaneState {
 
     pub fn decide(&self, cmd: &LaneCommand, cfg: &RoutingConfig) -> Vec<LaneEvent> {
         match cmd {
-            LaneCommand::Route { request, tenant } => self.route(request, tenant, cfg),
+            LaneCommand::Route { request, tenant } => match self.close_window(request.ts, cfg) {
+                None => self.route(request, tenant, cfg),
+                Some(closing) => {
+                    // Rare (once per window): apply the window's verdict to a copy, then route
+                    // on it, so a demotion already governs this request.
+                    let mut next = self.clone();
+                    for e in &closing {
+                        next.evolve(e);
+                    }
+                    let mut events = closing;
+                    events.extend(next.route(request, tenant, cfg));
+                    events
+                }
+            },
             LaneCommand::Complete(c) => vec![self.complete(c)],
             LaneCommand::Expire { now } => self
                 .expiry
@@ -165,12 +244,29 @@ impl LaneState {
                     vec![]
                 }
             }
-            LaneCommand::Activate { report_digest, ts } => {
-                vec![LaneEvent::Activated { report_digest: report_digest.clone(), ts: *ts }]
+            LaneCommand::Activate { report_digest, ts } => vec![LaneEvent::Activated {
+                report_digest: report_digest.clone(),
+                break_even_permille: self.reports.get(report_digest).and_then(|r| r.break_even_permille),
+                ts: *ts,
+            }],
+            LaneCommand::RequestActivation { report_digest, ts } => {
+                vec![self.check_activation(report_digest, *ts, cfg)]
             }
+            LaneCommand::RecordReport(report) => vec![LaneEvent::ReportStored(StoredReport {
+                digest: report.digest.clone(),
+                passed: report.passed,
+                digest_ok: report.digest_verifies(),
+                window_end: report.window.end.millis(),
+                break_even_permille: report
+                    .results
+                    .get("break_even_utilisation")
+                    .and_then(serde_json::Value::as_f64)
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .map(|x| super::config::permille(x.min(1.0))),
+            })],
             LaneCommand::Deactivate { reason, ts } => {
                 if self.active {
-                    vec![LaneEvent::Deactivated { reason: reason.clone(), ts: *ts }]
+                    vec![LaneEvent::Deactivated { reason: reason.clone(), demoted: false, ts: *ts }]
                 } else {
                     vec![]
                 }
@@ -179,6 +275,9 @@ impl LaneState {
     }
 
     pub fn evolve(&mut self, event: &LaneEvent) {
+        if let Some(ts) = event.ts() {
+            self.advance(ts.millis());
+        }
         match event {
             LaneEvent::Decided { decision, reservation } => {
                 self.seq = decision.seq;
@@ -202,6 +301,12 @@ impl LaneState {
                     self.output_tokens_sum += *output_tokens as u64;
                     self.output_tokens_count += 1;
                 }
+                if cluster.is_some() && self.active {
+                    self.window.byoc_completions += 1;
+                    if matches!(outcome, Outcome::Failed | Outcome::Expired) {
+                        self.window.byoc_failures += 1;
+                    }
+                }
             }
             LaneEvent::Expired { request_id, .. } => self.release(request_id),
             LaneEvent::ClusterUpdated(v) => {
@@ -222,12 +327,118 @@ impl LaneState {
                 }
             }
             LaneEvent::ProviderHealthChanged { down, .. } => self.provider_down = *down,
-            LaneEvent::Activated { report_digest, .. } => {
+            LaneEvent::Activated { report_digest, break_even_permille, ts } => {
                 self.active = true;
                 self.report_digest = Some(report_digest.clone());
+                self.break_even_permille = *break_even_permille;
+                self.window = UsageWindow { start: ts.millis(), last: ts.millis(), ..UsageWindow::default() };
+            }
+            LaneEvent::ActivationRefused { .. } => {}
+            LaneEvent::ReportStored(r) => {
+                self.reports.insert(r.digest.clone(), r.clone());
+                if self.reports.len() > MAX_STORED_REPORTS {
+                    // Drop the report with the oldest window (ties: smallest digest).
+                    if let Some(oldest) =
+                        self.reports.values().min_by_key(|r| (r.window_end, r.digest.clone())).map(|r| r.digest.clone())
+                    {
+                        self.reports.remove(&oldest);
+                    }
+                }
+            }
+            LaneEvent::WindowClosed { ts, .. } => {
+                self.window = UsageWindow { start: ts.millis(), last: ts.millis(), ..UsageWindow::default() };
             }
             LaneEvent::Deactivated { .. } => self.active = false,
         }
+    }
+
+    /// Reserved slots and capacity of the lane over all its clusters.
+    fn slot_totals(&self) -> (u64, u64) {
+        self.clusters.values().fold((0, 0), |(r, l), c| (r + c.reserved as u64, l + c.view.lane_limit as u64))
+    }
+
+    /// Integrates reserved slots and capacity up to `now` (event time never runs backwards here).
+    fn advance(&mut self, now: i64) {
+        if !self.active || now <= self.window.last {
+            return;
+        }
+        let dt = (now - self.window.last) as u64;
+        let (reserved, limit) = self.slot_totals();
+        self.window.busy_slot_ms = self.window.busy_slot_ms.saturating_add(reserved * dt);
+        self.window.capacity_slot_ms = self.window.capacity_slot_ms.saturating_add(limit * dt);
+        self.window.last = now;
+    }
+
+    /// When the demotion window of an active lane is over at `now`: the window's verdict, and a
+    /// demotion when utilisation fell below break-even by the hysteresis margin or BYOC
+    /// reliability broke its floor.
+    fn close_window(&self, now: Timestamp, cfg: &RoutingConfig) -> Option<Vec<LaneEvent>> {
+        let g = &cfg.gate;
+        if !self.active || !g.demotion || now.millis() - self.window.start < g.demotion_window_ms {
+            return None;
+        }
+        let dt = (now.millis() - self.window.last).max(0) as u64;
+        let (reserved, limit) = self.slot_totals();
+        let busy = self.window.busy_slot_ms.saturating_add(reserved * dt);
+        let capacity = self.window.capacity_slot_ms.saturating_add(limit * dt);
+        let utilisation_permille = if capacity == 0 { 0 } else { (busy as u128 * 1000 / capacity as u128) as u64 };
+        let w = &self.window;
+        let mut out = vec![LaneEvent::WindowClosed {
+            utilisation_permille,
+            completions: w.byoc_completions,
+            failures: w.byoc_failures,
+            ts: now,
+        }];
+        let floor = self
+            .break_even_permille
+            .map(|be| be * (1000 - super::config::permille(g.demotion_hysteresis)) / 1000);
+        let reason = if let Some(floor) = floor.filter(|&f| utilisation_permille < f) {
+            Some(format!(
+                "demoted: BYOC utilisation {:.1}% below break-even {:.1}% less the hysteresis margin ({:.1}%)",
+                utilisation_permille as f64 / 10.0,
+                self.break_even_permille.unwrap_or(0) as f64 / 10.0,
+                floor as f64 / 10.0
+            ))
+        } else if w.byoc_completions >= g.min_reliability_samples
+            && ((w.byoc_completions - w.byoc_failures) as u64 * 1000)
+                < super::config::permille(g.min_reliability) * w.byoc_completions as u64
+        {
+            Some(format!(
+                "demoted: BYOC success {}/{} below the {:.1}% reliability floor",
+                w.byoc_completions - w.byoc_failures,
+                w.byoc_completions,
+                g.min_reliability * 100.0
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            out.push(LaneEvent::Deactivated { reason, demoted: true, ts: now });
+        }
+        Some(out)
+    }
+
+    /// Accepts a gated activation only for a stored, passing, untampered, fresh report.
+    fn check_activation(&self, digest: &str, ts: Timestamp, cfg: &RoutingConfig) -> LaneEvent {
+        let refuse = |reason: String| LaneEvent::ActivationRefused { report_digest: digest.to_owned(), reason, ts };
+        let Some(r) = self.reports.get(digest) else {
+            return refuse(format!("no gate report {digest} is stored for lane {}", self.lane));
+        };
+        if !r.digest_ok {
+            return refuse("the stored report does not match its digest (altered after the gate ran)".to_owned());
+        }
+        if !r.passed {
+            return refuse("the report did not pass the gate".to_owned());
+        }
+        let age = ts.millis() - r.window_end;
+        if age > cfg.gate.max_report_age_ms {
+            return refuse(format!(
+                "the report is stale: its window ended {:.1} h before the activation, the limit is {:.1} h",
+                age as f64 / 3_600_000.0,
+                cfg.gate.max_report_age_ms as f64 / 3_600_000.0
+            ));
+        }
+        LaneEvent::Activated { report_digest: digest.to_owned(), break_even_permille: r.break_even_permille, ts }
     }
 
     fn release(&mut self, request_id: &str) {

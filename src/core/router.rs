@@ -168,6 +168,15 @@ impl Router {
                 let lane = self.lane_key(&a.lane, out);
                 self.lane_cmd(&lane, LaneCommand::Deactivate { reason: a.reason, ts: a.ts }, out);
             }
+            InputEvent::LaneActivate(a) => {
+                let lane = self.lane_key(&a.lane, out);
+                let cmd = LaneCommand::RequestActivation { report_digest: a.report_digest, ts: a.ts };
+                self.lane_cmd(&lane, cmd, out);
+            }
+            InputEvent::GateReport(r) => {
+                let lane = self.lane_key(&r.lane, out);
+                self.lane_cmd(&lane, LaneCommand::RecordReport(r), out);
+            }
         }
     }
 
@@ -272,6 +281,14 @@ impl Router {
             }
             match event {
                 LaneEvent::Decided { decision, .. } => out.decisions.push(decision),
+                LaneEvent::ActivationRefused { report_digest, reason, .. } => out.warnings.push(Warning {
+                    code: "activation_refused",
+                    message: format!("lane {lane}: activation with report {report_digest} refused: {reason}"),
+                }),
+                LaneEvent::Deactivated { reason, demoted: true, .. } => out.warnings.push(Warning {
+                    code: "lane_demoted",
+                    message: format!("lane {lane}: {reason}"),
+                }),
                 LaneEvent::Completed { request_id, tenant_id, cluster, outcome, billable_micros, ts, .. } => {
                     if let Some(c) = cluster {
                         let failed = matches!(outcome, Outcome::Failed | Outcome::Expired);

@@ -10,7 +10,8 @@ use super::input::InputEvent;
 use super::validate::Invalid;
 
 /// Largest event accepted, in bytes. Bigger payloads are hostile or broken.
-pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Gate reports (with their chart series) are the largest legitimate events.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
 /// Why bytes are not a valid input event.
 #[derive(Debug, Error)]

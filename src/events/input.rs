@@ -291,6 +291,20 @@ pub struct LaneActivatedV1 {
     pub ts: Timestamp,
 }
 
+/// `zumik.lane_activate.v1` — the command to make a lane hot, naming the gate report that
+/// justifies it. The broker accepts it only if that report is stored for the lane, passed, its
+/// digest verifies and it is not stale; otherwise the refusal is journaled with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaneActivateV1 {
+    #[schemars(length(min = 3, max = 256))]
+    pub lane: String,
+    /// Digest (`sha256:…`) of a stored `zumik.gate_report.v1` for this lane.
+    #[schemars(length(min = 1, max = 128))]
+    pub report_digest: String,
+    pub ts: Timestamp,
+}
+
 /// `zumik.lane_deactivated.v1` — a lane goes back to managed (demotion or operator command).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -324,6 +338,10 @@ pub enum InputEvent {
     LaneActivated(LaneActivatedV1),
     #[serde(rename = "zumik.lane_deactivated.v1")]
     LaneDeactivated(LaneDeactivatedV1),
+    #[serde(rename = "zumik.lane_activate.v1")]
+    LaneActivate(LaneActivateV1),
+    #[serde(rename = "zumik.gate_report.v1")]
+    GateReport(Box<super::report::GateReportV1>),
 }
 
 impl InputEvent {
@@ -339,6 +357,8 @@ impl InputEvent {
             InputEvent::TenantPolicy(_) => "zumik.tenant_policy.v1",
             InputEvent::LaneActivated(_) => "zumik.lane_activated.v1",
             InputEvent::LaneDeactivated(_) => "zumik.lane_deactivated.v1",
+            InputEvent::LaneActivate(_) => "zumik.lane_activate.v1",
+            InputEvent::GateReport(_) => "zumik.gate_report.v1",
         }
     }
 
@@ -354,6 +374,8 @@ impl InputEvent {
             InputEvent::TenantPolicy(e) => e.ts,
             InputEvent::LaneActivated(e) => e.ts,
             InputEvent::LaneDeactivated(e) => e.ts,
+            InputEvent::LaneActivate(e) => e.ts,
+            InputEvent::GateReport(e) => e.window.end,
         }
     }
 
@@ -369,6 +391,8 @@ impl InputEvent {
             InputEvent::TenantPolicy(e) => &e.tenant_id,
             InputEvent::LaneActivated(e) => &e.lane,
             InputEvent::LaneDeactivated(e) => &e.lane,
+            InputEvent::LaneActivate(e) => &e.lane,
+            InputEvent::GateReport(e) => &e.lane,
         }
     }
 
@@ -450,6 +474,18 @@ impl InputEvent {
                 check_model_path("lane", &e.lane)?;
                 if e.reason.is_empty() || e.reason.len() > 256 {
                     return Err(Invalid::new("reason", "must be 1–256 characters"));
+                }
+                Ok(())
+            }
+            InputEvent::LaneActivate(e) => {
+                check_model_path("lane", &e.lane)?;
+                check_id("report_digest", &e.report_digest)
+            }
+            InputEvent::GateReport(e) => {
+                check_model_path("lane", &e.lane)?;
+                check_id("digest", &e.digest)?;
+                if e.window.start > e.window.end {
+                    return Err(Invalid::new("window", "start is after end"));
                 }
                 Ok(())
             }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::decision::DecisionV1;
 use super::input::*;
+use super::report::GateReportV1;
 
 fn tagged<T: JsonSchema>(name: &str, title: &str) -> Schema {
     let mut schema = schemars::schema_for!(T);
@@ -53,6 +54,8 @@ pub fn all() -> Vec<(&'static str, Schema)> {
             "zumik.lane_deactivated.v1",
             tagged::<LaneDeactivatedV1>("zumik.lane_deactivated.v1", "LaneDeactivated"),
         ),
+        ("zumik.lane_activate.v1", tagged::<LaneActivateV1>("zumik.lane_activate.v1", "LaneActivate")),
+        ("zumik.gate_report.v1", tagged::<GateReportV1>("zumik.gate_report.v1", "GateReport")),
         ("zumik.decision.v1", tagged::<DecisionV1>("zumik.decision.v1", "Decision")),
     ]
 }
