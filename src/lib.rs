@@ -6,6 +6,7 @@
 //! - [`events`] — the public event contract (v1 JSON types, JSON Schemas, codecs, event time).
 //! - [`core`] — the pure, sans-IO routing core: lane, cluster and tenant deciders, the price
 //!   table, the routing config and the [`core::Router`] that wires them. No I/O, no clock.
+//! - [`journal`] — journal files (JSONL / bincode) that audits replay offline.
 //! - [`config`] — the one validated root config (`zumik.toml` + `ZUMIK_*` environment overrides).
 //! - [`gate`] — the workload diagnostic, the replay simulation of a candidate cluster, gate
 //!   reports (JSON + HTML); pure, driving the same [`core::Router`] as production.
@@ -19,3 +20,4 @@ pub mod config;
 pub mod core;
 pub mod events;
 pub mod gate;
+pub mod journal;

@@ -11,6 +11,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::core::{Output, Router};
 use crate::events::codec::{decode_input, encode_decision_into};
+use crate::journal::{Format, Header, JournalWriter};
 
 use super::ConfigArg;
 
@@ -24,6 +25,10 @@ pub struct DecideArgs {
     /// Exit with status 1 when any line was skipped as malformed or invalid.
     #[arg(long)]
     pub strict: bool,
+    /// Also write the journal of the run (every command and event, for `zumik replay`);
+    /// `.bin` = bincode, anything else JSONL.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
     /// Do not print the summary line on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -45,8 +50,19 @@ pub fn decide_stream(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> anyhow::Result<Summary> {
+    decide_stream_journaled::<io::Sink>(input, router, out, err, None)
+}
+
+/// [`decide_stream`] that also writes the journal of the run.
+pub fn decide_stream_journaled<J: Write>(
+    input: impl BufRead,
+    router: &mut Router,
+    out: &mut impl Write,
+    err: &mut impl Write,
+    mut journal: Option<&mut JournalWriter<J>>,
+) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
-    let mut output = Output::default();
+    let mut output = if journal.is_some() { Output::with_journal() } else { Output::default() };
     let mut buf = Vec::with_capacity(512);
     for (idx, line) in input.split(b'\n').enumerate() {
         let line_no = idx + 1;
@@ -64,6 +80,11 @@ pub fn decide_stream(
                 summary.skipped += 1;
                 writeln!(err, "line {line_no}: skipped: {e}")?;
                 continue;
+            }
+        }
+        if let Some(j) = journal.as_deref_mut() {
+            for entry in output.journal.drain(..) {
+                j.write(&entry)?;
             }
         }
         for w in output.warnings.drain(..) {
@@ -94,7 +115,17 @@ pub fn run(args: DecideArgs) -> anyhow::Result<ExitCode> {
     };
     let mut out = BufWriter::new(io::stdout().lock());
     let mut err = io::stderr().lock();
-    let s = decide_stream(input, &mut router, &mut out, &mut err)?;
+    let s = match &args.journal {
+        None => decide_stream(input, &mut router, &mut out, &mut err)?,
+        Some(path) => {
+            let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let header = Header::new(format!("zumik decide --events {}", args.events.display()), cfg.routing.clone());
+            let mut j = JournalWriter::new(BufWriter::new(f), Format::from_path(path), &header)?;
+            let s = decide_stream_journaled(input, &mut router, &mut out, &mut err, Some(&mut j))?;
+            j.finish()?;
+            s
+        }
+    };
     if !args.quiet {
         writeln!(err, "zumik decide: {} events, {} decisions, {} lines skipped", s.events, s.decisions, s.skipped)?;
     }

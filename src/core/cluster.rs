@@ -14,7 +14,7 @@ use crate::events::{ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, Stac
 use super::config::{permille, RoutingConfig};
 
 /// The broker's judgement of a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum Health {
     /// Registered, no heartbeat yet.
     NoHeartbeat,
@@ -32,7 +32,7 @@ pub enum Health {
 }
 
 /// Why health changed (kept in the journal for the audit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum HealthCause {
     FirstHeartbeat,
     HeartbeatStatus(ClusterStatus),
@@ -43,7 +43,7 @@ pub enum HealthCause {
 }
 
 /// What a lane may know about a cluster that serves it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct ClusterView {
     pub cluster_id: Arc<str>,
     pub stack: Stack,
@@ -58,7 +58,7 @@ pub struct ClusterView {
 }
 
 /// Sliding window of the last completions' outcomes (bit set = failure).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct OutcomeWindow {
     bits: u64,
     len: u32,
@@ -87,7 +87,7 @@ impl OutcomeWindow {
 }
 
 /// One registered cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct ClusterState {
     pub cluster_id: Arc<str>,
     pub name: String,
@@ -109,7 +109,7 @@ pub struct ClusterState {
 }
 
 /// Inputs of the cluster decider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum ClusterCommand {
     Register(ClusterRegisteredV1),
     Heartbeat(ClusterHeartbeatV1),
@@ -118,7 +118,7 @@ pub enum ClusterCommand {
 }
 
 /// Facts the cluster decider emits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum ClusterEvent {
     Registered(Box<ClusterRegisteredV1>),
     HeartbeatRecorded { status: ClusterStatus, max_inflight: u32, streak: u32, ts: Timestamp },

@@ -24,14 +24,14 @@ use super::price::ModelPrice;
 use super::tenant::{ProfileSet, TenantView};
 
 /// A cluster as one lane sees it: the cluster's view plus this lane's reservations on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct LaneCluster {
     pub view: ClusterView,
     pub reserved: u32,
 }
 
 /// One in-flight BYOC request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct Reservation {
     pub cluster: Arc<str>,
     pub tenant: Arc<str>,
@@ -39,7 +39,7 @@ pub struct Reservation {
 }
 
 /// What a lane keeps of a stored gate report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct StoredReport {
     pub digest: String,
     pub passed: bool,
@@ -55,7 +55,7 @@ pub struct StoredReport {
 pub const MAX_STORED_REPORTS: usize = 16;
 
 /// Accumulators of the current demotion window of an active lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct UsageWindow {
     pub start: i64,
     /// Event time up to which the integrals below are accumulated.
@@ -69,7 +69,7 @@ pub struct UsageWindow {
 }
 
 /// State of one lane.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct LaneState {
     pub lane: Arc<str>,
     pub provider: Arc<str>,
@@ -96,7 +96,7 @@ pub struct LaneState {
 }
 
 /// Inputs of the lane decider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum LaneCommand {
     Route { request: RequestV1, tenant: TenantView },
     Complete(CompletionV1),
@@ -114,7 +114,7 @@ pub enum LaneCommand {
 }
 
 /// Facts the lane decider emits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum LaneEvent {
     /// A decision; `reservation` is `(cluster, expires_at)` for BYOC.
     Decided { decision: DecisionV1, reservation: Option<(Arc<str>, i64)> },

@@ -5,12 +5,14 @@
 //! is `decide(&state, &command) -> Vec<Event>` plus `evolve(&mut state, &event)`; time comes
 //! from events; maps are `BTreeMap` so iteration order never depends on hashing.
 
+pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod lane;
 pub mod price;
 pub mod router;
 pub mod tenant;
+pub mod whatif;
 
 pub use config::RoutingConfig;
 pub use price::{PriceAliases, PriceTable};

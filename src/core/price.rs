@@ -16,7 +16,7 @@ use crate::events::ModelPath;
 pub const EMBEDDED_TABLE: &[u8] = include_bytes!("../../data/model-prices.json");
 
 /// Price of one model, pico-dollars per token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct ModelPrice {
     pub input_pd: u64,
     pub output_pd: u64,

@@ -20,18 +20,26 @@ use crate::events::{
 use super::cluster::{ClusterCommand, ClusterEvent, ClusterState};
 use super::config::RoutingConfig;
 use super::lane::{LaneCommand, LaneEvent, LaneState};
-use super::price::PriceTable;
+use super::price::{ModelPrice, PriceTable};
 use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState};
 
 /// Format version of [`Router::snapshot`] bytes (first byte).
 pub const SNAPSHOT_VERSION: u8 = 1;
 
-/// One journaled fact: which actor applied which event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One journal record. The journal is the truth (DESIGN §6): every command an actor was given,
+/// with the events it produced, in order. Re-deciding the commands of one actor from its
+/// creation reproduces its events — and so every decision — without any other actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum JournalEntry {
-    Lane { lane: Arc<str>, event: LaneEvent },
-    Cluster { cluster_id: Arc<str>, event: ClusterEvent },
-    Tenant { tenant_id: Arc<str>, event: TenantEvent },
+    /// An input event as the router received it (what-if replays start from these).
+    Input(InputEvent),
+    /// A lane came into existence with this price.
+    LaneCreated { lane: Arc<str>, price: Option<ModelPrice> },
+    Lane { lane: Arc<str>, command: LaneCommand, events: Vec<LaneEvent> },
+    Cluster { cluster_id: Arc<str>, command: ClusterCommand, events: Vec<ClusterEvent> },
+    /// A cluster was deregistered and its state dropped.
+    ClusterRemoved { cluster_id: Arc<str> },
+    Tenant { tenant_id: Arc<str>, command: TenantCommand, events: Vec<TenantEvent> },
 }
 
 /// Something an operator should know that is not a decision.
@@ -65,7 +73,7 @@ impl Output {
 }
 
 /// The state of all actors of one router, serializable for snapshots.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct RouterState {
     pub lanes: BTreeMap<Arc<str>, LaneState>,
     pub clusters: BTreeMap<Arc<str>, ClusterState>,
@@ -112,8 +120,7 @@ impl Router {
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = vec![SNAPSHOT_VERSION];
         // Plain data with no maps keyed by non-serializable types: encoding cannot fail.
-        let body = bincode::serde::encode_to_vec(&self.state, bincode::config::standard())
-            .expect("router state encodes");
+        let body = bincode::encode_to_vec(&self.state, bincode::config::standard()).expect("router state encodes");
         out.extend_from_slice(&body);
         out
     }
@@ -124,7 +131,7 @@ impl Router {
         if version != SNAPSHOT_VERSION {
             return Err(SnapshotError::Version { found: version, expected: SNAPSHOT_VERSION });
         }
-        let (state, _) = bincode::serde::decode_from_slice(body, bincode::config::standard())?;
+        let (state, _) = bincode::decode_from_slice(body, bincode::config::standard())?;
         let mut r = Router::new(cfg, prices);
         r.state = state;
         Ok(r)
@@ -133,6 +140,9 @@ impl Router {
     /// Applies one validated input event.
     pub fn apply(&mut self, event: InputEvent, out: &mut Output) {
         self.state.applied += 1;
+        if out.record_journal {
+            out.journal.push(JournalEntry::Input(event.clone()));
+        }
         match event {
             InputEvent::Request(r) => self.on_request(r, out),
             InputEvent::Completion(c) => {
@@ -156,9 +166,7 @@ impl Router {
             }
             InputEvent::TenantPolicy(p) => {
                 let id: Arc<str> = Arc::from(p.tenant_id.as_str());
-                let t = self.state.tenants.entry(id.clone()).or_insert_with(|| TenantState::new(id.clone()));
-                let events = t.decide(&TenantCommand::SetPolicy(p), &self.cfg);
-                self.tenant_apply(&id, events, out);
+                self.tenant_cmd(&id, TenantCommand::SetPolicy(p), out);
             }
             InputEvent::LaneActivated(a) => {
                 let lane = self.lane_key(&a.lane, out);
@@ -223,6 +231,9 @@ impl Router {
             });
             return;
         };
+        if out.record_journal {
+            out.journal.push(JournalEntry::ClusterRemoved { cluster_id: c.cluster_id.clone() });
+        }
         for lane in &c.lanes {
             self.lane_cmd(lane, LaneCommand::ClusterRemoved { cluster_id: c.cluster_id.clone(), ts: e.ts }, out);
         }
@@ -246,6 +257,9 @@ impl Router {
         }
         let state = LaneState::new(lane, price.map(|m| m.price));
         let key = state.lane.clone();
+        if out.record_journal {
+            out.journal.push(JournalEntry::LaneCreated { lane: key.clone(), price: state.price });
+        }
         let provider = state.provider.clone();
         self.state.lanes.insert(key.clone(), state);
         if let Some(&status) = self.state.providers.get(&provider) {
@@ -273,12 +287,14 @@ impl Router {
         // Present: created just above if it was missing.
         let state = self.state.lanes.get_mut(lane).expect("lane exists");
         let events = state.decide(&cmd, &self.cfg);
+        for event in &events {
+            state.evolve(event);
+        }
+        if out.record_journal {
+            out.journal.push(JournalEntry::Lane { lane: lane.clone(), command: cmd, events: events.clone() });
+        }
         let mut follow_ups = Vec::new();
         for event in events {
-            state.evolve(&event);
-            if out.record_journal {
-                out.journal.push(JournalEntry::Lane { lane: lane.clone(), event: event.clone() });
-            }
             match event {
                 LaneEvent::Decided { decision, .. } => out.decisions.push(decision),
                 LaneEvent::ActivationRefused { report_digest, reason, .. } => out.warnings.push(Warning {
@@ -307,11 +323,7 @@ impl Router {
         for f in follow_ups {
             match f {
                 FollowUp::Cluster(id, cmd) => self.cluster_cmd(&id, cmd, out),
-                FollowUp::Tenant(id, cmd) => {
-                    let t = self.state.tenants.entry(id.clone()).or_insert_with(|| TenantState::new(id.clone()));
-                    let events = t.decide(&cmd, &self.cfg);
-                    self.tenant_apply(&id, events, out);
-                }
+                FollowUp::Tenant(id, cmd) => self.tenant_cmd(&id, cmd, out),
             }
         }
     }
@@ -335,10 +347,10 @@ impl Router {
         let after = state.view(&self.cfg);
         let lanes = state.lanes.clone();
         let key = state.cluster_id.clone();
-        if out.record_journal {
-            out.journal.extend(events.into_iter().map(|event| JournalEntry::Cluster { cluster_id: key.clone(), event }));
-        }
         let registered = matches!(cmd, ClusterCommand::Register(_));
+        if out.record_journal {
+            out.journal.push(JournalEntry::Cluster { cluster_id: key, command: cmd, events });
+        }
         if after != before || registered {
             for lane in &lanes {
                 self.lane_cmd(lane, LaneCommand::ClusterUpdated(after.clone()), out);
@@ -346,14 +358,14 @@ impl Router {
         }
     }
 
-    fn tenant_apply(&mut self, id: &Arc<str>, events: Vec<TenantEvent>, out: &mut Output) {
-        // The caller just created or found this tenant.
-        let t = self.state.tenants.get_mut(id).expect("tenant exists");
-        for event in events {
-            t.evolve(&event, &self.cfg);
-            if out.record_journal {
-                out.journal.push(JournalEntry::Tenant { tenant_id: id.clone(), event });
-            }
+    fn tenant_cmd(&mut self, id: &Arc<str>, cmd: TenantCommand, out: &mut Output) {
+        let t = self.state.tenants.entry(id.clone()).or_insert_with(|| TenantState::new(id.clone()));
+        let events = t.decide(&cmd, &self.cfg);
+        for event in &events {
+            t.evolve(event, &self.cfg);
+        }
+        if out.record_journal {
+            out.journal.push(JournalEntry::Tenant { tenant_id: id.clone(), command: cmd, events });
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::events::{DataBoundary, OverageMode, ProfileClass, TenantPolicyV1, Tim
 use super::config::RoutingConfig;
 
 /// A set of [`ProfileClass`]es as a bitmask (cheap to copy and to intersect).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct ProfileSet(u8);
 
 impl ProfileSet {
@@ -46,7 +46,7 @@ impl ProfileSet {
 }
 
 /// A tenant's policy, normalised (sorted lists, a profile bitmask) for fast checks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct TenantPolicy {
     /// Sorted; `None` = any region.
     pub allowed_regions: Option<Vec<Arc<str>>>,
@@ -111,7 +111,7 @@ impl TenantPolicy {
 }
 
 /// What a lane needs to know about the tenant at decision time (journaled with the command).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct TenantView {
     /// False when the tenant has no policy and the default applies.
     pub known: bool,
@@ -123,7 +123,7 @@ pub struct TenantView {
 }
 
 /// Tenant state: policy and the current month's spend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct TenantState {
     pub tenant_id: Arc<str>,
     pub policy: Option<Arc<TenantPolicy>>,
@@ -136,7 +136,7 @@ pub struct TenantState {
 }
 
 /// Inputs of the tenant decider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum TenantCommand {
     SetPolicy(TenantPolicyV1),
     /// Billable cost of a completed request.
@@ -144,7 +144,7 @@ pub enum TenantCommand {
 }
 
 /// Facts the tenant decider emits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum TenantEvent {
     PolicySet { policy: Arc<TenantPolicy>, version: u64, ts: Timestamp },
     MonthStarted { month: u32 },

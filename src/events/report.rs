@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::time::Timestamp;
 
 /// The time window of history a report replayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     pub start: Timestamp,
@@ -45,6 +45,24 @@ pub struct GateReportV1 {
     #[schemars(length(min = 1, max = 128))]
     pub digest: String,
 }
+
+// In binary (journal, snapshots) a report travels as its JSON text: its free-form fields are
+// JSON values, which a non-self-describing format cannot carry.
+impl bincode::Encode for GateReportV1 {
+    fn encode<E: bincode::enc::Encoder>(&self, encoder: &mut E) -> Result<(), bincode::error::EncodeError> {
+        let text = serde_json::to_string(self).map_err(|e| bincode::error::EncodeError::OtherString(e.to_string()))?;
+        text.encode(encoder)
+    }
+}
+
+impl<C> bincode::Decode<C> for GateReportV1 {
+    fn decode<D: bincode::de::Decoder<Context = C>>(decoder: &mut D) -> Result<Self, bincode::error::DecodeError> {
+        let text = String::decode(decoder)?;
+        serde_json::from_str(&text).map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))
+    }
+}
+
+bincode::impl_borrow_decode!(GateReportV1);
 
 /// `sha256:<hex>` of the canonical JSON of `report` without its `digest` field.
 pub fn report_digest(report: &Value) -> String {

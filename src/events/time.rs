@@ -18,7 +18,7 @@ pub const MAX_EVENT_MS: i64 = 4_102_444_800_000;
 
 /// An instant in event time (UTC, ms). Serialized as RFC 3339 with millisecond precision and a
 /// `Z` suffix, so the same instant always prints the same bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, bincode::Encode, bincode::Decode)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
