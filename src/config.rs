@@ -111,7 +111,17 @@ impl Config {
             ),
             None => (crate::core::price::EMBEDDED_TABLE.to_vec(), PathBuf::from("<embedded>")),
         };
-        PriceTable::from_litellm_json(&bytes, aliases).map_err(|e| ConfigError::Prices { path, message: e.to_string() })
+        let table = PriceTable::from_litellm_json(&bytes, aliases)
+            .map_err(|e| ConfigError::Prices { path: path.clone(), message: e.to_string() })?;
+        for (lane, key) in &self.pricing.models {
+            if !table.has_key(key) {
+                return Err(ConfigError::Invalid(ConfigInvalid {
+                    field: format!("pricing.models.\"{lane}\""),
+                    reason: format!("price table {} has no model `{key}`", path.display()),
+                }));
+            }
+        }
+        Ok(table)
     }
 
     /// The routing section, shared.

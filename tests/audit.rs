@@ -97,7 +97,7 @@ fn a_tampered_heartbeat_in_a_lane_command_is_reported() {
     // Make the lane believe the cluster was down when it decided: the recorded hot_lane
     // decisions after it no longer follow from the commands.
     let tampered = journal.iter_mut().find_map(|e| match e {
-        JournalEntry::Lane { command: zumik::core::lane::LaneCommand::ClusterUpdated(v), .. } if v.last_heartbeat.is_some() => {
+        JournalEntry::Lane { command: zumik::core::lane::LaneCommand::ClusterUpdated { view: v, .. }, .. } if v.last_heartbeat.is_some() => {
             v.health = zumik::core::cluster::Health::Down;
             Some(())
         }
@@ -215,14 +215,18 @@ fn an_idle_hot_lane_is_demoted_after_its_window_and_journaled() {
     let mut inputs = lane_setup(T0);
     inputs.push(InputEvent::GateReport(Box::new(good.clone())));
     inputs.push(activate(&good.digest, T0));
-    // One request an hour: utilisation far below 30 % break-even.
-    for i in 0..=6 {
-        let ts = T0 + i * 600_000;
+    // A healthy cluster (heartbeat every 10 s) but one request every 10 minutes: utilisation
+    // far below the 30 % break-even of the report.
+    for s in 1..=360 {
+        let ts = T0 + s * 10_000;
         inputs.push(heartbeat(ts));
-        inputs.push(request(&format!("r{i}"), ts + 1));
+        if s % 60 == 0 {
+            inputs.push(request(&format!("r{s}"), ts + 1));
+        }
     }
     let (decisions, journal, warnings) = run(RoutingConfig::default(), inputs);
     assert_eq!(decisions[0].reason, Reason::HotLane);
+    assert!(decisions[..5].iter().all(|d| d.reason == Reason::HotLane), "{decisions:?}");
     let last = decisions.last().unwrap();
     assert_eq!(last.reason, Reason::NotActivated, "{decisions:?}");
     assert!(warnings.iter().any(|w| w.contains("lane_demoted") && w.contains("break-even")), "{warnings:?}");

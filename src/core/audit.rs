@@ -189,8 +189,9 @@ pub fn command_ts(cmd: &LaneCommand) -> Option<Timestamp> {
         LaneCommand::Route { request, .. } => Some(request.ts),
         LaneCommand::Complete(c) => Some(c.ts),
         LaneCommand::Expire { now } => Some(*now),
-        LaneCommand::ClusterUpdated(_) | LaneCommand::RecordReport(_) => None,
-        LaneCommand::ClusterRemoved { ts, .. }
+        LaneCommand::RecordReport(_) => None,
+        LaneCommand::ClusterUpdated { ts, .. }
+        | LaneCommand::ClusterRemoved { ts, .. }
         | LaneCommand::ProviderHealth { ts, .. }
         | LaneCommand::Activate { ts, .. }
         | LaneCommand::RequestActivation { ts, .. }

@@ -166,8 +166,10 @@ impl ClusterState {
 
     /// The view each of its lanes gets.
     pub fn view(&self, cfg: &RoutingConfig) -> ClusterView {
+        // DESIGN §4: eligible while reserved < max_inflight × headroom (here: this lane's even
+        // share of it). With integer counts that is ceil(share) slots: 1 × 0.9 still gives 1.
         let lanes = self.lanes.len().max(1) as u64;
-        let lane_limit = (self.max_inflight as u64 * cfg.headroom_permille() / 1000 / lanes) as u32;
+        let lane_limit = (self.max_inflight as u64 * cfg.headroom_permille()).div_ceil(1000 * lanes) as u32;
         ClusterView {
             cluster_id: self.cluster_id.clone(),
             stack: self.stack,
@@ -218,6 +220,10 @@ impl ClusterState {
             return out;
         }
         let mut streak = self.healthy_streak;
+        // Recovery counts *consecutive* heartbeats: a gap longer than `stale_after` restarts it.
+        if health != Health::Healthy && self.last_heartbeat.is_some_and(|last| ts.millis() - last > cfg.stale_after_ms) {
+            streak = 0;
+        }
         // A healthy cluster that went quiet for longer than `stale_after` was out of rotation;
         // it has to earn its way back like any other unhealthy cluster (no flapping).
         if let (Health::Healthy, Some(last)) = (health, self.last_heartbeat) {
@@ -391,5 +397,10 @@ mod tests {
         e.max_inflight = 100;
         let s = ClusterState::registered(&e);
         assert_eq!(s.view(&cfg).lane_limit, 45);
+        e.lanes = vec!["a/x".into()];
+        e.max_inflight = 1;
+        assert_eq!(ClusterState::registered(&e).view(&cfg).lane_limit, 1);
+        e.max_inflight = 4;
+        assert_eq!(ClusterState::registered(&e).view(&cfg).lane_limit, 4);
     }
 }

@@ -102,7 +102,8 @@ pub enum LaneCommand {
     Complete(CompletionV1),
     /// Event time reached `now`: expire reservations whose deadline passed.
     Expire { now: Timestamp },
-    ClusterUpdated(ClusterView),
+    /// The cluster's view changed at event time `ts` (registration, heartbeat, breaker).
+    ClusterUpdated { view: ClusterView, ts: Timestamp },
     ClusterRemoved { cluster_id: Arc<str>, ts: Timestamp },
     ProviderHealth { status: ProviderStatus, ts: Timestamp },
     /// A trusted activation fact (`zumik.lane_activated.v1`, e.g. the broker's own record).
@@ -134,7 +135,7 @@ pub enum LaneEvent {
     },
     /// A reservation outlived its deadline without a completion.
     Expired { request_id: String, cluster: Arc<str>, ts: Timestamp },
-    ClusterUpdated(ClusterView),
+    ClusterUpdated { view: ClusterView, ts: Timestamp },
     ClusterRemoved { cluster_id: Arc<str>, ts: Timestamp },
     ProviderHealthChanged { down: bool, ts: Timestamp },
     Activated { report_digest: String, break_even_permille: Option<u64>, ts: Timestamp },
@@ -156,12 +157,13 @@ impl LaneEvent {
             | LaneEvent::Completed { ts, .. }
             | LaneEvent::Expired { ts, .. }
             | LaneEvent::ClusterRemoved { ts, .. }
+            | LaneEvent::ClusterUpdated { ts, .. }
             | LaneEvent::ProviderHealthChanged { ts, .. }
             | LaneEvent::Activated { ts, .. }
             | LaneEvent::ActivationRefused { ts, .. }
             | LaneEvent::WindowClosed { ts, .. }
             | LaneEvent::Deactivated { ts, .. } => Some(*ts),
-            LaneEvent::ClusterUpdated(_) | LaneEvent::ReportStored(_) => None,
+            LaneEvent::ReportStored(_) => None,
         }
     }
 }
@@ -222,13 +224,12 @@ impl LaneState {
                 .expiry
                 .iter()
                 .take_while(|(t, _)| *t <= now.millis())
-                .map(|(_, id)| LaneEvent::Expired {
-                    request_id: id.clone(),
-                    cluster: self.reservations[id].cluster.clone(),
-                    ts: *now,
+                .filter_map(|(_, id)| {
+                    let r = self.reservations.get(id)?;
+                    Some(LaneEvent::Expired { request_id: id.clone(), cluster: r.cluster.clone(), ts: *now })
                 })
                 .collect(),
-            LaneCommand::ClusterUpdated(v) => vec![LaneEvent::ClusterUpdated(v.clone())],
+            LaneCommand::ClusterUpdated { view, ts } => vec![LaneEvent::ClusterUpdated { view: view.clone(), ts: *ts }],
             LaneCommand::ClusterRemoved { cluster_id, ts } => {
                 if self.clusters.contains_key(cluster_id) {
                     vec![LaneEvent::ClusterRemoved { cluster_id: cluster_id.clone(), ts: *ts }]
@@ -309,7 +310,7 @@ impl LaneState {
                 }
             }
             LaneEvent::Expired { request_id, .. } => self.release(request_id),
-            LaneEvent::ClusterUpdated(v) => {
+            LaneEvent::ClusterUpdated { view: v, .. } => {
                 let reserved = self.clusters.get(&v.cluster_id).map_or(0, |c| c.reserved);
                 self.clusters.insert(v.cluster_id.clone(), LaneCluster { view: v.clone(), reserved });
             }
@@ -353,8 +354,12 @@ impl LaneState {
     }
 
     /// Reserved slots and capacity of the lane over all its clusters.
+    /// Capacity counts only healthy clusters: an outage is failover, not idle GPUs.
     fn slot_totals(&self) -> (u64, u64) {
-        self.clusters.values().fold((0, 0), |(r, l), c| (r + c.reserved as u64, l + c.view.lane_limit as u64))
+        self.clusters.values().fold((0, 0), |(r, l), c| {
+            let cap = if c.view.health == Health::Healthy { c.view.lane_limit as u64 } else { 0 };
+            (r + c.reserved as u64, l + cap)
+        })
     }
 
     /// Integrates reserved slots and capacity up to `now` (event time never runs backwards here).
@@ -362,11 +367,31 @@ impl LaneState {
         if !self.active || now <= self.window.last {
             return;
         }
+        let busy = self.busy_between(self.window.last, now);
+        let (_, limit) = self.slot_totals();
         let dt = (now - self.window.last) as u64;
-        let (reserved, limit) = self.slot_totals();
-        self.window.busy_slot_ms = self.window.busy_slot_ms.saturating_add(reserved * dt);
+        self.window.busy_slot_ms = self.window.busy_slot_ms.saturating_add(busy);
         self.window.capacity_slot_ms = self.window.capacity_slot_ms.saturating_add(limit * dt);
         self.window.last = now;
+    }
+
+    /// ∫ reserved slots dt over `[from, to]`, where a reservation stops counting at its
+    /// deadline even if its `Expired` event has not been applied yet.
+    fn busy_between(&self, from: i64, to: i64) -> u64 {
+        if to <= from {
+            return 0;
+        }
+        let (reserved, _) = self.slot_totals();
+        let full = reserved * (to - from) as u64;
+        // Only reservations whose deadline passed before `to` overlap the interval partially.
+        let unused: u64 = self
+            .expiry
+            .iter()
+            .take_while(|(t, _)| *t < to)
+            .filter(|(_, id)| self.reservations.get(id).is_some_and(|r| self.clusters.contains_key(&r.cluster)))
+            .map(|(t, _)| (to - (*t).max(from)) as u64)
+            .sum();
+        full.saturating_sub(unused)
     }
 
     /// When the demotion window of an active lane is over at `now`: the window's verdict, and a
@@ -378,8 +403,8 @@ impl LaneState {
             return None;
         }
         let dt = (now.millis() - self.window.last).max(0) as u64;
-        let (reserved, limit) = self.slot_totals();
-        let busy = self.window.busy_slot_ms.saturating_add(reserved * dt);
+        let (_, limit) = self.slot_totals();
+        let busy = self.window.busy_slot_ms.saturating_add(self.busy_between(self.window.last, now.millis()));
         let capacity = self.window.capacity_slot_ms.saturating_add(limit * dt);
         let utilisation_permille = if capacity == 0 { 0 } else { (busy as u128 * 1000 / capacity as u128) as u64 };
         let w = &self.window;
@@ -392,7 +417,8 @@ impl LaneState {
         let floor = self
             .break_even_permille
             .map(|be| be * (1000 - super::config::permille(g.demotion_hysteresis)) / 1000);
-        let reason = if let Some(floor) = floor.filter(|&f| utilisation_permille < f) {
+        // No healthy capacity in the whole window says nothing about demand: that is failover.
+        let reason = if let Some(floor) = floor.filter(|&f| capacity > 0 && utilisation_permille < f) {
             Some(format!(
                 "demoted: BYOC utilisation {:.1}% below break-even {:.1}% less the hysteresis margin ({:.1}%)",
                 utilisation_permille as f64 / 10.0,
@@ -491,6 +517,10 @@ impl LaneState {
 
     /// Why a request cannot be routed at all, if it cannot.
     fn invalid_reason(&self, r: &RequestV1) -> Option<String> {
+        if let Some(held) = self.reservations.get(&r.request_id) {
+            // A resend of a request still in flight: answering twice would reserve twice.
+            return Some(format!("request_id {} is already in flight on {}", r.request_id, held.cluster));
+        }
         if r.cached_input_tokens > r.input_tokens {
             return Some(format!(
                 "cached_input_tokens ({}) exceeds input_tokens ({})",
@@ -559,6 +589,8 @@ impl LaneState {
         let mut byoc_reason: Option<Reason> = None;
         let mut provider_blocked = false;
         let mut events = Vec::with_capacity(2);
+        // Credential routes skipped for a down provider; listed after the clusters.
+        let mut skipped_credentials: Vec<Considered> = Vec::new();
 
         for step in order.iter().copied().filter(|&s| allowed.contains(s)) {
             match step {
@@ -573,7 +605,7 @@ impl LaneState {
                     }
                     if self.provider_down {
                         provider_blocked = true;
-                        d.considered.push(Considered {
+                        skipped_credentials.push(Considered {
                             target: Arc::from(format!("{prefix}:{provider}")),
                             verdict: Verdict::ProviderDown,
                         });
@@ -585,6 +617,7 @@ impl LaneState {
                     d.reason = reason;
                     // Bundled allowance costs nothing at the margin; BYOK is the provider's list price.
                     d.estimated_cost_micros = if profile == Profile::Byok { estimate } else { 0 };
+                    d.considered.append(&mut skipped_credentials);
                     events.push(LaneEvent::Decided { decision: d, reservation: None });
                     return events;
                 }
@@ -596,6 +629,7 @@ impl LaneState {
                         d.reason = Reason::HotLane;
                         let deadline = r.qos.deadline_ms.unwrap_or(cfg.default_deadline_ms) as i64;
                         let reservation = Some((cluster, r.ts.millis() + deadline));
+                        d.considered.append(&mut skipped_credentials);
                         events.push(LaneEvent::Decided { decision: d, reservation });
                         return events;
                     }
@@ -624,6 +658,7 @@ impl LaneState {
                         d.profile = None;
                         d.estimated_cost_micros = 0;
                     }
+                    d.considered.append(&mut skipped_credentials);
                     events.insert(0, LaneEvent::Decided { decision: d, reservation: None });
                     return events;
                 }
@@ -637,6 +672,7 @@ impl LaneState {
             byoc_reason.unwrap_or(Reason::TenantPolicy)
         };
         d.detail = Some("no profile allowed for this tenant and request could serve it".to_owned());
+        d.considered.append(&mut skipped_credentials);
         events.push(LaneEvent::Decided { decision: d, reservation: None });
         events
     }
@@ -678,6 +714,8 @@ impl LaneState {
             let dedicated = v.dedicated_to.is_some();
             let verdict = if v.dedicated_to.as_ref().is_some_and(|t| t != tenant_id) {
                 Verdict::DedicatedToOtherTenant
+            } else if !dedicated && tenant.policy.data_boundary == DataBoundary::Strict {
+                Verdict::DataBoundary
             } else if !tenant.policy.region_allowed(&v.region) {
                 Verdict::RegionNotAllowed
             } else if let Some(h) = health_verdict(v.health) {

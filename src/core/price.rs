@@ -148,6 +148,11 @@ impl PriceTable {
             .expect("embedded price table parses")
     }
 
+    /// True when the table prices `key`.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// Number of priced models.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -24,7 +24,7 @@ use super::price::{ModelPrice, PriceTable};
 use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState};
 
 /// Format version of [`Router::snapshot`] bytes (first byte).
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 /// One journal record. The journal is the truth (DESIGN §6): every command an actor was given,
 /// with the events it produced, in order. Re-deciding the commands of one actor from its
@@ -45,7 +45,7 @@ pub enum JournalEntry {
 /// Something an operator should know that is not a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
-    /// Stable code: `price_missing`, `unknown_cluster`, `cluster_conflict`.
+    /// Stable code: `price_missing`, `unknown_cluster`, `activation_refused`, `lane_demoted`.
     pub code: &'static str,
     pub message: String,
 }
@@ -78,7 +78,8 @@ pub struct RouterState {
     pub lanes: BTreeMap<Arc<str>, LaneState>,
     pub clusters: BTreeMap<Arc<str>, ClusterState>,
     pub tenants: BTreeMap<Arc<str>, TenantState>,
-    pub providers: BTreeMap<Arc<str>, ProviderStatus>,
+    /// Latest health of each managed provider, with its event time.
+    pub providers: BTreeMap<Arc<str>, (ProviderStatus, Timestamp)>,
     /// Input events applied so far.
     pub applied: u64,
 }
@@ -90,6 +91,8 @@ pub enum SnapshotError {
     Empty,
     #[error("snapshot format version {found}, this build reads {expected}")]
     Version { found: u8, expected: u8 },
+    #[error("snapshot has {bytes} bytes after the state")]
+    Trailing { bytes: usize },
     #[error("snapshot is corrupt: {0}")]
     Decode(#[from] bincode::error::DecodeError),
 }
@@ -131,7 +134,10 @@ impl Router {
         if version != SNAPSHOT_VERSION {
             return Err(SnapshotError::Version { found: version, expected: SNAPSHOT_VERSION });
         }
-        let (state, _) = bincode::decode_from_slice(body, bincode::config::standard())?;
+        let (state, used) = bincode::decode_from_slice(body, bincode::config::standard())?;
+        if used != body.len() {
+            return Err(SnapshotError::Trailing { bytes: body.len() - used });
+        }
         let mut r = Router::new(cfg, prices);
         r.state = state;
         Ok(r)
@@ -157,7 +163,7 @@ impl Router {
             }
             InputEvent::ProviderHealth(p) => {
                 let provider: Arc<str> = Arc::from(p.provider.as_str());
-                self.state.providers.insert(provider.clone(), p.status);
+                self.state.providers.insert(provider.clone(), (p.status, p.ts));
                 let lanes: Vec<Arc<str>> =
                     self.state.lanes.values().filter(|l| l.provider == provider).map(|l| l.lane.clone()).collect();
                 for lane in lanes {
@@ -262,9 +268,9 @@ impl Router {
         }
         let provider = state.provider.clone();
         self.state.lanes.insert(key.clone(), state);
-        if let Some(&status) = self.state.providers.get(&provider) {
+        if let Some(&(status, ts)) = self.state.providers.get(&provider) {
             if status == ProviderStatus::Down {
-                self.lane_cmd(&key, LaneCommand::ProviderHealth { status, ts: Timestamp::default() }, out);
+                self.lane_cmd(&key, LaneCommand::ProviderHealth { status, ts }, out);
             }
         }
         let views: Vec<_> = self
@@ -272,10 +278,10 @@ impl Router {
             .clusters
             .values()
             .filter(|c| c.lanes.iter().any(|l| **l == *lane))
-            .map(|c| c.view(&self.cfg))
+            .map(|c| (c.view(&self.cfg), Timestamp(c.last_heartbeat.unwrap_or(c.registered_at))))
             .collect();
-        for v in views {
-            self.lane_cmd(&key, LaneCommand::ClusterUpdated(v), out);
+        for (view, ts) in views {
+            self.lane_cmd(&key, LaneCommand::ClusterUpdated { view, ts }, out);
         }
         key
     }
@@ -348,12 +354,17 @@ impl Router {
         let lanes = state.lanes.clone();
         let key = state.cluster_id.clone();
         let registered = matches!(cmd, ClusterCommand::Register(_));
+        let ts = match &cmd {
+            ClusterCommand::Register(e) => e.ts,
+            ClusterCommand::Heartbeat(h) => h.ts,
+            ClusterCommand::Outcome { ts, .. } => *ts,
+        };
         if out.record_journal {
             out.journal.push(JournalEntry::Cluster { cluster_id: key, command: cmd, events });
         }
         if after != before || registered {
             for lane in &lanes {
-                self.lane_cmd(lane, LaneCommand::ClusterUpdated(after.clone()), out);
+                self.lane_cmd(lane, LaneCommand::ClusterUpdated { view: after.clone(), ts }, out);
             }
         }
     }

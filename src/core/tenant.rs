@@ -62,8 +62,9 @@ pub struct TenantPolicy {
     pub escalation: Option<Vec<ProfileClass>>,
 }
 
+/// Sorted, deduplicated, lowercased (provider names in lanes are lowercase).
 fn sorted(v: &[String]) -> Vec<Arc<str>> {
-    let mut out: Vec<Arc<str>> = v.iter().map(|s| Arc::from(s.as_str())).collect();
+    let mut out: Vec<Arc<str>> = v.iter().map(|s| Arc::from(s.to_ascii_lowercase().as_str())).collect();
     out.sort();
     out.dedup();
     out
@@ -180,11 +181,26 @@ impl TenantState {
 
     pub fn decide(&self, cmd: &TenantCommand, cfg: &RoutingConfig) -> Vec<TenantEvent> {
         match cmd {
-            TenantCommand::SetPolicy(p) => vec![TenantEvent::PolicySet {
-                policy: Arc::new(TenantPolicy::from_event(p)),
-                version: self.version + 1,
-                ts: p.ts,
-            }],
+            TenantCommand::SetPolicy(p) => {
+                let policy = Arc::new(TenantPolicy::from_event(p));
+                // A new budget may put the current spend past thresholds not yet reported.
+                let spent = if p.ts.year_month() == self.month { self.spent_micros } else { 0 };
+                let now_crossed = crossed_mask(spent, policy.monthly_budget_micros, &cfg.budget_thresholds_pct);
+                let fresh = now_crossed & !self.crossed;
+                let budget = policy.monthly_budget_micros.unwrap_or(0);
+                let mut out = vec![TenantEvent::PolicySet { policy, version: self.version + 1, ts: p.ts }];
+                for (i, &pct) in cfg.budget_thresholds_pct.iter().enumerate() {
+                    if fresh & (1 << i) != 0 {
+                        out.push(TenantEvent::BudgetThresholdCrossed {
+                            pct,
+                            spent_micros: spent,
+                            budget_micros: budget,
+                            ts: p.ts,
+                        });
+                    }
+                }
+                out
+            }
             TenantCommand::RecordUsage { request_id, cost_micros, ts } => {
                 let mut out = Vec::with_capacity(2);
                 let month = ts.year_month();

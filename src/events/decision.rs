@@ -128,6 +128,8 @@ pub enum Verdict {
     RegionNotAllowed,
     /// Dedicated to another tenant.
     DedicatedToOtherTenant,
+    /// A shared cluster, and the tenant's `strict` data boundary allows only its dedicated ones.
+    DataBoundary,
     /// The route's provider is down (subscription / byok).
     ProviderDown,
 }

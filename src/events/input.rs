@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::time::Timestamp;
-use super::validate::{check_fraction, check_id, check_model_path, check_region, Invalid};
+use super::validate::{check_fraction, check_id, check_model_path, check_name, check_region, Invalid};
 
 /// Coarse profile classes a tenant or a request may allow (and order, for escalation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
@@ -231,7 +231,8 @@ pub enum DataBoundary {
     /// The project's providers and, in an emergency, OpenRouter.
     #[default]
     Project,
-    /// Only the lane's own provider or the tenant's clusters; never OpenRouter.
+    /// Only the lane's own provider (managed, subscription, BYOK) or clusters dedicated to the
+    /// tenant: never shared clusters, never OpenRouter.
     Strict,
     /// Anything but OpenRouter.
     NoOpenrouter,
@@ -421,7 +422,7 @@ impl InputEvent {
             }
             InputEvent::ClusterRegistered(e) => {
                 check_id("cluster_id", &e.cluster_id)?;
-                check_id("name", &e.name)?;
+                check_name("name", &e.name)?;
                 check_region("region", &e.region)?;
                 if e.lanes.is_empty() || e.lanes.len() > 64 {
                     return Err(Invalid::new("lanes", "must list 1–64 lanes"));
@@ -461,8 +462,13 @@ impl InputEvent {
                 for p in e.byok.iter() {
                     check_id("byok", p)?;
                 }
-                if e.escalation.as_ref().is_some_and(|v| v.is_empty()) {
-                    return Err(Invalid::new("escalation", "must name at least one profile"));
+                if let Some(order) = &e.escalation {
+                    let mut seen = order.clone();
+                    seen.sort();
+                    seen.dedup();
+                    if order.is_empty() || seen.len() != order.len() {
+                        return Err(Invalid::new("escalation", "must name each profile at most once, at least one"));
+                    }
                 }
                 Ok(())
             }

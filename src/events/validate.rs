@@ -40,6 +40,14 @@ pub fn check_id(field: &'static str, v: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Display names: 1–128 characters, no control characters (spaces allowed).
+pub fn check_name(field: &'static str, v: &str) -> Result<(), Invalid> {
+    if v.trim().is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) {
+        return Err(Invalid::new(field, "must be 1–128 printable characters"));
+    }
+    Ok(())
+}
+
 /// Regions: 1–64 of `[a-z0-9-]`, e.g. `eu-west-1`.
 pub fn check_region(field: &'static str, v: &str) -> Result<(), Invalid> {
     let ok = !v.is_empty()
