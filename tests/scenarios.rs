@@ -817,6 +817,8 @@ fn an_active_lane_below_break_even_utilisation_is_demoted_to_managed() {
     });
     expect_hot(&d, "byc_a");
 
+    // The cluster stays healthy and heartbeating (a silent one would be failover, not idle).
+    b.when(keep_alive("byc_a", 10, 2_000, 2_000 + 3_600_000));
     // The first request after the window (default one hour from the activation) closes it.
     let d = b.decide(request("r2", ACME, GPT4O, 2_000 + 3_600_000));
     expect_managed(&d, Reason::NotActivated);
@@ -1272,6 +1274,7 @@ fn expired_reservations_stop_counting_as_busy_at_their_deadline() {
     let ds = b.when((0..9).map(|i| lost(i).into_event()).collect());
     assert!(ds.iter().all(|d| d.reason == Reason::HotLane));
     // Busy for ~1 s of a one-hour window: far below the 45 % demotion floor.
+    b.when(keep_alive("byc_a", 10, 3_100, 2_000 + 3_600_000));
     let d = b.decide(request("r2", ACME, GPT4O, 2_000 + 3_600_000));
     expect_managed(&d, Reason::NotActivated);
 }
@@ -1303,4 +1306,9 @@ fn a_strict_data_boundary_keeps_a_tenant_off_shared_clusters() {
     let d = b.decide(request("s2", "prj_other_strict", GPT4O, 3_000));
     expect_managed(&d, Reason::TenantPolicy);
     assert_eq!(verdicts(&d), [("byc_a", Verdict::DataBoundary), ("byc_z", Verdict::DedicatedToOtherTenant)]);
+}
+
+/// Ready heartbeats every 10 s in `(from, to)`: a healthy cluster that nobody uses.
+fn keep_alive(cluster_id: &str, max_inflight: u32, from: i64, to: i64) -> Vec<InputEvent> {
+    (1..).map(|i| from + i * 10_000).take_while(|&t| t < to).map(|t| ready(cluster_id, max_inflight, t).into_event()).collect()
 }

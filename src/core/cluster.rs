@@ -164,12 +164,25 @@ impl ClusterState {
         self.max_inflight = e.max_inflight;
     }
 
-    /// The view each of its lanes gets.
-    pub fn view(&self, cfg: &RoutingConfig) -> ClusterView {
-        // DESIGN §4: eligible while reserved < max_inflight × headroom (here: this lane's even
-        // share of it). With integer counts that is ceil(share) slots: 1 × 0.9 still gives 1.
-        let lanes = self.lanes.len().max(1) as u64;
-        let lane_limit = (self.max_inflight as u64 * cfg.headroom_permille()).div_ceil(1000 * lanes) as u32;
+    /// Slots of this cluster all its lanes together may reserve: DESIGN §4 makes a cluster
+    /// eligible while reserved < max_inflight × headroom, which with integer counts is
+    /// ceil(max_inflight × headroom) slots (1 × 0.9 still gives 1).
+    pub fn slots(&self, cfg: &RoutingConfig) -> u32 {
+        (self.max_inflight as u64 * cfg.headroom_permille()).div_ceil(1000) as u32
+    }
+
+    /// This lane's share of [`ClusterState::slots`]: an even split, the remainder going one slot
+    /// each to the first lanes in id order, so the shares add up to exactly the cluster's slots.
+    /// Each lane counts only its own reservations against its share, so lanes on different
+    /// partitions never need to coordinate. 0 for a lane the cluster does not serve.
+    pub fn lane_limit(&self, lane: &str, cfg: &RoutingConfig) -> u32 {
+        let Ok(index) = self.lanes.binary_search_by(|l| (**l).cmp(lane)) else { return 0 };
+        let (slots, n) = (self.slots(cfg), self.lanes.len() as u32);
+        slots / n + u32::from((index as u32) < slots % n)
+    }
+
+    /// The view lane `lane` gets.
+    pub fn view(&self, lane: &str, cfg: &RoutingConfig) -> ClusterView {
         ClusterView {
             cluster_id: self.cluster_id.clone(),
             stack: self.stack,
@@ -177,7 +190,7 @@ impl ClusterState {
             dedicated_to: self.dedicated_to.clone(),
             health: self.health,
             last_heartbeat: self.last_heartbeat,
-            lane_limit,
+            lane_limit: self.lane_limit(lane, cfg),
             slow_start_since: self.slow_start_since,
         }
     }
@@ -396,11 +409,19 @@ mod tests {
         e.lanes = vec!["a/x".into(), "b/y".into()];
         e.max_inflight = 100;
         let s = ClusterState::registered(&e);
-        assert_eq!(s.view(&cfg).lane_limit, 45);
+        // 100 × 0.9 = 90 slots over 2 lanes.
+        assert_eq!((s.view("a/x", &cfg).lane_limit, s.view("b/y", &cfg).lane_limit), (45, 45));
+        assert_eq!(s.view("c/z", &cfg).lane_limit, 0);
         e.lanes = vec!["a/x".into()];
         e.max_inflight = 1;
-        assert_eq!(ClusterState::registered(&e).view(&cfg).lane_limit, 1);
+        assert_eq!(ClusterState::registered(&e).view("a/x", &cfg).lane_limit, 1);
         e.max_inflight = 4;
-        assert_eq!(ClusterState::registered(&e).view(&cfg).lane_limit, 4);
+        assert_eq!(ClusterState::registered(&e).view("a/x", &cfg).lane_limit, 4);
+        // Shares never add up to more than the cluster's slots: 2 × 0.9 → 2 slots over 4 lanes.
+        e.lanes = vec!["d/w".into(), "a/x".into(), "b/y".into(), "c/z".into()];
+        e.max_inflight = 2;
+        let s = ClusterState::registered(&e);
+        let shares: Vec<u32> = ["a/x", "b/y", "c/z", "d/w"].iter().map(|l| s.view(l, &cfg).lane_limit).collect();
+        assert_eq!(shares, [1, 1, 0, 0]);
     }
 }

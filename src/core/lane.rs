@@ -83,6 +83,8 @@ pub struct LaneState {
     pub break_even_permille: Option<u64>,
     pub reports: BTreeMap<String, StoredReport>,
     pub window: UsageWindow,
+    /// `routing.stale_after_ms` when the lane was activated (utilisation ignores silent clusters).
+    pub stale_after_ms: i64,
     pub clusters: BTreeMap<Arc<str>, LaneCluster>,
     pub provider_down: bool,
     pub reservations: BTreeMap<String, Reservation>,
@@ -138,7 +140,7 @@ pub enum LaneEvent {
     ClusterUpdated { view: ClusterView, ts: Timestamp },
     ClusterRemoved { cluster_id: Arc<str>, ts: Timestamp },
     ProviderHealthChanged { down: bool, ts: Timestamp },
-    Activated { report_digest: String, break_even_permille: Option<u64>, ts: Timestamp },
+    Activated { report_digest: String, break_even_permille: Option<u64>, stale_after_ms: i64, ts: Timestamp },
     /// A `zumik.lane_activate.v1` that was refused, and why.
     ActivationRefused { report_digest: String, reason: String, ts: Timestamp },
     ReportStored(StoredReport),
@@ -188,6 +190,7 @@ impl LaneState {
             break_even_permille: None,
             reports: BTreeMap::new(),
             window: UsageWindow::default(),
+            stale_after_ms: i64::MAX,
             clusters: BTreeMap::new(),
             provider_down: false,
             reservations: BTreeMap::new(),
@@ -248,6 +251,7 @@ impl LaneState {
             LaneCommand::Activate { report_digest, ts } => vec![LaneEvent::Activated {
                 report_digest: report_digest.clone(),
                 break_even_permille: self.reports.get(report_digest).and_then(|r| r.break_even_permille),
+                stale_after_ms: cfg.stale_after_ms,
                 ts: *ts,
             }],
             LaneCommand::RequestActivation { report_digest, ts } => {
@@ -328,8 +332,9 @@ impl LaneState {
                 }
             }
             LaneEvent::ProviderHealthChanged { down, .. } => self.provider_down = *down,
-            LaneEvent::Activated { report_digest, break_even_permille, ts } => {
+            LaneEvent::Activated { report_digest, break_even_permille, stale_after_ms, ts } => {
                 self.active = true;
+                self.stale_after_ms = *stale_after_ms;
                 self.report_digest = Some(report_digest.clone());
                 self.break_even_permille = *break_even_permille;
                 self.window = UsageWindow { start: ts.millis(), last: ts.millis(), ..UsageWindow::default() };
@@ -354,10 +359,13 @@ impl LaneState {
     }
 
     /// Reserved slots and capacity of the lane over all its clusters.
-    /// Capacity counts only healthy clusters: an outage is failover, not idle GPUs.
-    fn slot_totals(&self) -> (u64, u64) {
+    /// Reserved slots, and capacity of the clusters that could serve at `now`: healthy with a
+    /// fresh heartbeat. An outage or a silent cluster is failover, not idle GPUs.
+    fn slot_totals(&self, now: i64, stale_after_ms: i64) -> (u64, u64) {
         self.clusters.values().fold((0, 0), |(r, l), c| {
-            let cap = if c.view.health == Health::Healthy { c.view.lane_limit as u64 } else { 0 };
+            let serving = c.view.health == Health::Healthy
+                && c.view.last_heartbeat.is_some_and(|t| now - t <= stale_after_ms);
+            let cap = if serving { c.view.lane_limit as u64 } else { 0 };
             (r + c.reserved as u64, l + cap)
         })
     }
@@ -368,7 +376,7 @@ impl LaneState {
             return;
         }
         let busy = self.busy_between(self.window.last, now);
-        let (_, limit) = self.slot_totals();
+        let (_, limit) = self.slot_totals(now, self.stale_after_ms);
         let dt = (now - self.window.last) as u64;
         self.window.busy_slot_ms = self.window.busy_slot_ms.saturating_add(busy);
         self.window.capacity_slot_ms = self.window.capacity_slot_ms.saturating_add(limit * dt);
@@ -381,7 +389,7 @@ impl LaneState {
         if to <= from {
             return 0;
         }
-        let (reserved, _) = self.slot_totals();
+        let reserved: u64 = self.clusters.values().map(|c| c.reserved as u64).sum();
         let full = reserved * (to - from) as u64;
         // Only reservations whose deadline passed before `to` overlap the interval partially.
         let unused: u64 = self
@@ -403,10 +411,11 @@ impl LaneState {
             return None;
         }
         let dt = (now.millis() - self.window.last).max(0) as u64;
-        let (_, limit) = self.slot_totals();
+        let (_, limit) = self.slot_totals(now.millis(), cfg.stale_after_ms);
         let busy = self.window.busy_slot_ms.saturating_add(self.busy_between(self.window.last, now.millis()));
         let capacity = self.window.capacity_slot_ms.saturating_add(limit * dt);
-        let utilisation_permille = if capacity == 0 { 0 } else { (busy as u128 * 1000 / capacity as u128) as u64 };
+        let utilisation_permille =
+            if capacity == 0 { 0 } else { (busy as u128 * 1000 / capacity as u128).min(1000) as u64 };
         let w = &self.window;
         let mut out = vec![LaneEvent::WindowClosed {
             utilisation_permille,
@@ -464,7 +473,12 @@ impl LaneState {
                 cfg.gate.max_report_age_ms as f64 / 3_600_000.0
             ));
         }
-        LaneEvent::Activated { report_digest: digest.to_owned(), break_even_permille: r.break_even_permille, ts }
+        LaneEvent::Activated {
+            report_digest: digest.to_owned(),
+            break_even_permille: r.break_even_permille,
+            stale_after_ms: cfg.stale_after_ms,
+            ts,
+        }
     }
 
     fn release(&mut self, request_id: &str) {

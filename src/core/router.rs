@@ -278,7 +278,7 @@ impl Router {
             .clusters
             .values()
             .filter(|c| c.lanes.iter().any(|l| **l == *lane))
-            .map(|c| (c.view(&self.cfg), Timestamp(c.last_heartbeat.unwrap_or(c.registered_at))))
+            .map(|c| (c.view(lane, &self.cfg), Timestamp(c.last_heartbeat.unwrap_or(c.registered_at))))
             .collect();
         for (view, ts) in views {
             self.lane_cmd(&key, LaneCommand::ClusterUpdated { view, ts }, out);
@@ -342,7 +342,7 @@ impl Router {
             });
             return;
         };
-        let before = state.view(&self.cfg);
+        let before: Vec<(Arc<str>, _)> = state.lanes.iter().map(|l| (l.clone(), state.view(l, &self.cfg))).collect();
         let events = state.decide(&cmd, &self.cfg);
         if events.is_empty() {
             return;
@@ -350,8 +350,8 @@ impl Router {
         for event in &events {
             state.evolve(event, &self.cfg);
         }
-        let after = state.view(&self.cfg);
-        let lanes = state.lanes.clone();
+        // After a re-registration the lane list may differ: compare lane by lane.
+        let after: Vec<(Arc<str>, _)> = state.lanes.iter().map(|l| (l.clone(), state.view(l, &self.cfg))).collect();
         let key = state.cluster_id.clone();
         let registered = matches!(cmd, ClusterCommand::Register(_));
         let ts = match &cmd {
@@ -362,9 +362,9 @@ impl Router {
         if out.record_journal {
             out.journal.push(JournalEntry::Cluster { cluster_id: key, command: cmd, events });
         }
-        if after != before || registered {
-            for lane in &lanes {
-                self.lane_cmd(lane, LaneCommand::ClusterUpdated { view: after.clone(), ts }, out);
+        for (lane, view) in after {
+            if registered || !before.iter().any(|(l, v)| *l == lane && *v == view) {
+                self.lane_cmd(&lane, LaneCommand::ClusterUpdated { view, ts }, out);
             }
         }
     }

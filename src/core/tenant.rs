@@ -236,12 +236,12 @@ impl TenantState {
 
     pub fn evolve(&mut self, event: &TenantEvent, cfg: &RoutingConfig) {
         match event {
-            TenantEvent::PolicySet { policy, version, .. } => {
+            TenantEvent::PolicySet { policy, version, ts } => {
                 self.policy = Some(policy.clone());
                 self.version = *version;
                 // A new budget re-arms the thresholds the current spend no longer crosses.
-                self.crossed =
-                    crossed_mask(self.spent_micros, policy.monthly_budget_micros, &cfg.budget_thresholds_pct);
+                let spent = if ts.year_month() == self.month { self.spent_micros } else { 0 };
+                self.crossed = crossed_mask(spent, policy.monthly_budget_micros, &cfg.budget_thresholds_pct);
             }
             TenantEvent::MonthStarted { month } => {
                 self.month = *month;

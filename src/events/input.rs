@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::time::Timestamp;
-use super::validate::{check_fraction, check_id, check_model_path, check_name, check_region, Invalid};
+use super::validate::{check_fraction, check_id, check_model_path, check_name, check_provider, check_region, Invalid};
 
 /// Coarse profile classes a tenant or a request may allow (and order, for escalation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
@@ -448,7 +448,7 @@ impl InputEvent {
                 check_fraction("error_rate", e.error_rate)
             }
             InputEvent::ProviderHealth(e) => {
-                check_id("provider", &e.provider)?;
+                check_provider("provider", &e.provider)?;
                 check_fraction("error_rate", e.error_rate)
             }
             InputEvent::TenantPolicy(e) => {

@@ -40,6 +40,18 @@ pub fn check_id(field: &'static str, v: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Provider names as lanes use them: 1–64 of `[a-z0-9_.-]` (`openai`, `fireworks`).
+pub fn check_provider(field: &'static str, v: &str) -> Result<(), Invalid> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(field, "must be 1–64 characters of a-z, 0-9, '_', '-', '.' (as in lanes)"))
+    }
+}
+
 /// Display names: 1–128 characters, no control characters (spaces allowed).
 pub fn check_name(field: &'static str, v: &str) -> Result<(), Invalid> {
     if v.trim().is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) {
