@@ -87,9 +87,10 @@ pub struct LaneState {
     pub stale_after_ms: i64,
     pub clusters: BTreeMap<Arc<str>, LaneCluster>,
     pub provider_down: bool,
-    pub reservations: BTreeMap<String, Reservation>,
+    /// In-flight BYOC requests by `request_id` (one shared allocation per id for both indexes).
+    pub reservations: BTreeMap<Arc<str>, Reservation>,
     /// `(expires_at, request_id)` of every reservation, earliest first.
-    pub expiry: BTreeSet<(i64, String)>,
+    pub expiry: BTreeSet<(i64, Arc<str>)>,
     /// Decisions made so far; the next decision gets `seq + 1`.
     pub seq: u64,
     /// Completed output tokens (sum, count), for the expected output of cost estimates.
@@ -229,7 +230,7 @@ impl LaneState {
                 .take_while(|(t, _)| *t <= now.millis())
                 .filter_map(|(_, id)| {
                     let r = self.reservations.get(id)?;
-                    Some(LaneEvent::Expired { request_id: id.clone(), cluster: r.cluster.clone(), ts: *now })
+                    Some(LaneEvent::Expired { request_id: id.to_string(), cluster: r.cluster.clone(), ts: *now })
                 })
                 .collect(),
             LaneCommand::ClusterUpdated { view, ts } => vec![LaneEvent::ClusterUpdated { view: view.clone(), ts: *ts }],
@@ -290,11 +291,12 @@ impl LaneState {
                     if let Some(c) = self.clusters.get_mut(cluster) {
                         c.reserved += 1;
                     }
+                    let id: Arc<str> = Arc::from(decision.request_id.as_str());
+                    self.expiry.insert((*expires_at, id.clone()));
                     self.reservations.insert(
-                        decision.request_id.clone(),
+                        id,
                         Reservation { cluster: cluster.clone(), tenant: decision.tenant_id.clone(), expires_at: *expires_at },
                     );
-                    self.expiry.insert((*expires_at, decision.request_id.clone()));
                 }
             }
             LaneEvent::EmergencyFallback { .. } => {}
@@ -321,7 +323,7 @@ impl LaneState {
             LaneEvent::ClusterRemoved { cluster_id, .. } => {
                 self.clusters.remove(cluster_id);
                 // Requests in flight on a removed cluster no longer hold capacity anywhere.
-                let gone: Vec<String> = self
+                let gone: Vec<Arc<str>> = self
                     .reservations
                     .iter()
                     .filter(|(_, r)| r.cluster == *cluster_id)
@@ -482,8 +484,8 @@ impl LaneState {
     }
 
     fn release(&mut self, request_id: &str) {
-        if let Some(r) = self.reservations.remove(request_id) {
-            self.expiry.remove(&(r.expires_at, request_id.to_owned()));
+        if let Some((id, r)) = self.reservations.remove_entry(request_id) {
+            self.expiry.remove(&(r.expires_at, id));
             if let Some(c) = self.clusters.get_mut(&r.cluster) {
                 c.reserved = c.reserved.saturating_sub(1);
             }
@@ -503,7 +505,7 @@ impl LaneState {
     }
 
     fn complete(&self, c: &CompletionV1) -> LaneEvent {
-        let reservation = self.reservations.get(&c.request_id);
+        let reservation = self.reservations.get(c.request_id.as_str());
         let profile = match (c.profile, reservation) {
             (Some(p), _) => p,
             (None, Some(r)) => self.clusters.get(&r.cluster).map_or(Profile::ByocDynamo, |lc| byoc_profile(lc.view.stack)),
@@ -531,7 +533,7 @@ impl LaneState {
 
     /// Why a request cannot be routed at all, if it cannot.
     fn invalid_reason(&self, r: &RequestV1) -> Option<String> {
-        if let Some(held) = self.reservations.get(&r.request_id) {
+        if let Some(held) = self.reservations.get(r.request_id.as_str()) {
             // A resend of a request still in flight: answering twice would reserve twice.
             return Some(format!("request_id {} is already in flight on {}", r.request_id, held.cluster));
         }
@@ -557,7 +559,7 @@ impl LaneState {
 
     fn route(&self, r: &RequestV1, tenant: &TenantView, cfg: &RoutingConfig) -> Vec<LaneEvent> {
         let seq = self.seq + 1;
-        let tenant_id: Arc<str> = Arc::from(r.tenant_id.as_str());
+        let tenant_id: Arc<str> = tenant.tenant_id.clone();
         let mut d = DecisionV1 {
             request_id: r.request_id.clone(),
             tenant_id: tenant_id.clone(),

@@ -195,14 +195,18 @@ impl Router {
     }
 
     fn on_request(&mut self, r: RequestV1, out: &mut Output) {
-        let lane = self.lane_key(&r.model, out);
         let now = r.ts;
-        if self.state.lanes[&lane].next_expiry().is_some_and(|t| t <= now.millis()) {
+        let (lane, expire) = match self.state.lanes.get_key_value(r.model.as_str()) {
+            Some((k, l)) => (k.clone(), l.next_expiry().is_some_and(|t| t <= now.millis())),
+            None => (self.lane_key(&r.model, out), false),
+        };
+        if expire {
             self.lane_cmd(&lane, LaneCommand::Expire { now }, out);
         }
         let tenant = match self.state.tenants.get(r.tenant_id.as_str()) {
             Some(t) => t.view(now, &self.default_policy),
             None => super::tenant::TenantView {
+                tenant_id: Arc::from(r.tenant_id.as_str()),
                 known: false,
                 version: 0,
                 policy: self.default_policy.clone(),
@@ -287,11 +291,14 @@ impl Router {
     }
 
     fn lane_cmd(&mut self, lane: &Arc<str>, cmd: LaneCommand, out: &mut Output) {
-        if !self.state.lanes.contains_key(lane) {
-            self.lane_key(lane, out);
-        }
-        // Present: created just above if it was missing.
-        let state = self.state.lanes.get_mut(lane).expect("lane exists");
+        let state = match self.state.lanes.get_mut(lane) {
+            Some(state) => state,
+            None => {
+                self.lane_key(lane, out);
+                // Present: `lane_key` just created it.
+                self.state.lanes.get_mut(lane).expect("lane exists")
+            }
+        };
         let events = state.decide(&cmd, &self.cfg);
         for event in &events {
             state.evolve(event);

@@ -114,6 +114,8 @@ impl TenantPolicy {
 /// What a lane needs to know about the tenant at decision time (journaled with the command).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct TenantView {
+    /// The tenant (shared with the tenant's state, so decisions need not copy it).
+    pub tenant_id: Arc<str>,
     /// False when the tenant has no policy and the default applies.
     pub known: bool,
     /// Policy version (0 = default policy).
@@ -172,11 +174,11 @@ impl TenantState {
     /// The view a lane gets for a request at event time `now`.
     pub fn view(&self, now: Timestamp, default: &Arc<TenantPolicy>) -> TenantView {
         let policy = self.policy.clone().unwrap_or_else(|| default.clone());
-        // Spend from an earlier month does not count against this month's budget.
-        let spent = if now.year_month() == self.month { self.spent_micros } else { 0 };
+        // Spend from an earlier month does not count against this month's budget (the calendar
+        // is only consulted for tenants that can be paused at all).
         let paused = policy.overage_mode == OverageMode::Pause
-            && policy.monthly_budget_micros.is_some_and(|b| spent >= b);
-        TenantView { known: self.policy.is_some(), version: self.version, policy, paused }
+            && policy.monthly_budget_micros.is_some_and(|b| self.spent_micros >= b && now.year_month() == self.month);
+        TenantView { tenant_id: self.tenant_id.clone(), known: self.policy.is_some(), version: self.version, policy, paused }
     }
 
     pub fn decide(&self, cmd: &TenantCommand, cfg: &RoutingConfig) -> Vec<TenantEvent> {
