@@ -157,10 +157,7 @@ pub fn parse_usd_micros(s: &str) -> Result<u64, String> {
     }
     let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| format!("{s:?} is too large"))? };
     let frac_micros: u64 = format!("{frac:0<6}").parse().unwrap_or(0);
-    whole
-        .checked_mul(1_000_000)
-        .and_then(|w| w.checked_add(frac_micros))
-        .ok_or_else(|| format!("{s:?} is too large"))
+    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac_micros)).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Formats micros as dollars with cents, rounded half up: `$1,234.57`.
