@@ -10,6 +10,8 @@
 //! - [`config`] — the one validated root config (`zumik.toml` + `ZUMIK_*` environment overrides).
 //! - [`gate`] — the workload diagnostic, the replay simulation of a candidate cluster, gate
 //!   reports (JSON + HTML); pure, driving the same [`core::Router`] as production.
+//! - [`workload`] — the deterministic synthetic workload generator (seeded; feeds the demo,
+//!   `zumik produce`, the benches).
 //! - [`cli`] — the `zumik` command line (thin: parses arguments, does I/O, calls the core).
 //!
 //! Planned next (DESIGN §6–§7): `actors/` (actix shells), `kafka/`, `store/` (RocksDB), `api/`
@@ -21,3 +23,4 @@ pub mod core;
 pub mod events;
 pub mod gate;
 pub mod journal;
+pub mod workload;
