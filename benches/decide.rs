@@ -17,6 +17,10 @@
 //!
 //! Run: `cargo bench --bench decide -- --warm-up-time 1 --measurement-time 3`.
 
+/// The same allocator as the `zumik` binary, so the bench measures what production runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

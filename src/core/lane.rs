@@ -8,7 +8,7 @@
 //! Must not read clocks, other actors' state or `HashMap` order: `decide` is a pure function of
 //! `(&LaneState, &LaneCommand, &RoutingConfig)`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,17 @@ pub struct Reservation {
     pub cluster: Arc<str>,
     pub tenant: Arc<str>,
     pub expires_at: i64,
+    /// `seq` of the decision that made it (unique in the lane; orders equal deadlines).
+    pub seq: u64,
+}
+
+/// In-flight requests by id. A hash map (lookups by id are the hot path); its iteration order
+/// never reaches a decision, and it is written sorted wherever it is shown.
+pub type Reservations = rustc_hash::FxHashMap<Arc<str>, Reservation>;
+
+fn sorted_reservations<S: serde::Serializer>(r: &Reservations, s: S) -> Result<S::Ok, S::Error> {
+    let sorted: BTreeMap<&Arc<str>, &Reservation> = r.iter().collect();
+    serde::Serialize::serialize(&sorted, s)
 }
 
 /// What a lane keeps of a stored gate report.
@@ -88,9 +99,10 @@ pub struct LaneState {
     pub clusters: BTreeMap<Arc<str>, LaneCluster>,
     pub provider_down: bool,
     /// In-flight BYOC requests by `request_id` (one shared allocation per id for both indexes).
-    pub reservations: BTreeMap<Arc<str>, Reservation>,
-    /// `(expires_at, request_id)` of every reservation, earliest first.
-    pub expiry: BTreeSet<(i64, Arc<str>)>,
+    #[serde(serialize_with = "sorted_reservations")]
+    pub reservations: Reservations,
+    /// Every reservation by `(expires_at, seq)`, earliest first.
+    pub expiry: BTreeMap<(i64, u64), Arc<str>>,
     /// Decisions made so far; the next decision gets `seq + 1`.
     pub seq: u64,
     /// Completed output tokens (sum, count), for the expected output of cost estimates.
@@ -194,8 +206,8 @@ impl LaneState {
             stale_after_ms: i64::MAX,
             clusters: BTreeMap::new(),
             provider_down: false,
-            reservations: BTreeMap::new(),
-            expiry: BTreeSet::new(),
+            reservations: Reservations::default(),
+            expiry: BTreeMap::new(),
             seq: 0,
             output_tokens_sum: 0,
             output_tokens_count: 0,
@@ -204,7 +216,7 @@ impl LaneState {
 
     /// Earliest reservation deadline, if any (the shell sends `Expire` once event time reaches it).
     pub fn next_expiry(&self) -> Option<i64> {
-        self.expiry.first().map(|(t, _)| *t)
+        self.expiry.first_key_value().map(|((t, _), _)| *t)
     }
 
     pub fn decide(&self, cmd: &LaneCommand, cfg: &RoutingConfig) -> Vec<LaneEvent> {
@@ -226,8 +238,7 @@ impl LaneState {
             LaneCommand::Complete(c) => vec![self.complete(c)],
             LaneCommand::Expire { now } => self
                 .expiry
-                .iter()
-                .take_while(|(t, _)| *t <= now.millis())
+                .range(..=(now.millis(), u64::MAX))
                 .filter_map(|(_, id)| {
                     let r = self.reservations.get(id)?;
                     Some(LaneEvent::Expired { request_id: id.to_string(), cluster: r.cluster.clone(), ts: *now })
@@ -292,11 +303,14 @@ impl LaneState {
                         c.reserved += 1;
                     }
                     let id: Arc<str> = Arc::from(decision.request_id.as_str());
-                    self.expiry.insert((*expires_at, id.clone()));
-                    self.reservations.insert(
-                        id,
-                        Reservation { cluster: cluster.clone(), tenant: decision.tenant_id.clone(), expires_at: *expires_at },
-                    );
+                    self.expiry.insert((*expires_at, decision.seq), id.clone());
+                    let r = Reservation {
+                        cluster: cluster.clone(),
+                        tenant: decision.tenant_id.clone(),
+                        expires_at: *expires_at,
+                        seq: decision.seq,
+                    };
+                    self.reservations.insert(id, r);
                 }
             }
             LaneEvent::EmergencyFallback { .. } => {}
@@ -396,10 +410,9 @@ impl LaneState {
         // Only reservations whose deadline passed before `to` overlap the interval partially.
         let unused: u64 = self
             .expiry
-            .iter()
-            .take_while(|(t, _)| *t < to)
-            .filter(|(_, id)| self.reservations.get(id).is_some_and(|r| self.clusters.contains_key(&r.cluster)))
-            .map(|(t, _)| (to - (*t).max(from)) as u64)
+            .range(..(to, 0))
+            .filter(|(_, id)| self.reservations.get(*id).is_some_and(|r| self.clusters.contains_key(&r.cluster)))
+            .map(|((t, _), _)| (to - (*t).max(from)) as u64)
             .sum();
         full.saturating_sub(unused)
     }
@@ -484,8 +497,8 @@ impl LaneState {
     }
 
     fn release(&mut self, request_id: &str) {
-        if let Some((id, r)) = self.reservations.remove_entry(request_id) {
-            self.expiry.remove(&(r.expires_at, id));
+        if let Some(r) = self.reservations.remove(request_id) {
+            self.expiry.remove(&(r.expires_at, r.seq));
             if let Some(c) = self.clusters.get_mut(&r.cluster) {
                 c.reserved = c.reserved.saturating_sub(1);
             }

@@ -9,6 +9,8 @@
 //! It must not do I/O: outputs (decisions, journal, warnings) are returned in [`Output`].
 
 use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -75,9 +77,11 @@ impl Output {
 /// The state of all actors of one router, serializable for snapshots.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct RouterState {
-    pub lanes: BTreeMap<Arc<str>, LaneState>,
+    /// Lanes and tenants are hash maps: they are looked up on every event and never iterated
+    /// into an output without sorting first.
+    pub lanes: FxHashMap<Arc<str>, LaneState>,
     pub clusters: BTreeMap<Arc<str>, ClusterState>,
-    pub tenants: BTreeMap<Arc<str>, TenantState>,
+    pub tenants: FxHashMap<Arc<str>, TenantState>,
     /// Latest health of each managed provider, with its event time.
     pub providers: BTreeMap<Arc<str>, (ProviderStatus, Timestamp)>,
     /// Input events applied so far.
@@ -164,8 +168,10 @@ impl Router {
             InputEvent::ProviderHealth(p) => {
                 let provider: Arc<str> = Arc::from(p.provider.as_str());
                 self.state.providers.insert(provider.clone(), (p.status, p.ts));
-                let lanes: Vec<Arc<str>> =
+                let mut lanes: Vec<Arc<str>> =
                     self.state.lanes.values().filter(|l| l.provider == provider).map(|l| l.lane.clone()).collect();
+                // Hash order must not decide the order of the journal: lanes go in id order.
+                lanes.sort_unstable();
                 for lane in lanes {
                     self.lane_cmd(&lane, LaneCommand::ProviderHealth { status: p.status, ts: p.ts }, out);
                 }
