@@ -220,9 +220,16 @@ impl LaneState {
     }
 
     pub fn decide(&self, cmd: &LaneCommand, cfg: &RoutingConfig) -> Vec<LaneEvent> {
+        let mut out = Vec::new();
+        self.decide_into(cmd, cfg, &mut out);
+        out
+    }
+
+    /// [`LaneState::decide`] appending to a caller's buffer (the hot path reuses one).
+    pub fn decide_into(&self, cmd: &LaneCommand, cfg: &RoutingConfig, out: &mut Vec<LaneEvent>) {
         match cmd {
             LaneCommand::Route { request, tenant } => match self.close_window(request.ts, cfg) {
-                None => self.route(request, tenant, cfg),
+                None => self.route(request, tenant, cfg, out),
                 Some(closing) => {
                     // Rare (once per window): apply the window's verdict to a copy, then route
                     // on it, so a demotion already governs this request.
@@ -230,12 +237,18 @@ impl LaneState {
                     for e in &closing {
                         next.evolve(e);
                     }
-                    let mut events = closing;
-                    events.extend(next.route(request, tenant, cfg));
-                    events
+                    out.extend(closing);
+                    next.route(request, tenant, cfg, out);
                 }
             },
-            LaneCommand::Complete(c) => vec![self.complete(c)],
+            LaneCommand::Complete(c) => out.push(self.complete(c)),
+            other => out.extend(self.decide_rare(other, cfg)),
+        }
+    }
+
+    fn decide_rare(&self, cmd: &LaneCommand, cfg: &RoutingConfig) -> Vec<LaneEvent> {
+        match cmd {
+            LaneCommand::Route { .. } | LaneCommand::Complete(_) => unreachable!("handled by decide_into"),
             LaneCommand::Expire { now } => self
                 .expiry
                 .range(..=(now.millis(), u64::MAX))
@@ -570,7 +583,7 @@ impl LaneState {
         None
     }
 
-    fn route(&self, r: &RequestV1, tenant: &TenantView, cfg: &RoutingConfig) -> Vec<LaneEvent> {
+    fn route(&self, r: &RequestV1, tenant: &TenantView, cfg: &RoutingConfig, events: &mut Vec<LaneEvent>) {
         let seq = self.seq + 1;
         let tenant_id: Arc<str> = tenant.tenant_id.clone();
         let mut d = DecisionV1 {
@@ -605,7 +618,8 @@ impl LaneState {
         };
         if let Some(reason) = rejection {
             d.reason = reason;
-            return vec![LaneEvent::Decided { decision: d, reservation: None }];
+            events.push(LaneEvent::Decided { decision: d, reservation: None });
+            return;
         }
 
         let allowed = r
@@ -617,9 +631,9 @@ impl LaneState {
         let estimate = self.estimate_micros(r);
         let mut byoc_reason: Option<Reason> = None;
         let mut provider_blocked = false;
-        let mut events = Vec::with_capacity(2);
         // Credential routes skipped for a down provider; listed after the clusters.
         let mut skipped_credentials: Vec<Considered> = Vec::new();
+        let mut fallback: Option<LaneEvent> = None;
 
         for step in order.iter().copied().filter(|&s| allowed.contains(s)) {
             match step {
@@ -648,7 +662,7 @@ impl LaneState {
                     d.estimated_cost_micros = if profile == Profile::Byok { estimate } else { 0 };
                     d.considered.append(&mut skipped_credentials);
                     events.push(LaneEvent::Decided { decision: d, reservation: None });
-                    return events;
+                    return;
                 }
                 ProfileClass::Byoc => match self.byoc(r, &tenant_id, tenant, &mut d.considered, cfg) {
                     Byoc::Chosen { cluster, stack } => {
@@ -660,7 +674,7 @@ impl LaneState {
                         let reservation = Some((cluster, r.ts.millis() + deadline));
                         d.considered.append(&mut skipped_credentials);
                         events.push(LaneEvent::Decided { decision: d, reservation });
-                        return events;
+                        return;
                     }
                     Byoc::NotServed(reason) => byoc_reason = Some(reason),
                 },
@@ -675,7 +689,7 @@ impl LaneState {
                         d.mode = Mode::OpenrouterFallback;
                         d.reason = Reason::ManagedDown;
                         d.target = Some(self.openrouter_target.clone());
-                        events.push(LaneEvent::EmergencyFallback {
+                        fallback = Some(LaneEvent::EmergencyFallback {
                             request_id: r.request_id.clone(),
                             tenant_id: tenant_id.clone(),
                             provider: self.provider.clone(),
@@ -688,8 +702,9 @@ impl LaneState {
                         d.estimated_cost_micros = 0;
                     }
                     d.considered.append(&mut skipped_credentials);
-                    events.insert(0, LaneEvent::Decided { decision: d, reservation: None });
-                    return events;
+                    events.push(LaneEvent::Decided { decision: d, reservation: None });
+                    events.extend(fallback);
+                    return;
                 }
             }
         }
@@ -703,7 +718,6 @@ impl LaneState {
         d.detail = Some("no profile allowed for this tenant and request could serve it".to_owned());
         d.considered.append(&mut skipped_credentials);
         events.push(LaneEvent::Decided { decision: d, reservation: None });
-        events
     }
 
     /// The reason a managed decision carries when the BYOC step did not run (not allowed or not

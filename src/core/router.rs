@@ -19,7 +19,7 @@ use crate::events::{
     ClusterDeregisteredV1, DecisionV1, InputEvent, Outcome, ProviderStatus, RequestV1, Timestamp,
 };
 
-use super::cluster::{ClusterCommand, ClusterEvent, ClusterState};
+use super::cluster::{ClusterCommand, ClusterEvent, ClusterState, ClusterView};
 use super::config::RoutingConfig;
 use super::lane::{LaneCommand, LaneEvent, LaneState};
 use super::price::{ModelPrice, PriceTable};
@@ -107,12 +107,20 @@ pub struct Router {
     prices: Arc<PriceTable>,
     default_policy: Arc<TenantPolicy>,
     state: RouterState,
+    /// Scratch buffer for lane events (not state).
+    lane_events: Vec<LaneEvent>,
 }
 
 impl Router {
     /// A router with empty state. `cfg` must have passed `validate()`.
     pub fn new(cfg: Arc<RoutingConfig>, prices: Arc<PriceTable>) -> Self {
-        Router { cfg, prices, default_policy: Arc::new(TenantPolicy::permissive()), state: RouterState::default() }
+        Router {
+            cfg,
+            prices,
+            default_policy: Arc::new(TenantPolicy::permissive()),
+            state: RouterState::default(),
+            lane_events: Vec::with_capacity(4),
+        }
     }
 
     pub fn state(&self) -> &RouterState {
@@ -305,7 +313,10 @@ impl Router {
                 self.state.lanes.get_mut(lane).expect("lane exists")
             }
         };
-        let events = state.decide(&cmd, &self.cfg);
+        // One event buffer reused across commands (a nested command simply gets a new one).
+        let mut events = std::mem::take(&mut self.lane_events);
+        events.clear();
+        state.decide_into(&cmd, &self.cfg, &mut events);
         for event in &events {
             state.evolve(event);
         }
@@ -313,7 +324,7 @@ impl Router {
             out.journal.push(JournalEntry::Lane { lane: lane.clone(), command: cmd, events: events.clone() });
         }
         let mut follow_ups = Vec::new();
-        for event in events {
+        for event in events.drain(..) {
             match event {
                 LaneEvent::Decided { decision, .. } => out.decisions.push(decision),
                 LaneEvent::ActivationRefused { report_digest, reason, .. } => out.warnings.push(Warning {
@@ -339,6 +350,7 @@ impl Router {
                 _ => {}
             }
         }
+        self.lane_events = events;
         for f in follow_ups {
             match f {
                 FollowUp::Cluster(id, cmd) => self.cluster_cmd(&id, cmd, out),
@@ -355,7 +367,6 @@ impl Router {
             });
             return;
         };
-        let before: Vec<(Arc<str>, _)> = state.lanes.iter().map(|l| (l.clone(), state.view(l, &self.cfg))).collect();
         let events = state.decide(&cmd, &self.cfg);
         if events.is_empty() {
             return;
@@ -363,10 +374,15 @@ impl Router {
         for event in &events {
             state.evolve(event, &self.cfg);
         }
-        // After a re-registration the lane list may differ: compare lane by lane.
-        let after: Vec<(Arc<str>, _)> = state.lanes.iter().map(|l| (l.clone(), state.view(l, &self.cfg))).collect();
+        // What lanes see of a cluster (its view) changes only with a registration, a heartbeat
+        // or a health change; a plain completion outcome leaves it as it was.
+        let changed = events.iter().any(|e| !matches!(e, ClusterEvent::OutcomeRecorded { .. }));
+        let views: Vec<(Arc<str>, ClusterView)> = if changed {
+            state.lanes.iter().map(|l| (l.clone(), state.view(l, &self.cfg))).collect()
+        } else {
+            Vec::new()
+        };
         let key = state.cluster_id.clone();
-        let registered = matches!(cmd, ClusterCommand::Register(_));
         let ts = match &cmd {
             ClusterCommand::Register(e) => e.ts,
             ClusterCommand::Heartbeat(h) => h.ts,
@@ -375,10 +391,8 @@ impl Router {
         if out.record_journal {
             out.journal.push(JournalEntry::Cluster { cluster_id: key, command: cmd, events });
         }
-        for (lane, view) in after {
-            if registered || !before.iter().any(|(l, v)| *l == lane && *v == view) {
-                self.lane_cmd(&lane, LaneCommand::ClusterUpdated { view, ts }, out);
-            }
+        for (lane, view) in views {
+            self.lane_cmd(&lane, LaneCommand::ClusterUpdated { view, ts }, out);
         }
     }
 
