@@ -9,6 +9,7 @@ pub mod diagnose;
 pub mod gate;
 pub mod replay;
 pub mod schema;
+pub mod synth;
 
 /// Zumik execution broker.
 #[derive(Debug, Parser)]
@@ -31,6 +32,8 @@ pub enum Command {
     Gate(gate::Args),
     /// Write (or check) the JSON Schemas of the public events.
     Schema(schema::SchemaArgs),
+    /// Write a synthetic workload (concentrated hot lanes + long tail) as input-event JSONL.
+    Synth(synth::SynthArgs),
 }
 
 /// Common `--config` option.
@@ -50,5 +53,6 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Diagnose(args) => diagnose::run(args),
         Command::Gate(args) => gate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Synth(args) => synth::run(args),
     }
 }
