@@ -42,12 +42,7 @@ pub struct Reservation {
 
 /// In-flight requests by id. A hash map (lookups by id are the hot path); its iteration order
 /// never reaches a decision, and it is written sorted wherever it is shown.
-pub type Reservations = rustc_hash::FxHashMap<Arc<str>, Reservation>;
-
-fn sorted_reservations<S: serde::Serializer>(r: &Reservations, s: S) -> Result<S::Ok, S::Error> {
-    let sorted: BTreeMap<&Arc<str>, &Reservation> = r.iter().collect();
-    serde::Serialize::serialize(&sorted, s)
-}
+pub type Reservations = super::index::HashIndex<Arc<str>, Reservation>;
 
 /// What a lane keeps of a stored gate report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
@@ -99,7 +94,6 @@ pub struct LaneState {
     pub clusters: BTreeMap<Arc<str>, LaneCluster>,
     pub provider_down: bool,
     /// In-flight BYOC requests by `request_id` (one shared allocation per id for both indexes).
-    #[serde(serialize_with = "sorted_reservations")]
     pub reservations: Reservations,
     /// Every reservation by `(expires_at, seq)`, earliest first.
     pub expiry: BTreeMap<(i64, u64), Arc<str>>,

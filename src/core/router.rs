@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap;
+use super::index::HashIndex;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -79,9 +79,9 @@ impl Output {
 pub struct RouterState {
     /// Lanes and tenants are hash maps: they are looked up on every event and never iterated
     /// into an output without sorting first.
-    pub lanes: FxHashMap<Arc<str>, LaneState>,
+    pub lanes: HashIndex<Arc<str>, LaneState>,
     pub clusters: BTreeMap<Arc<str>, ClusterState>,
-    pub tenants: FxHashMap<Arc<str>, TenantState>,
+    pub tenants: HashIndex<Arc<str>, TenantState>,
     /// Latest health of each managed provider, with its event time.
     pub providers: BTreeMap<Arc<str>, (ProviderStatus, Timestamp)>,
     /// Input events applied so far.
