@@ -39,6 +39,7 @@ pub struct PricingConfig {
 pub struct Config {
     pub routing: RoutingConfig,
     pub pricing: PricingConfig,
+    pub kafka: crate::kafka::KafkaConfig,
 }
 
 /// Why the config cannot be used.
@@ -96,7 +97,8 @@ impl Config {
 
     /// Checks every section; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigInvalid> {
-        self.routing.validate()
+        self.routing.validate()?;
+        self.kafka.validate()
     }
 
     /// Loads the configured price table (or the embedded one) with the configured aliases.

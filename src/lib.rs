@@ -12,10 +12,12 @@
 //!   reports (JSON + HTML); pure, driving the same [`core::Router`] as production.
 //! - [`workload`] — the deterministic synthetic workload generator (seeded; feeds the demo,
 //!   `zumik produce`, the benches).
+//! - [`kafka`] — the Kafka runtime: topics, the exactly-once broker loop over the core, recovery
+//!   from the journal topic (blocking librdkafka calls on dedicated threads).
 //! - [`cli`] — the `zumik` command line (thin: parses arguments, does I/O, calls the core).
 //!
-//! Planned next (DESIGN §6–§7): `actors/` (actix shells), `kafka/`, `store/` (RocksDB), `api/`
-//! (HTTP).
+//! Planned next (DESIGN §6–§7): `actors/` (actix shells), `store/` (RocksDB snapshots), `api/`
+//! (HTTP), partition handover between instances.
 
 pub mod cli;
 pub mod config;
@@ -23,4 +25,5 @@ pub mod core;
 pub mod events;
 pub mod gate;
 pub mod journal;
+pub mod kafka;
 pub mod workload;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod decide;
 pub mod diagnose;
 pub mod gate;
+pub mod kafka_tools;
 pub mod replay;
 pub mod schema;
 pub mod synth;
@@ -30,6 +31,12 @@ pub enum Command {
     Diagnose(diagnose::Args),
     /// Replay gate: simulate a candidate cluster on a lane's real history and write the report.
     Gate(gate::Args),
+    /// Run the broker on real Kafka (exactly-once by default) until SIGINT/SIGTERM.
+    Serve(kafka_tools::ServeArgs),
+    /// Play input events (JSONL) onto the input topics, optionally at a rate.
+    Produce(kafka_tools::ProduceArgs),
+    /// Follow the decision stream, human-readable or JSON.
+    Tail(kafka_tools::TailArgs),
     /// Write (or check) the JSON Schemas of the public events.
     Schema(schema::SchemaArgs),
     /// Write a synthetic workload (concentrated hot lanes + long tail) as input-event JSONL.
@@ -52,6 +59,9 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::Gate(args) => gate::run(args),
+        Command::Serve(args) => kafka_tools::serve(args),
+        Command::Produce(args) => kafka_tools::produce(args),
+        Command::Tail(args) => kafka_tools::tail(args),
         Command::Schema(args) => schema::run(args),
         Command::Synth(args) => synth::run(args),
     }

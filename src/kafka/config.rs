@@ -1,0 +1,81 @@
+//! The `[kafka]` config section.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::core::config::ConfigInvalid;
+
+/// How outputs and input offsets are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// One Kafka transaction per batch holds decisions, journal and DLQ records and the consumed
+    /// offsets; readers use `read_committed`.
+    #[default]
+    ExactlyOnce,
+    /// Outputs flushed, then offsets committed: lowest latency; after a crash a batch may be
+    /// decided again (decisions keep their `request_id` + `seq`, so consumers can dedupe).
+    AtLeastOnce,
+}
+
+/// The `[kafka]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Prefix of every topic name. Default `zumik.` (topics `zumik.requests`, …).
+    pub topic_prefix: String,
+    /// Consumer group of the broker instances. Default `zumik-broker`.
+    pub group_id: String,
+    /// Partitions of topics the broker creates. Default 4.
+    pub partitions: i32,
+    /// Replication factor of topics the broker creates. Default 1.
+    pub replication: i32,
+    pub mode: DeliveryMode,
+    /// Transactional id of this instance (exactly-once); must be unique per instance and stable
+    /// across its restarts. Default `zumik-broker-0`.
+    pub transactional_id: String,
+    /// Most input messages per batch (one transaction). Default 1000.
+    pub batch_max: usize,
+    /// Longest a batch waits for more input, ms. Default 5.
+    pub batch_wait_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "zumik.".into(),
+            group_id: "zumik-broker".into(),
+            partitions: 4,
+            replication: 1,
+            mode: DeliveryMode::ExactlyOnce,
+            transactional_id: "zumik-broker-0".into(),
+            batch_max: 1000,
+            batch_wait_ms: 5,
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<(), ConfigInvalid> {
+        let bad = |field: &str, reason: &str| ConfigInvalid { field: field.into(), reason: reason.into() };
+        if self.brokers.trim().is_empty() {
+            return Err(bad("kafka.brokers", "must name at least one broker"));
+        }
+        if self.partitions < 1 {
+            return Err(bad("kafka.partitions", "must be at least 1"));
+        }
+        if self.replication < 1 {
+            return Err(bad("kafka.replication", "must be at least 1"));
+        }
+        if self.batch_max == 0 {
+            return Err(bad("kafka.batch_max", "must be at least 1"));
+        }
+        if self.group_id.is_empty() || self.transactional_id.is_empty() {
+            return Err(bad("kafka.group_id", "group and transactional ids must not be empty"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! Topic names (with the configured prefix) and their creation at start.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::config::KafkaConfig;
+use crate::events::InputEvent;
+
+/// The names of every Zumik topic (DESIGN §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub requests: String,
+    pub completions: String,
+    pub telemetry: String,
+    pub control: String,
+    pub decisions: String,
+    pub journal: String,
+    pub status: String,
+    pub usage: String,
+    pub snapshots: String,
+    pub dlq: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        let t = |name: &str| format!("{prefix}{name}");
+        Topics {
+            requests: t("requests"),
+            completions: t("completions"),
+            telemetry: t("telemetry"),
+            control: t("control"),
+            decisions: t("decisions"),
+            journal: t("journal"),
+            status: t("status"),
+            usage: t("usage"),
+            snapshots: t("snapshots"),
+            dlq: t("dlq"),
+        }
+    }
+
+    /// The input topics the broker consumes.
+    pub fn inputs(&self) -> [&str; 4] {
+        [&self.requests, &self.completions, &self.telemetry, &self.control]
+    }
+
+    /// Where a producer puts an input event.
+    pub fn for_input(&self, e: &InputEvent) -> &str {
+        match e {
+            InputEvent::Request(_) => &self.requests,
+            InputEvent::Completion(_) => &self.completions,
+            InputEvent::ClusterHeartbeat(_) | InputEvent::ProviderHealth(_) => &self.telemetry,
+            _ => &self.control,
+        }
+    }
+
+    fn all(&self) -> Vec<(&str, bool)> {
+        vec![
+            (&self.requests, false),
+            (&self.completions, false),
+            (&self.telemetry, false),
+            (&self.control, true),
+            (&self.decisions, false),
+            (&self.journal, false),
+            (&self.status, true),
+            (&self.usage, false),
+            (&self.snapshots, true),
+            (&self.dlq, false),
+        ]
+    }
+}
+
+/// Why topics could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("kafka admin client for {brokers}: {source}")]
+    Client { brokers: String, source: rdkafka::error::KafkaError },
+    #[error("creating topic {topic}: {message}")]
+    Create { topic: String, message: String },
+}
+
+/// Creates the topics that do not exist yet (control, status and snapshots compacted).
+pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .create()
+        .map_err(|source| TopicError::Client { brokers: cfg.brokers.clone(), source })?;
+    let specs = topics.all();
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .map(|(name, compact)| {
+            let t = NewTopic::new(name, cfg.partitions, TopicReplication::Fixed(cfg.replication));
+            if *compact {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures_executor::block_on(admin.create_topics(&new, &opts))
+        .map_err(|e| TopicError::Create { topic: "*".into(), message: e.to_string() })?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Create { topic, message: code.to_string() }),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The broker loop: consume input batches, run them through the [`Router`], and write
+//! decisions, journal and DLQ records — with the consumed offsets — durably before going on.
+//!
+//! Exactly-once (default): one Kafka transaction per batch holds every output record and the
+//! input offsets (`send_offsets_to_transaction`), so a crash either loses the whole batch (it is
+//! consumed again) or none of it. At-least-once: outputs flushed, then offsets committed.
+//!
+//! Recovery: every applied input is journaled (`JournalEntry::Input`) with a global sequence
+//! number in the same transaction as its outputs, so on start the router is rebuilt by applying
+//! the journaled inputs in sequence order, and consumption resumes at the committed offsets:
+//! the state is exactly the state after the last committed batch. (Snapshots, which bound this
+//! replay, and partition handover between instances come next; this loop assumes one instance.)
+//!
+//! Blocking calls only, on the caller's thread: never run this on an async executor.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use super::config::{DeliveryMode, KafkaConfig};
+use super::topics::{ensure_topics, TopicError, Topics};
+use crate::core::router::JournalEntry;
+use crate::core::{Output, PriceTable, Router, RoutingConfig};
+use crate::events::codec::{decode_input, encode_decision_into};
+use crate::events::Source;
+
+/// Format version of journal records on the journal topic (first byte).
+pub const JOURNAL_RECORD_VERSION: u8 = 1;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One message on the journal topic: a journal entry and the global position of the input it
+/// belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+pub struct JournalRecord {
+    /// Inputs applied before this record's input, plus one (1-based).
+    pub input_seq: u64,
+    pub entry: JournalEntry,
+}
+
+impl JournalRecord {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(JOURNAL_RECORD_VERSION);
+        // Plain data: encoding into a Vec cannot fail.
+        bincode::encode_into_std_write(self, out, bincode::config::standard()).expect("journal records encode");
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&JOURNAL_RECORD_VERSION, body)) => bincode::decode_from_slice(body, bincode::config::standard())
+                .map(|(r, _)| r)
+                .map_err(|e| e.to_string()),
+            Some((v, _)) => Err(format!("journal record version {v}, this build reads {JOURNAL_RECORD_VERSION}")),
+            None => Err("empty journal record".into()),
+        }
+    }
+
+    /// The Kafka key: the actor the entry belongs to.
+    pub fn key(&self) -> &str {
+        match &self.entry {
+            JournalEntry::Input(e) => e.key(),
+            JournalEntry::LaneCreated { lane, .. } | JournalEntry::Lane { lane, .. } => lane,
+            JournalEntry::Cluster { cluster_id, .. } | JournalEntry::ClusterRemoved { cluster_id } => cluster_id,
+            JournalEntry::Tenant { tenant_id, .. } => tenant_id,
+        }
+    }
+}
+
+/// Live counters of a broker (read by tests, `serve` and later `/metrics`).
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    pub inputs: AtomicU64,
+    pub decisions: AtomicU64,
+    pub dlq: AtomicU64,
+    pub batches: AtomicU64,
+    /// Journaled inputs replayed at start.
+    pub recovered: AtomicU64,
+    /// Set once recovery is done and the consumer runs.
+    pub ready: AtomicBool,
+}
+
+/// Why the broker stopped with an error. All are fatal for this process: it exits and a restart
+/// recovers from the journal and the committed offsets.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error("kafka {what}: {source}")]
+    Kafka { what: &'static str, source: KafkaError },
+    #[error("journal topic {topic} partition {partition} offset {offset}: {message}")]
+    Journal { topic: String, partition: i32, offset: i64, message: String },
+    #[error("{failed} output records were not delivered; offsets not committed")]
+    Delivery { failed: u64 },
+}
+
+fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> BrokerError {
+    move |source| BrokerError::Kafka { what, source }
+}
+
+/// Counts failed deliveries (at-least-once must not commit offsets past lost outputs).
+#[derive(Default)]
+struct Delivery {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn send(producer: &ThreadedProducer<Delivery>, mut record: BaseRecord<'_, str, [u8]>) -> Result<(), BrokerError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            // Back-pressure: the local queue is full; let librdkafka drain it.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(BrokerError::Kafka { what: "produce", source: e }),
+        }
+    }
+}
+
+/// Watermarks of a partition; right after topic creation the leader may not be elected yet,
+/// so transient errors are retried for a while.
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64), BrokerError> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+            Ok(w) => return Ok(w),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(BrokerError::Kafka { what: "journal watermarks", source: e }),
+        }
+    }
+}
+
+/// Rebuilds the router from the journal topic: every `Input` record, in input order.
+fn recover(cfg: &KafkaConfig, topics: &Topics, router: &mut Router) -> Result<u64, BrokerError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", format!("{}-recovery", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(kafka("recovery consumer"))?;
+    let meta = consumer.fetch_metadata(Some(&topics.journal), TIMEOUT).map_err(kafka("journal metadata"))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for t in meta.topics() {
+        for p in t.partitions() {
+            let (low, high) = watermarks(&consumer, &topics.journal, p.id())?;
+            if high > low {
+                tpl.add_partition_offset(&topics.journal, p.id(), Offset::Beginning).map_err(kafka("journal assign"))?;
+                ends.insert(p.id(), high);
+            }
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&tpl).map_err(kafka("journal assign"))?;
+    let mut inputs = Vec::new();
+    let mut done = BTreeMap::new();
+    // With read_committed, aborted records and transaction markers are skipped: a partition is
+    // read once the position reaches its high watermark (the last stable offset after commits).
+    while done.len() < ends.len() {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let rec = JournalRecord::decode(m.payload().unwrap_or_default()).map_err(|message| BrokerError::Journal {
+                    topic: topics.journal.clone(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    message,
+                })?;
+                if let JournalEntry::Input(e) = rec.entry {
+                    inputs.push((rec.input_seq, e));
+                }
+                if m.offset() + 1 >= ends[&m.partition()] {
+                    done.insert(m.partition(), ());
+                }
+            }
+            Some(Err(e)) => return Err(BrokerError::Kafka { what: "journal read", source: e }),
+            None => {
+                // Past the last stable offset only markers remain: check positions.
+                let pos = consumer.position().map_err(kafka("journal position"))?;
+                for e in pos.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        if o >= ends[&e.partition()] {
+                            done.insert(e.partition(), ());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    inputs.sort_by_key(|(seq, _)| *seq);
+    let n = inputs.len() as u64;
+    let mut out = Output::default();
+    for (_, e) in inputs {
+        router.apply(e, &mut out);
+        out.clear();
+    }
+    Ok(n)
+}
+
+/// Runs the broker until `stop` is set (the current batch is finished and committed first).
+pub fn run_broker(
+    cfg: &KafkaConfig,
+    routing: Arc<RoutingConfig>,
+    prices: Arc<PriceTable>,
+    stop: &AtomicBool,
+    stats: &BrokerStats,
+) -> Result<(), BrokerError> {
+    let topics = Topics::new(&cfg.topic_prefix);
+    ensure_topics(cfg, &topics)?;
+    let mut router = Router::new(routing, prices);
+    let recovered = recover(cfg, &topics, &mut router)?;
+    stats.recovered.store(recovered, Ordering::Relaxed);
+    let mut input_seq = recovered;
+
+    let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &cfg.brokers).set("enable.idempotence", "true").set("linger.ms", "1");
+    if exactly_once {
+        pc.set("transactional.id", &cfg.transactional_id).set("transaction.timeout.ms", "60000");
+    }
+    let producer: ThreadedProducer<Delivery> = pc.create_with_context(Delivery::default()).map_err(kafka("producer"))?;
+    if exactly_once {
+        // Fences any older instance with the same transactional id (a zombie after a crash).
+        producer.init_transactions(TIMEOUT).map_err(kafka("init transactions"))?;
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "range")
+        .create()
+        .map_err(kafka("consumer"))?;
+    consumer.subscribe(&topics.inputs()).map_err(kafka("subscribe"))?;
+    stats.ready.store(true, Ordering::Relaxed);
+
+    let mut out = Output::with_journal();
+    let (mut buf, mut rec_buf) = (Vec::with_capacity(512), Vec::with_capacity(512));
+    let wait = Duration::from_millis(cfg.batch_wait_ms);
+    while !stop.load(Ordering::Relaxed) {
+        let Some(first) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let started = Instant::now();
+        if exactly_once {
+            producer.begin_transaction().map_err(kafka("begin transaction"))?;
+        }
+        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(polled) = next.take() {
+            let m = polled.map_err(kafka("consume"))?;
+            n += 1;
+            offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            let payload = m.payload().unwrap_or_default();
+            match decode_input(payload) {
+                Ok(event) => {
+                    input_seq += 1;
+                    stats.inputs.fetch_add(1, Ordering::Relaxed);
+                    router.apply(event, &mut out);
+                    for entry in out.journal.drain(..) {
+                        let rec = JournalRecord { input_seq, entry };
+                        rec.encode(&mut rec_buf);
+                        send(&producer, BaseRecord::to(&topics.journal).key(rec.key()).payload(&rec_buf[..]))?;
+                    }
+                    for mut d in out.decisions.drain(..) {
+                        d.source = Some(Source { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() });
+                        buf.clear();
+                        encode_decision_into(&d, &mut buf);
+                        send(&producer, BaseRecord::to(&topics.decisions).key(&*d.lane).payload(&buf[..]))?;
+                        stats.decisions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    out.clear();
+                }
+                Err(e) => {
+                    let source = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+                    let reason = e.to_string();
+                    let headers = OwnedHeaders::new()
+                        .insert(Header { key: "zumik.error", value: Some(reason.as_str()) })
+                        .insert(Header { key: "zumik.error_code", value: Some(e.code()) })
+                        .insert(Header { key: "zumik.source", value: Some(source.as_str()) });
+                    let key = m.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("");
+                    send(&producer, BaseRecord::to(&topics.dlq).key(key).payload(payload).headers(headers))?;
+                    stats.dlq.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if n < cfg.batch_max && started.elapsed() < wait {
+                next = consumer.poll(Duration::ZERO);
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(kafka("offsets"))?;
+        }
+        if exactly_once {
+            let group = consumer.group_metadata().ok_or(BrokerError::Kafka {
+                what: "group metadata",
+                source: KafkaError::Subscription("no consumer group metadata".into()),
+            })?;
+            producer.send_offsets_to_transaction(&tpl, &group, TIMEOUT).map_err(kafka("send offsets"))?;
+            producer.commit_transaction(TIMEOUT).map_err(kafka("commit transaction"))?;
+        } else {
+            producer.flush(TIMEOUT).map_err(kafka("flush"))?;
+            let failed = producer.context().failed.swap(0, Ordering::Relaxed);
+            if failed > 0 {
+                return Err(BrokerError::Delivery { failed });
+            }
+            consumer.commit(&tpl, CommitMode::Sync).map_err(kafka("commit offsets"))?;
+        }
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The broker on a real Apache Kafka (started by `scripts/test` with `scripts/kafka`; the
+//! address comes in `KAFKA_BOOTSTRAP`), with random topic names per test: decisions over Kafka
+//! equal the offline decisions, poison input lands in the DLQ without stopping the partition,
+//! and a restarted broker recovers its state from the journal topic and decides exactly once.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use zumik::core::{Output, PriceTable, Router, RoutingConfig};
+use zumik::events::codec::encode_input;
+use zumik::events::{DecisionV1, InputEvent, OutputEvent};
+use zumik::kafka::{run_broker, BrokerStats, KafkaConfig, Topics};
+use zumik::workload::{Workload, WorkloadSpec};
+
+fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").expect(
+        "these tests need a real Kafka: run scripts/test (it starts one with scripts/kafka) \
+         or start one and set KAFKA_BOOTSTRAP=host:port",
+    )
+}
+
+/// A config with topic names no other test (or run) uses.
+fn config(test: &str) -> KafkaConfig {
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("t{}-{test}-{}.", nonce % 1_000_000_000_000, std::process::id());
+    KafkaConfig {
+        brokers: bootstrap(),
+        topic_prefix: prefix.clone(),
+        group_id: format!("{prefix}group"),
+        transactional_id: format!("{prefix}tx"),
+        partitions: 3,
+        batch_wait_ms: 5,
+        ..KafkaConfig::default()
+    }
+}
+
+struct Broker {
+    stop: Arc<AtomicBool>,
+    stats: Arc<BrokerStats>,
+    handle: JoinHandle<()>,
+}
+
+fn start(cfg: &KafkaConfig) -> Broker {
+    let (stop, stats) = (Arc::new(AtomicBool::new(false)), Arc::new(BrokerStats::default()));
+    let (cfg, s, st) = (cfg.clone(), stop.clone(), stats.clone());
+    let handle = std::thread::spawn(move || {
+        let prices = Arc::new(PriceTable::embedded());
+        run_broker(&cfg, Arc::new(RoutingConfig::default()), prices, &s, &st).expect("broker runs");
+    });
+    wait_for("broker ready", || {
+        assert!(!handle.is_finished(), "the broker stopped before it was ready (see its panic above)");
+        stats.ready.load(Ordering::Relaxed)
+    });
+    Broker { stop, stats, handle }
+}
+
+impl Broker {
+    fn inputs(&self) -> u64 {
+        self.stats.inputs.load(Ordering::Relaxed) + self.stats.dlq.load(Ordering::Relaxed)
+    }
+    fn stop(self) -> Arc<BrokerStats> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("broker thread");
+        self.stats
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn producer(cfg: &KafkaConfig) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new().set("bootstrap.servers", &cfg.brokers).create().unwrap()
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, payload: &[u8]) {
+    p.send(BaseRecord::to(topic).key(key).payload(payload)).map_err(|(e, _)| e).unwrap();
+}
+
+fn produce(cfg: &KafkaConfig, events: &[InputEvent]) {
+    let (p, topics) = (producer(cfg), Topics::new(&cfg.topic_prefix));
+    for e in events {
+        send(&p, topics.for_input(e), e.key(), &encode_input(e));
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Setup events one by one, each consumed before the next: they go to different topics and
+/// partitions, and their relative order matters (a heartbeat before its registration is void).
+fn produce_in_order(cfg: &KafkaConfig, broker: &Broker, events: &[InputEvent]) {
+    for e in events {
+        let before = broker.inputs();
+        produce(cfg, std::slice::from_ref(e));
+        wait_for("a setup event to be consumed", || broker.inputs() > before);
+    }
+}
+
+/// Every committed record of `topic`, with its headers as strings.
+fn read_all(cfg: &KafkaConfig, topic: &str, expected: usize) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", format!("{}reader", cfg.topic_prefix))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..cfg.partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect()
+                })
+                .unwrap_or_default();
+            out.push((m.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    // Anything beyond `expected` would be a duplicate: give it a moment to show up.
+    let settle = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < settle {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            out.push((m.unwrap().payload().unwrap_or_default().to_vec(), BTreeMap::new()));
+        }
+    }
+    out
+}
+
+fn decisions(cfg: &KafkaConfig, expected: usize) -> Vec<DecisionV1> {
+    let topics = Topics::new(&cfg.topic_prefix);
+    read_all(cfg, &topics.decisions, expected)
+        .into_iter()
+        .map(|(p, _)| match serde_json::from_slice::<OutputEvent>(&p).unwrap() {
+            OutputEvent::Decision(mut d) => {
+                assert!(d.source.is_some(), "decisions from Kafka carry their input coordinates");
+                d.source = None;
+                d
+            }
+        })
+        .collect()
+}
+
+fn offline(events: &[InputEvent]) -> Vec<DecisionV1> {
+    let mut r = Router::new(Arc::new(RoutingConfig::default()), Arc::new(PriceTable::embedded()));
+    let mut out = Output::default();
+    for e in events {
+        r.apply(e.clone(), &mut out);
+    }
+    out.decisions
+}
+
+/// A small workload: setup events, then requests only (per-lane order is kept by the lane key,
+/// and no cross-lane fact changes while they flow, so the offline order is equivalent).
+fn workload(requests: u64) -> (Vec<InputEvent>, Vec<InputEvent>) {
+    let spec = WorkloadSpec { requests, rate_per_sec: 2_000, hot_lanes: 2, tail_lanes: 10, tenants: 10, ..WorkloadSpec::default() };
+    let w = Workload::new(spec).unwrap();
+    let reqs = w.events().filter(|e| matches!(e, InputEvent::Request(_))).collect();
+    (w.setup_events(), reqs)
+}
+
+fn by_request(ds: Vec<DecisionV1>) -> BTreeMap<String, DecisionV1> {
+    let n = ds.len();
+    let map: BTreeMap<String, DecisionV1> = ds.into_iter().map(|d| (d.request_id.clone(), d)).collect();
+    assert_eq!(map.len(), n, "a request got more than one decision");
+    map
+}
+
+#[test]
+fn decisions_over_kafka_equal_zumik_decide_offline() {
+    let cfg = config("equal");
+    let (setup, requests) = workload(2_000);
+    let broker = start(&cfg);
+    produce_in_order(&cfg, &broker, &setup);
+    produce(&cfg, &requests);
+    wait_for("all decisions", || broker.stats.decisions.load(Ordering::Relaxed) >= requests.len() as u64);
+    broker.stop();
+
+    let got = by_request(decisions(&cfg, requests.len()));
+    let want = by_request(offline(&[setup, requests.clone()].concat()));
+    assert_eq!(got.len(), requests.len(), "exactly one committed decision per request");
+    for (id, w) in &want {
+        assert_eq!(got.get(id), Some(w), "decision for {id}");
+    }
+    let hot = got.values().filter(|d| d.reason == zumik::events::Reason::HotLane).count();
+    assert!(hot > 0, "the workload exercised the BYOC path");
+}
+
+#[test]
+fn poison_input_goes_to_the_dlq_and_processing_goes_on() {
+    let cfg = config("dlq");
+    let topics = Topics::new(&cfg.topic_prefix);
+    let broker = start(&cfg);
+    let p = producer(&cfg);
+    let poison: [&[u8]; 3] = [
+        b"{not json",
+        br#"{"schema":"zumik.nope.v1","x":1}"#,
+        br#"{"schema":"zumik.cluster_heartbeat.v1","cluster_id":"byc_x","status":"ready","max_inflight":4,"inflight":0,"error_rate":7,"ts":"2026-11-24T10:00:00Z"}"#,
+    ];
+    for bytes in poison {
+        send(&p, &topics.requests, "openai/gpt-4o", bytes);
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let (_, requests) = workload(5);
+    produce(&cfg, &requests);
+    wait_for("decisions after the poison", || broker.stats.decisions.load(Ordering::Relaxed) >= 5);
+    let stats = broker.stop();
+    assert_eq!(stats.dlq.load(Ordering::Relaxed), 3);
+
+    let dlq = read_all(&cfg, &topics.dlq, 3);
+    assert_eq!(dlq.len(), 3);
+    let originals: Vec<&[u8]> = dlq.iter().map(|(p, _)| p.as_slice()).collect();
+    assert_eq!(originals, poison.to_vec(), "the DLQ keeps the original bytes, in order");
+    for (_, headers) in &dlq {
+        assert!(headers.get("zumik.error").is_some_and(|e| !e.is_empty()), "{headers:?}");
+        assert!(headers.get("zumik.source").is_some_and(|s| s.starts_with(&topics.requests)), "{headers:?}");
+    }
+    assert!(dlq[2].1["zumik.error"].contains("error_rate"), "{:?}", dlq[2].1);
+    assert_eq!(decisions(&cfg, 5).len(), 5);
+}
+
+#[test]
+fn a_restarted_broker_recovers_from_the_journal_and_decides_exactly_once() {
+    let cfg = config("restart");
+    let (setup, requests) = workload(1_000);
+    let (first, second) = requests.split_at(requests.len() / 2);
+
+    let a = start(&cfg);
+    produce_in_order(&cfg, &a, &setup);
+    produce(&cfg, first);
+    wait_for("first half", || a.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64);
+    let a_inputs = a.inputs();
+    a.stop();
+
+    let b = start(&cfg);
+    assert_eq!(b.stats.recovered.load(Ordering::Relaxed), a_inputs, "every committed input is replayed from the journal");
+    produce(&cfg, second);
+    wait_for("second half", || b.stats.decisions.load(Ordering::Relaxed) >= second.len() as u64);
+    b.stop();
+
+    let got = by_request(decisions(&cfg, requests.len()));
+    assert_eq!(got.len(), requests.len(), "none lost, none duplicated");
+    let want = by_request(offline(&[setup, requests.clone()].concat()));
+    for (id, w) in &want {
+        assert_eq!(got.get(id), Some(w), "decision for {id} after the restart");
+    }
+}
