@@ -541,7 +541,10 @@ impl LaneState {
         };
         LaneEvent::Completed {
             request_id: c.request_id.clone(),
-            tenant_id: Arc::from(c.tenant_id.as_str()),
+            // The reservation already holds the tenant id (when it is the same tenant).
+            tenant_id: reservation
+                .filter(|r| *r.tenant == *c.tenant_id)
+                .map_or_else(|| Arc::from(c.tenant_id.as_str()), |r| r.tenant.clone()),
             cluster: reservation.map(|r| r.cluster.clone()),
             profile,
             outcome: c.outcome,

@@ -26,7 +26,7 @@ use super::price::{ModelPrice, PriceTable};
 use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState};
 
 /// Format version of [`Router::snapshot`] bytes (first byte).
-pub const SNAPSHOT_VERSION: u8 = 2;
+pub const SNAPSHOT_VERSION: u8 = 3;
 
 /// One journal record. The journal is the truth (DESIGN §6): every command an actor was given,
 /// with the events it produced, in order. Re-deciding the commands of one actor from its
@@ -323,7 +323,8 @@ impl Router {
         if out.record_journal {
             out.journal.push(JournalEntry::Lane { lane: lane.clone(), command: cmd, events: events.clone() });
         }
-        let mut follow_ups = Vec::new();
+        // At most one completion per command: its two possible follow-ups need no allocation.
+        let (mut to_cluster, mut to_tenant) = (None, None);
         for event in events.drain(..) {
             match event {
                 LaneEvent::Decided { decision, .. } => out.decisions.push(decision),
@@ -338,24 +339,21 @@ impl Router {
                 LaneEvent::Completed { request_id, tenant_id, cluster, outcome, billable_micros, ts, .. } => {
                     if let Some(c) = cluster {
                         let failed = matches!(outcome, Outcome::Failed | Outcome::Expired);
-                        follow_ups.push(FollowUp::Cluster(c, ClusterCommand::Outcome { failed, ts }));
+                        to_cluster = Some((c, ClusterCommand::Outcome { failed, ts }));
                     }
                     if billable_micros > 0 {
-                        follow_ups.push(FollowUp::Tenant(
-                            tenant_id,
-                            TenantCommand::RecordUsage { request_id, cost_micros: billable_micros, ts },
-                        ));
+                        to_tenant = Some((tenant_id, TenantCommand::RecordUsage { request_id, cost_micros: billable_micros, ts }));
                     }
                 }
                 _ => {}
             }
         }
         self.lane_events = events;
-        for f in follow_ups {
-            match f {
-                FollowUp::Cluster(id, cmd) => self.cluster_cmd(&id, cmd, out),
-                FollowUp::Tenant(id, cmd) => self.tenant_cmd(&id, cmd, out),
-            }
+        if let Some((id, cmd)) = to_cluster {
+            self.cluster_cmd(&id, cmd, out);
+        }
+        if let Some((id, cmd)) = to_tenant {
+            self.tenant_cmd(&id, cmd, out);
         }
     }
 
@@ -397,7 +395,11 @@ impl Router {
     }
 
     fn tenant_cmd(&mut self, id: &Arc<str>, cmd: TenantCommand, out: &mut Output) {
-        let t = self.state.tenants.entry(id.clone()).or_insert_with(|| TenantState::new(id.clone()));
+        if !self.state.tenants.contains_key(id) {
+            self.state.tenants.insert(id.clone(), TenantState::new(id.clone()));
+        }
+        // Present: inserted just above if it was missing.
+        let t = self.state.tenants.get_mut(id).expect("tenant exists");
         let events = t.decide(&cmd, &self.cfg);
         for event in &events {
             t.evolve(event, &self.cfg);
@@ -408,7 +410,3 @@ impl Router {
     }
 }
 
-enum FollowUp {
-    Cluster(Arc<str>, ClusterCommand),
-    Tenant(Arc<str>, TenantCommand),
-}

@@ -136,6 +136,10 @@ pub struct TenantState {
     pub spent_micros: u64,
     /// Bit i set = threshold i of the config already crossed this month.
     pub crossed: u8,
+    /// Event-time bounds `[start, end)` of `month` in ms (a cache, so usage records need no
+    /// calendar arithmetic while the month lasts).
+    pub month_start_ms: i64,
+    pub month_end_ms: i64,
 }
 
 /// Inputs of the tenant decider.
@@ -155,6 +159,19 @@ pub enum TenantEvent {
     BudgetThresholdCrossed { pct: u8, spent_micros: u64, budget_micros: u64, ts: Timestamp },
 }
 
+/// `[start, end)` in ms of the UTC calendar month `yyyymm`.
+fn month_bounds(month: u32) -> (i64, i64) {
+    use chrono::{NaiveDate, TimeZone, Utc};
+    let (y, m) = ((month / 100) as i32, month % 100);
+    let start = |y: i32, m: u32| {
+        NaiveDate::from_ymd_opt(y, m, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(0, |dt| Utc.from_utc_datetime(&dt).timestamp_millis())
+    };
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    (start(y, m), start(ny, nm))
+}
+
 fn crossed_mask(spent: u64, budget: Option<u64>, thresholds: &[u8]) -> u8 {
     let Some(budget) = budget else { return 0 };
     thresholds.iter().enumerate().fold(0, |acc, (i, &pct)| {
@@ -168,7 +185,16 @@ fn crossed_mask(spent: u64, budget: Option<u64>, thresholds: &[u8]) -> u8 {
 
 impl TenantState {
     pub fn new(tenant_id: Arc<str>) -> Self {
-        TenantState { tenant_id, policy: None, version: 0, month: 0, spent_micros: 0, crossed: 0 }
+        TenantState {
+            tenant_id,
+            policy: None,
+            version: 0,
+            month: 0,
+            spent_micros: 0,
+            crossed: 0,
+            month_start_ms: 0,
+            month_end_ms: 0,
+        }
     }
 
     /// The view a lane gets for a request at event time `now`.
@@ -177,7 +203,7 @@ impl TenantState {
         // Spend from an earlier month does not count against this month's budget (the calendar
         // is only consulted for tenants that can be paused at all).
         let paused = policy.overage_mode == OverageMode::Pause
-            && policy.monthly_budget_micros.is_some_and(|b| self.spent_micros >= b && now.year_month() == self.month);
+            && policy.monthly_budget_micros.is_some_and(|b| self.spent_micros >= b && (self.month_start_ms..self.month_end_ms).contains(&now.millis()));
         TenantView { tenant_id: self.tenant_id.clone(), known: self.policy.is_some(), version: self.version, policy, paused }
     }
 
@@ -205,11 +231,11 @@ impl TenantState {
             }
             TenantCommand::RecordUsage { request_id, cost_micros, ts } => {
                 let mut out = Vec::with_capacity(2);
-                let month = ts.year_month();
-                let (spent_before, crossed_before) = if month == self.month {
+                let in_month = (self.month_start_ms..self.month_end_ms).contains(&ts.millis());
+                let (spent_before, crossed_before) = if in_month {
                     (self.spent_micros, self.crossed)
                 } else {
-                    out.push(TenantEvent::MonthStarted { month });
+                    out.push(TenantEvent::MonthStarted { month: ts.year_month() });
                     (0, 0)
                 };
                 let spent = spent_before.saturating_add(*cost_micros);
@@ -247,6 +273,7 @@ impl TenantState {
             }
             TenantEvent::MonthStarted { month } => {
                 self.month = *month;
+                (self.month_start_ms, self.month_end_ms) = month_bounds(*month);
                 self.spent_micros = 0;
                 self.crossed = 0;
             }
