@@ -81,23 +81,6 @@ pub struct ReplayResult {
     pub warnings: BTreeMap<&'static str, (u64, String)>,
 }
 
-fn reason_code(r: Reason) -> &'static str {
-    match r {
-        Reason::HotLane => "hot_lane",
-        Reason::Overflow => "overflow",
-        Reason::Failover => "failover",
-        Reason::NotActivated => "not_activated",
-        Reason::Tail => "tail",
-        Reason::TenantPolicy => "tenant_policy",
-        Reason::Subscription => "subscription",
-        Reason::Byok => "byok",
-        Reason::ManagedDown => "managed_down",
-        Reason::UnknownTenant => "unknown_tenant",
-        Reason::RegionNotAllowed => "region_not_allowed",
-        Reason::QuotaExceeded => "quota_exceeded",
-        Reason::InvalidRequest => "invalid_request",
-    }
-}
 
 /// The routing config a replay runs under: the production one without demotion.
 pub fn replay_config(cfg: &RoutingConfig) -> Arc<RoutingConfig> {
@@ -228,7 +211,7 @@ pub fn replay(
         res.arrivals[b] += 1;
         // One request, one decision (the router never drops one).
         for d in out.decisions.drain(..) {
-            *res.by_reason.entry(reason_code(d.reason)).or_insert(0) += 1;
+            *res.by_reason.entry(Reason::as_str(d.reason)).or_insert(0) += 1;
             match (d.profile, d.mode) {
                 (Some(Profile::ByocDynamo | Profile::ByocEpp), _) => {
                     res.byoc += 1;
