@@ -101,3 +101,16 @@ fn a_bad_config_fails_at_start_naming_the_field() {
     assert!(out.stdout.is_empty());
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn the_demo_runs_on_the_embedded_kafka_and_decides_every_request_once() {
+    let out = zumik(&["demo", "--duration", "6", "--rate", "200"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("embedded Kafka"), "{stdout}");
+    // Not a terminal: one plain line per second, no redraw codes.
+    assert!(stdout.lines().filter(|l| l.starts_with("t=")).count() >= 3, "{stdout}");
+    assert!(!stdout.contains('\u{1b}'), "{stdout}");
+    assert!(stdout.contains("exactly one each"), "{stdout}");
+    assert!(stdout.contains("hot_lane"), "{stdout}");
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod decide;
+pub mod demo;
 pub mod diagnose;
 pub mod gate;
 pub mod kafka_tools;
@@ -31,6 +32,9 @@ pub enum Command {
     Diagnose(diagnose::Args),
     /// Replay gate: simulate a candidate cluster on a lane's real history and write the report.
     Gate(gate::Args),
+    /// The whole system on an embedded Kafka: broker, synthetic traffic with a burst and a
+    /// cluster outage, and a live view of the decisions. Needs nothing installed.
+    Demo(demo::DemoArgs),
     /// Run the broker on real Kafka (exactly-once by default) until SIGINT/SIGTERM.
     Serve(kafka_tools::ServeArgs),
     /// Play input events (JSONL) onto the input topics, optionally at a rate.
@@ -59,6 +63,7 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::Gate(args) => gate::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Serve(args) => kafka_tools::serve(args),
         Command::Produce(args) => kafka_tools::produce(args),
         Command::Tail(args) => kafka_tools::tail(args),

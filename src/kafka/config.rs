@@ -40,6 +40,8 @@ pub struct KafkaConfig {
     pub batch_max: usize,
     /// Longest a batch waits for more input, ms. Default 5.
     pub batch_wait_ms: u64,
+    /// Create missing topics at start. Default true (the embedded demo creates its own).
+    pub create_topics: bool,
 }
 
 impl Default for KafkaConfig {
@@ -54,6 +56,7 @@ impl Default for KafkaConfig {
             transactional_id: "zumik-broker-0".into(),
             batch_max: 1000,
             batch_wait_ms: 5,
+            create_topics: true,
         }
     }
 }

@@ -57,7 +57,8 @@ impl Topics {
         }
     }
 
-    fn all(&self) -> Vec<(&str, bool)> {
+    /// Every topic, with whether it is compacted.
+    pub fn all(&self) -> Vec<(&str, bool)> {
         vec![
             (&self.requests, false),
             (&self.completions, false),

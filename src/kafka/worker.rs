@@ -231,7 +231,9 @@ pub fn run_broker(
     stats: &BrokerStats,
 ) -> Result<(), BrokerError> {
     let topics = Topics::new(&cfg.topic_prefix);
-    ensure_topics(cfg, &topics)?;
+    if cfg.create_topics {
+        ensure_topics(cfg, &topics)?;
+    }
     let mut router = Router::new(routing, prices);
     let recovered = recover(cfg, &topics, &mut router)?;
     stats.recovered.store(recovered, Ordering::Relaxed);
