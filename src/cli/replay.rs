@@ -24,8 +24,12 @@ use super::ConfigArg;
 pub struct ReplayArgs {
     /// Journal file to audit (JSONL or bincode, as written by `zumik decide --journal` or
     /// `zumik replay --export`).
-    #[arg(long, short = 'j', conflicts_with = "events")]
+    #[arg(long, short = 'j', conflicts_with_all = ["events", "from_kafka"])]
     pub journal: Option<PathBuf>,
+    /// Read the journal from the Kafka journal topic of the config's `[kafka]` section (all of
+    /// it, committed records only) instead of a file; with --export, write it to a file.
+    #[arg(long)]
+    pub from_kafka: bool,
     /// Input events (JSONL) for a what-if replay without a journal; needs --policy.
     #[arg(long, short = 'e', requires = "policy")]
     pub events: Option<PathBuf>,
@@ -70,12 +74,33 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(policy) = &args.policy {
         return what_if(&args, policy);
     }
-    let Some(path) = &args.journal else { bail!("give --journal FILE (or --events FILE with --policy)") };
-    if let Some(out) = &args.export {
-        return export(path, out, args.format);
+    let (routing, entries): (RoutingConfig, Box<dyn Iterator<Item = anyhow::Result<JournalEntry>>>) = if args.from_kafka {
+        let config = Config::load(args.config.config.as_deref())?;
+        let topics = crate::kafka::Topics::new(&config.kafka.topic_prefix);
+        let records = crate::kafka::read_journal(&config.kafka, &topics)?;
+        eprintln!("read {} journal records from {}", records.len(), topics.journal);
+        (config.routing, Box::new(records.into_iter().map(|r| Ok(r.entry))))
+    } else {
+        let Some(path) = &args.journal else { bail!("give --journal FILE or --from-kafka (or --events FILE with --policy)") };
+        if let Some(out) = &args.export {
+            return export(path, out, args.format);
+        }
+        let reader = open_journal(path)?;
+        (reader.header.routing.clone(), Box::new(reader.map(|e| e.map_err(anyhow::Error::from))))
+    };
+    if let (true, Some(out)) = (args.from_kafka, &args.export) {
+        let format = args.format.unwrap_or_else(|| Format::from_path(out));
+        let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        let mut w = JournalWriter::new(BufWriter::with_capacity(1 << 20, f), format, &Header::new("kafka journal topic", routing))?;
+        for entry in entries {
+            w.write(&entry?)?;
+        }
+        let n = w.written;
+        w.finish()?;
+        eprintln!("exported {n} records to {} ({format:?})", out.display());
+        return Ok(ExitCode::SUCCESS);
     }
-    let reader = open_journal(path)?;
-    let cfg = Arc::new(reader.header.routing.clone());
+    let cfg = Arc::new(routing);
     cfg.validate().context("the journal's routing config")?;
     let mut auditor = Auditor::new(cfg);
     if let Some(id) = &args.explain {
@@ -83,7 +108,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let at = args.at.as_deref().map(Timestamp::parse).transpose().map_err(|e| anyhow::anyhow!("--at: {e}"))?;
     let started = Instant::now();
-    for entry in reader {
+    for entry in entries {
         let entry = entry?;
         if let (Some(at), Some(lane), JournalEntry::Lane { lane: l, command, .. }) = (at, &args.lane, &entry) {
             if **l == **lane && command_ts(command).is_some_and(|t| t > at) {

@@ -11,4 +11,4 @@ pub mod worker;
 
 pub use config::{DeliveryMode, KafkaConfig};
 pub use topics::Topics;
-pub use worker::{run_broker, BrokerStats};
+pub use worker::{read_journal, run_broker, BrokerStats, JournalRecord};

@@ -153,15 +153,17 @@ fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<(i
     }
 }
 
-/// Rebuilds the router from the journal topic: every `Input` record, in input order.
-fn recover(cfg: &KafkaConfig, topics: &Topics, router: &mut Router) -> Result<u64, BrokerError> {
+/// Every committed record of the journal topic, as `(input_seq, partition, offset, record)`,
+/// sorted so that each actor's records keep their order (an actor's records share a key, hence a
+/// partition, in which offsets and `input_seq` both grow).
+pub fn read_journal(cfg: &KafkaConfig, topics: &Topics) -> Result<Vec<JournalRecord>, BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", format!("{}-recovery", cfg.group_id))
+        .set("group.id", format!("{}-journal-reader", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
-        .map_err(kafka("recovery consumer"))?;
+        .map_err(kafka("journal consumer"))?;
     let meta = consumer.fetch_metadata(Some(&topics.journal), TIMEOUT).map_err(kafka("journal metadata"))?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
@@ -174,11 +176,11 @@ fn recover(cfg: &KafkaConfig, topics: &Topics, router: &mut Router) -> Result<u6
             }
         }
     }
+    let mut records: Vec<(u64, i32, i64, JournalRecord)> = Vec::new();
     if ends.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     consumer.assign(&tpl).map_err(kafka("journal assign"))?;
-    let mut inputs = Vec::new();
     let mut done = BTreeMap::new();
     // With read_committed, aborted records and transaction markers are skipped: a partition is
     // read once the position reaches its high watermark (the last stable offset after commits).
@@ -191,9 +193,7 @@ fn recover(cfg: &KafkaConfig, topics: &Topics, router: &mut Router) -> Result<u6
                     offset: m.offset(),
                     message,
                 })?;
-                if let JournalEntry::Input(e) = rec.entry {
-                    inputs.push((rec.input_seq, e));
-                }
+                records.push((rec.input_seq, m.partition(), m.offset(), rec));
                 if m.offset() + 1 >= ends[&m.partition()] {
                     done.insert(m.partition(), ());
                 }
@@ -212,12 +212,20 @@ fn recover(cfg: &KafkaConfig, topics: &Topics, router: &mut Router) -> Result<u6
             }
         }
     }
-    inputs.sort_by_key(|(seq, _)| *seq);
-    let n = inputs.len() as u64;
+    records.sort_by_key(|(seq, partition, offset, _)| (*seq, *partition, *offset));
+    Ok(records.into_iter().map(|(_, _, _, r)| r).collect())
+}
+
+/// Rebuilds the router from the journal topic: every `Input` record, in input order.
+fn recover(cfg: &KafkaConfig, topics: &Topics, router: &mut Router) -> Result<u64, BrokerError> {
+    let mut n = 0;
     let mut out = Output::default();
-    for (_, e) in inputs {
-        router.apply(e, &mut out);
-        out.clear();
+    for rec in read_journal(cfg, topics)? {
+        if let JournalEntry::Input(e) = rec.entry {
+            router.apply(e, &mut out);
+            out.clear();
+            n += 1;
+        }
     }
     Ok(n)
 }
