@@ -196,10 +196,17 @@ impl ClusterState {
     }
 
     pub fn decide(&self, cmd: &ClusterCommand, cfg: &RoutingConfig) -> Vec<ClusterEvent> {
+        let mut out = Vec::new();
+        self.decide_into(cmd, cfg, &mut out);
+        out
+    }
+
+    /// [`ClusterState::decide`] appending to a caller's buffer (the hot path reuses one).
+    pub fn decide_into(&self, cmd: &ClusterCommand, cfg: &RoutingConfig, out: &mut Vec<ClusterEvent>) {
         match cmd {
-            ClusterCommand::Register(e) => vec![ClusterEvent::Registered(Box::new(e.clone()))],
-            ClusterCommand::Heartbeat(hb) => self.on_heartbeat(hb, cfg),
-            ClusterCommand::Outcome { failed, ts } => self.on_outcome(*failed, *ts, cfg),
+            ClusterCommand::Register(e) => out.push(ClusterEvent::Registered(Box::new(e.clone()))),
+            ClusterCommand::Heartbeat(hb) => out.extend(self.on_heartbeat(hb, cfg)),
+            ClusterCommand::Outcome { failed, ts } => self.on_outcome(*failed, *ts, cfg, out),
         }
     }
 
@@ -264,14 +271,14 @@ impl ClusterState {
         out
     }
 
-    fn on_outcome(&self, failed: bool, ts: Timestamp, cfg: &RoutingConfig) -> Vec<ClusterEvent> {
+    fn on_outcome(&self, failed: bool, ts: Timestamp, cfg: &RoutingConfig, out: &mut Vec<ClusterEvent>) {
         // Outcomes of requests that finish while the cluster is already out of rotation say
         // nothing new; the breaker window restarts when it is back.
         if self.health != Health::Healthy {
-            return vec![];
+            return;
         }
         let b = &cfg.breaker;
-        let mut out = vec![ClusterEvent::OutcomeRecorded { failed, ts }];
+        out.push(ClusterEvent::OutcomeRecorded { failed, ts });
         let mut w = self.outcomes;
         w.push(failed, b.window);
         let (failures, samples) = (w.failures(), w.samples());
@@ -284,7 +291,6 @@ impl ClusterState {
                 ts,
             });
         }
-        out
     }
 
     pub fn evolve(&mut self, event: &ClusterEvent, cfg: &RoutingConfig) {

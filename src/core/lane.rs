@@ -133,7 +133,7 @@ pub enum LaneEvent {
     /// A routed request finished. `cluster` is set when it released a BYOC reservation;
     /// `billable_micros` is what the tenant's budget is charged.
     Completed {
-        request_id: String,
+        request_id: Arc<str>,
         tenant_id: Arc<str>,
         cluster: Option<Arc<str>>,
         profile: Profile,
@@ -525,7 +525,8 @@ impl LaneState {
     }
 
     fn complete(&self, c: &CompletionV1) -> LaneEvent {
-        let reservation = self.reservations.get(c.request_id.as_str());
+        let held = self.reservations.get_key_value(c.request_id.as_str());
+        let reservation = held.map(|(_, r)| r);
         let profile = match (c.profile, reservation) {
             (Some(p), _) => p,
             (None, Some(r)) => self.clusters.get(&r.cluster).map_or(Profile::ByocDynamo, |lc| byoc_profile(lc.view.stack)),
@@ -540,7 +541,8 @@ impl LaneState {
             _ => 0,
         };
         LaneEvent::Completed {
-            request_id: c.request_id.clone(),
+            // The reservation's key is the same id: share it instead of copying.
+            request_id: held.map_or_else(|| Arc::from(c.request_id.as_str()), |(id, _)| id.clone()),
             // The reservation already holds the tenant id (when it is the same tenant).
             tenant_id: reservation
                 .filter(|r| *r.tenant == *c.tenant_id)

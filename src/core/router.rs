@@ -107,8 +107,10 @@ pub struct Router {
     prices: Arc<PriceTable>,
     default_policy: Arc<TenantPolicy>,
     state: RouterState,
-    /// Scratch buffer for lane events (not state).
+    /// Scratch buffers for events (not state).
     lane_events: Vec<LaneEvent>,
+    cluster_events: Vec<ClusterEvent>,
+    tenant_events: Vec<TenantEvent>,
 }
 
 impl Router {
@@ -120,6 +122,8 @@ impl Router {
             default_policy: Arc::new(TenantPolicy::permissive()),
             state: RouterState::default(),
             lane_events: Vec::with_capacity(4),
+            cluster_events: Vec::with_capacity(4),
+            tenant_events: Vec::with_capacity(4),
         }
     }
 
@@ -365,8 +369,11 @@ impl Router {
             });
             return;
         };
-        let events = state.decide(&cmd, &self.cfg);
+        let mut events = std::mem::take(&mut self.cluster_events);
+        events.clear();
+        state.decide_into(&cmd, &self.cfg, &mut events);
         if events.is_empty() {
+            self.cluster_events = events;
             return;
         }
         for event in &events {
@@ -387,8 +394,9 @@ impl Router {
             ClusterCommand::Outcome { ts, .. } => *ts,
         };
         if out.record_journal {
-            out.journal.push(JournalEntry::Cluster { cluster_id: key, command: cmd, events });
+            out.journal.push(JournalEntry::Cluster { cluster_id: key, command: cmd, events: events.clone() });
         }
+        self.cluster_events = events;
         for (lane, view) in views {
             self.lane_cmd(&lane, LaneCommand::ClusterUpdated { view, ts }, out);
         }
@@ -400,13 +408,16 @@ impl Router {
         }
         // Present: inserted just above if it was missing.
         let t = self.state.tenants.get_mut(id).expect("tenant exists");
-        let events = t.decide(&cmd, &self.cfg);
+        let mut events = std::mem::take(&mut self.tenant_events);
+        events.clear();
+        t.decide_into(&cmd, &self.cfg, &mut events);
         for event in &events {
             t.evolve(event, &self.cfg);
         }
         if out.record_journal {
-            out.journal.push(JournalEntry::Tenant { tenant_id: id.clone(), command: cmd, events });
+            out.journal.push(JournalEntry::Tenant { tenant_id: id.clone(), command: cmd, events: events.clone() });
         }
+        self.tenant_events = events;
     }
 }
 

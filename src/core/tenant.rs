@@ -147,7 +147,7 @@ pub struct TenantState {
 pub enum TenantCommand {
     SetPolicy(TenantPolicyV1),
     /// Billable cost of a completed request.
-    RecordUsage { request_id: String, cost_micros: u64, ts: Timestamp },
+    RecordUsage { request_id: Arc<str>, cost_micros: u64, ts: Timestamp },
 }
 
 /// Facts the tenant decider emits.
@@ -155,7 +155,7 @@ pub enum TenantCommand {
 pub enum TenantEvent {
     PolicySet { policy: Arc<TenantPolicy>, version: u64, ts: Timestamp },
     MonthStarted { month: u32 },
-    UsageRecorded { request_id: String, cost_micros: u64, spent_micros: u64, ts: Timestamp },
+    UsageRecorded { request_id: Arc<str>, cost_micros: u64, spent_micros: u64, ts: Timestamp },
     BudgetThresholdCrossed { pct: u8, spent_micros: u64, budget_micros: u64, ts: Timestamp },
 }
 
@@ -208,6 +208,13 @@ impl TenantState {
     }
 
     pub fn decide(&self, cmd: &TenantCommand, cfg: &RoutingConfig) -> Vec<TenantEvent> {
+        let mut out = Vec::new();
+        self.decide_into(cmd, cfg, &mut out);
+        out
+    }
+
+    /// [`TenantState::decide`] appending to a caller's buffer (the hot path reuses one).
+    pub fn decide_into(&self, cmd: &TenantCommand, cfg: &RoutingConfig, out: &mut Vec<TenantEvent>) {
         match cmd {
             TenantCommand::SetPolicy(p) => {
                 let policy = Arc::new(TenantPolicy::from_event(p));
@@ -216,7 +223,7 @@ impl TenantState {
                 let now_crossed = crossed_mask(spent, policy.monthly_budget_micros, &cfg.budget_thresholds_pct);
                 let fresh = now_crossed & !self.crossed;
                 let budget = policy.monthly_budget_micros.unwrap_or(0);
-                let mut out = vec![TenantEvent::PolicySet { policy, version: self.version + 1, ts: p.ts }];
+                out.push(TenantEvent::PolicySet { policy, version: self.version + 1, ts: p.ts });
                 for (i, &pct) in cfg.budget_thresholds_pct.iter().enumerate() {
                     if fresh & (1 << i) != 0 {
                         out.push(TenantEvent::BudgetThresholdCrossed {
@@ -227,10 +234,8 @@ impl TenantState {
                         });
                     }
                 }
-                out
             }
             TenantCommand::RecordUsage { request_id, cost_micros, ts } => {
-                let mut out = Vec::with_capacity(2);
                 let in_month = (self.month_start_ms..self.month_end_ms).contains(&ts.millis());
                 let (spent_before, crossed_before) = if in_month {
                     (self.spent_micros, self.crossed)
@@ -257,7 +262,6 @@ impl TenantState {
                         });
                     }
                 }
-                out
             }
         }
     }
