@@ -36,9 +36,11 @@ pub struct KafkaConfig {
     /// Transactional id of this instance (exactly-once); must be unique per instance and stable
     /// across its restarts. Default `zumik-broker-0`.
     pub transactional_id: String,
-    /// Most input messages per batch (one transaction). Default 1000.
+    /// Most input messages per batch (one transaction). Large batches amortise the commit: on a
+    /// local broker 1 000 / 5 ms gave ~7 k inputs/s, 20 000 / 50 ms ~40 k. Default 10 000.
     pub batch_max: usize,
-    /// Longest a batch waits for more input, ms. Default 5.
+    /// Longest a batch waits for more input after its first message, ms (latency vs
+    /// throughput). Default 20.
     pub batch_wait_ms: u64,
     /// Create missing topics at start. Default true (the embedded demo creates its own).
     pub create_topics: bool,
@@ -54,8 +56,8 @@ impl Default for KafkaConfig {
             replication: 1,
             mode: DeliveryMode::ExactlyOnce,
             transactional_id: "zumik-broker-0".into(),
-            batch_max: 1000,
-            batch_wait_ms: 5,
+            batch_max: 10_000,
+            batch_wait_ms: 20,
             create_topics: true,
         }
     }
