@@ -31,7 +31,10 @@ use zumik::events::InputEvent;
 use zumik::workload::{Events, Workload, WorkloadSpec};
 
 fn config() -> (Arc<RoutingConfig>, Arc<PriceTable>) {
-    (Arc::new(RoutingConfig::default()), Arc::new(PriceTable::embedded()))
+    (
+        Arc::new(RoutingConfig::default()),
+        Arc::new(PriceTable::embedded()),
+    )
 }
 
 /// A router after the workload's setup and `warmup_ms` of its traffic, plus the traffic after.
@@ -60,8 +63,15 @@ impl Prepared {
                 events.push(e);
             }
         }
-        let requests = events.iter().filter(|e| matches!(e, InputEvent::Request(_))).count() as u64;
-        Prepared { snapshot: router.snapshot(), events, requests }
+        let requests = events
+            .iter()
+            .filter(|e| matches!(e, InputEvent::Request(_)))
+            .count() as u64;
+        Prepared {
+            snapshot: router.snapshot(),
+            events,
+            requests,
+        }
     }
 
     fn router(&self) -> Router {
@@ -88,14 +98,21 @@ fn bench_prepared(c: &mut Criterion, name: &str, p: &Prepared) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(p.requests));
     g.bench_function(name, |b| {
-        b.iter_batched(|| (p.router(), p.events.clone()), |(r, ev)| run(r, ev), BatchSize::PerIteration)
+        b.iter_batched(
+            || (p.router(), p.events.clone()),
+            |(r, ev)| run(r, ev),
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 }
 
 fn full_mix(c: &mut Criterion) {
     // ~10 s of warm-up, then ~50 s of traffic: 50 k requests, ~50 k completions, ~90 heartbeats.
-    let spec = WorkloadSpec { requests: 60_000, ..WorkloadSpec::default() };
+    let spec = WorkloadSpec {
+        requests: 60_000,
+        ..WorkloadSpec::default()
+    };
     let p = Prepared::new(spec, 10_000, |_| true);
     bench_prepared(c, "full_mix", &p);
 }
@@ -112,12 +129,19 @@ fn hot_lane_requests(c: &mut Criterion) {
         capacity_permille: 2_000,
         ..WorkloadSpec::default()
     };
-    let p = Prepared::new(spec, 500, |e| matches!(e, InputEvent::Request(_) | InputEvent::ClusterHeartbeat(_)));
+    let p = Prepared::new(spec, 500, |e| {
+        matches!(e, InputEvent::Request(_) | InputEvent::ClusterHeartbeat(_))
+    });
     bench_prepared(c, "hot_lane_requests", &p);
 }
 
 fn tail_lane_requests(c: &mut Criterion) {
-    let spec = WorkloadSpec { hot_lanes: 0, tail_lanes: 200, requests: 60_000, ..WorkloadSpec::default() };
+    let spec = WorkloadSpec {
+        hot_lanes: 0,
+        tail_lanes: 200,
+        requests: 60_000,
+        ..WorkloadSpec::default()
+    };
     let p = Prepared::new(spec, 10_000, |e| matches!(e, InputEvent::Request(_)));
     bench_prepared(c, "tail_lane_requests", &p);
 }
@@ -133,9 +157,17 @@ struct LatencyProbe {
 
 impl LatencyProbe {
     fn new() -> Self {
-        let spec = WorkloadSpec { requests: 2_000_000, ..WorkloadSpec::default() };
+        let spec = WorkloadSpec {
+            requests: 2_000_000,
+            ..WorkloadSpec::default()
+        };
         let workload = Workload::new(spec).expect("bench workload spec is valid");
-        LatencyProbe { workload, state: None, out: Output::default(), samples: Vec::new() }
+        LatencyProbe {
+            workload,
+            state: None,
+            out: Output::default(),
+            samples: Vec::new(),
+        }
     }
 
     /// A router after the setup and 10 s of traffic, and the traffic after that.
@@ -176,7 +208,8 @@ impl LatencyProbe {
                 let dt = t0.elapsed();
                 total += dt;
                 timed += 1;
-                self.samples.push(dt.as_nanos().min(u32::MAX as u128) as u32);
+                self.samples
+                    .push(dt.as_nanos().min(u32::MAX as u128) as u32);
             } else {
                 router.apply(e, &mut self.out);
             }
@@ -226,5 +259,11 @@ fn request_latency(c: &mut Criterion) {
     probe.report();
 }
 
-criterion_group!(benches, full_mix, hot_lane_requests, tail_lane_requests, request_latency);
+criterion_group!(
+    benches,
+    full_mix,
+    hot_lane_requests,
+    tail_lane_requests,
+    request_latency
+);
 criterion_main!(benches);

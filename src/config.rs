@@ -46,7 +46,10 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {var}: {message}")]
@@ -70,22 +73,35 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let (mut table, origin) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
-                let table: toml::Table = text
-                    .parse()
-                    .map_err(|e: toml::de::Error| ConfigError::Parse { path: p.into(), message: e.to_string() })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.into(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Parse {
+                            path: p.into(),
+                            message: e.to_string(),
+                        })?;
                 (table, p.to_path_buf())
             }
             None => (toml::Table::new(), PathBuf::from("<defaults>")),
         };
-        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__")).collect();
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
         env.sort();
         for (var, value) in env {
             apply_env(&mut table, &var, &value)?;
         }
-        let mut cfg: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { path: origin.clone(), message: e.to_string() })?;
+        let mut cfg: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: origin.clone(),
+                    message: e.to_string(),
+                })?;
         if let (Some(t), Some(dir)) = (&cfg.pricing.table, path.and_then(Path::parent)) {
             if t.is_relative() {
                 cfg.pricing.table = Some(dir.join(t));
@@ -108,13 +124,22 @@ impl Config {
         aliases.models.extend(self.pricing.models.clone());
         let (bytes, path) = match &self.pricing.table {
             Some(p) => (
-                std::fs::read(p).map_err(|e| ConfigError::Prices { path: p.clone(), message: e.to_string() })?,
+                std::fs::read(p).map_err(|e| ConfigError::Prices {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?,
                 p.clone(),
             ),
-            None => (crate::core::price::EMBEDDED_TABLE.to_vec(), PathBuf::from("<embedded>")),
+            None => (
+                crate::core::price::EMBEDDED_TABLE.to_vec(),
+                PathBuf::from("<embedded>"),
+            ),
         };
-        let table = PriceTable::from_litellm_json(&bytes, aliases)
-            .map_err(|e| ConfigError::Prices { path: path.clone(), message: e.to_string() })?;
+        let table =
+            PriceTable::from_litellm_json(&bytes, aliases).map_err(|e| ConfigError::Prices {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         for (lane, key) in &self.pricing.models {
             if !table.has_key(key) {
                 return Err(ConfigError::Invalid(ConfigInvalid {
@@ -135,19 +160,29 @@ impl Config {
 /// Sets `a.b.c` from `ZUMIK_A__B__C=value`; the value is read as TOML when it parses
 /// (numbers, booleans, arrays), else as a string.
 fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
-    let path: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     if path.iter().any(String::is_empty) {
-        return Err(ConfigError::Env { var: var.into(), message: "expected ZUMIK_SECTION__FIELD".into() });
+        return Err(ConfigError::Env {
+            var: var.into(),
+            message: "expected ZUMIK_SECTION__FIELD".into(),
+        });
     }
     let parsed: toml::Value = format!("v = {value}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-    let (last, parents) = path.split_last().expect("split yields at least one segment");
+    let (last, parents) = path
+        .split_last()
+        .expect("split yields at least one segment");
     let mut cur = table;
     for seg in parents {
-        let entry = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(seg.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
             var: var.into(),
             message: format!("`{seg}` is not a section"),
@@ -162,7 +197,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -176,7 +214,12 @@ mod tests {
     fn environment_overrides_the_file() {
         let cfg = Config::load_with_env(
             None,
-            env(&[("ZUMIK_ROUTING__HEADROOM", "0.5"), ("ZUMIK_ROUTING__BREAKER__WINDOW", "30"), ("PATH", "/bin"), ("ZUMIK_CONFIG", "x.toml")]),
+            env(&[
+                ("ZUMIK_ROUTING__HEADROOM", "0.5"),
+                ("ZUMIK_ROUTING__BREAKER__WINDOW", "30"),
+                ("PATH", "/bin"),
+                ("ZUMIK_CONFIG", "x.toml"),
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.routing.headroom, 0.5);

@@ -33,7 +33,11 @@ pub struct Header {
 
 impl Header {
     pub fn new(source: impl Into<String>, routing: RoutingConfig) -> Self {
-        Header { schema: "zumik.journal.v1".into(), source: source.into(), routing }
+        Header {
+            schema: "zumik.journal.v1".into(),
+            source: source.into(),
+            routing,
+        }
     }
 }
 
@@ -88,7 +92,12 @@ impl<W: Write> JournalWriter<W> {
                 out.write_all(&head)?;
             }
         }
-        Ok(JournalWriter { out, format, buf: Vec::with_capacity(1024), written: 0 })
+        Ok(JournalWriter {
+            out,
+            format,
+            buf: Vec::with_capacity(1024),
+            written: 0,
+        })
     }
 
     pub fn write(&mut self, entry: &JournalEntry) -> Result<(), JournalError> {
@@ -96,14 +105,19 @@ impl<W: Write> JournalWriter<W> {
         self.buf.clear();
         match self.format {
             Format::Jsonl => {
-                serde_json::to_writer(&mut self.buf, entry)
-                    .map_err(|e| JournalError::Record { index, message: e.to_string() })?;
+                serde_json::to_writer(&mut self.buf, entry).map_err(|e| JournalError::Record {
+                    index,
+                    message: e.to_string(),
+                })?;
                 self.buf.push(b'\n');
                 self.out.write_all(&self.buf)?;
             }
             Format::Bincode => {
                 bincode::encode_into_std_write(entry, &mut self.buf, bincode::config::standard())
-                    .map_err(|e| JournalError::Record { index, message: e.to_string() })?;
+                    .map_err(|e| JournalError::Record {
+                    index,
+                    message: e.to_string(),
+                })?;
                 self.out.write_all(&(self.buf.len() as u32).to_le_bytes())?;
                 self.out.write_all(&self.buf)?;
             }
@@ -151,11 +165,21 @@ impl<R: BufRead> JournalReader<R> {
             input.read_until(b'\n', &mut line)?;
             (Format::Jsonl, line)
         };
-        let header: Header = serde_json::from_slice(&head).map_err(|e| JournalError::Header(e.to_string()))?;
+        let header: Header =
+            serde_json::from_slice(&head).map_err(|e| JournalError::Header(e.to_string()))?;
         if header.schema != "zumik.journal.v1" {
-            return Err(JournalError::Header(format!("unknown journal schema {}", header.schema)));
+            return Err(JournalError::Header(format!(
+                "unknown journal schema {}",
+                header.schema
+            )));
         }
-        Ok(JournalReader { input, format, header, buf: Vec::with_capacity(1024), index: 0 })
+        Ok(JournalReader {
+            input,
+            format,
+            header,
+            buf: Vec::with_capacity(1024),
+            index: 0,
+        })
     }
 
     pub fn format(&self) -> Format {
@@ -176,7 +200,9 @@ impl<R: BufRead> JournalReader<R> {
                     continue;
                 }
                 self.index += 1;
-                return serde_json::from_slice(line).map(Some).map_err(|e| bad(e.to_string()));
+                return serde_json::from_slice(line)
+                    .map(Some)
+                    .map_err(|e| bad(e.to_string()));
             },
             Format::Bincode => {
                 let mut len = [0u8; 4];
@@ -216,10 +242,16 @@ mod tests {
 
     fn journal_of_example() -> Vec<JournalEntry> {
         let text = include_str!("../examples/scenario.jsonl");
-        let mut router = Router::new(Arc::new(RoutingConfig::default()), Arc::new(PriceTable::embedded()));
+        let mut router = Router::new(
+            Arc::new(RoutingConfig::default()),
+            Arc::new(PriceTable::embedded()),
+        );
         let mut out = Output::with_journal();
         for line in text.lines() {
-            router.apply(crate::events::codec::decode_input(line.as_bytes()).unwrap(), &mut out);
+            router.apply(
+                crate::events::codec::decode_input(line.as_bytes()).unwrap(),
+                &mut out,
+            );
         }
         out.journal
     }

@@ -23,17 +23,30 @@ fn prices() -> Arc<PriceTable> {
 }
 
 fn example_inputs(name: &str) -> Vec<InputEvent> {
-    let text = std::fs::read_to_string(format!("{}/examples/{name}.jsonl", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    text.lines().map(|l| decode_input(l.as_bytes()).unwrap()).collect()
+    let text = std::fs::read_to_string(format!(
+        "{}/examples/{name}.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    text.lines()
+        .map(|l| decode_input(l.as_bytes()).unwrap())
+        .collect()
 }
 
-fn run(cfg: RoutingConfig, inputs: Vec<InputEvent>) -> (Vec<DecisionV1>, Vec<JournalEntry>, Vec<String>) {
+fn run(
+    cfg: RoutingConfig,
+    inputs: Vec<InputEvent>,
+) -> (Vec<DecisionV1>, Vec<JournalEntry>, Vec<String>) {
     let mut router = Router::new(Arc::new(cfg), prices());
     let mut out = Output::with_journal();
     let mut warnings = vec![];
     for e in inputs {
         router.apply(e, &mut out);
-        warnings.extend(out.warnings.drain(..).map(|w| format!("{}: {}", w.code, w.message)));
+        warnings.extend(
+            out.warnings
+                .drain(..)
+                .map(|w| format!("{}: {}", w.code, w.message)),
+        );
     }
     (out.decisions, out.journal, warnings)
 }
@@ -47,11 +60,19 @@ fn audit(cfg: RoutingConfig, journal: &[JournalEntry]) -> Auditor {
 }
 
 fn roundtrip(journal: &[JournalEntry], format: Format) -> Vec<JournalEntry> {
-    let mut w = JournalWriter::new(Vec::new(), format, &Header::new("test", RoutingConfig::default())).unwrap();
+    let mut w = JournalWriter::new(
+        Vec::new(),
+        format,
+        &Header::new("test", RoutingConfig::default()),
+    )
+    .unwrap();
     for e in journal {
         w.write(e).unwrap();
     }
-    JournalReader::new(Cursor::new(w.finish().unwrap())).unwrap().map(Result::unwrap).collect()
+    JournalReader::new(Cursor::new(w.finish().unwrap()))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 #[test]
@@ -60,7 +81,11 @@ fn exported_journals_replay_with_zero_mismatches() {
         let (decisions, journal, _) = run(RoutingConfig::default(), example_inputs(example));
         for format in [Format::Jsonl, Format::Bincode] {
             let a = audit(RoutingConfig::default(), &roundtrip(&journal, format));
-            assert_eq!(a.stats.mismatches, 0, "{example} {format:?}: {:?}", a.mismatches);
+            assert_eq!(
+                a.stats.mismatches, 0,
+                "{example} {format:?}: {:?}",
+                a.mismatches
+            );
             assert_eq!(a.stats.decisions, decisions.len() as u64);
         }
     }
@@ -87,7 +112,10 @@ fn a_tampered_decision_is_reported_with_both_versions() {
     assert_eq!(a.stats.mismatches, 1, "{:?}", a.mismatches);
     let m = &a.mismatches[0];
     assert_eq!(m.index, idx as u64);
-    assert!(m.recorded.to_string().contains("hot_lane") && m.recomputed.to_string().contains("overflow"));
+    assert!(
+        m.recorded.to_string().contains("hot_lane")
+            && m.recomputed.to_string().contains("overflow")
+    );
     assert!(m.command.to_string().contains(&target));
 }
 
@@ -97,7 +125,10 @@ fn a_tampered_heartbeat_in_a_lane_command_is_reported() {
     // Make the lane believe the cluster was down when it decided: the recorded hot_lane
     // decisions after it no longer follow from the commands.
     let tampered = journal.iter_mut().find_map(|e| match e {
-        JournalEntry::Lane { command: zumik::core::lane::LaneCommand::ClusterUpdated { view: v, .. }, .. } if v.last_heartbeat.is_some() => {
+        JournalEntry::Lane {
+            command: zumik::core::lane::LaneCommand::ClusterUpdated { view: v, .. },
+            ..
+        } if v.last_heartbeat.is_some() => {
             v.health = zumik::core::cluster::Health::Down;
             Some(())
         }
@@ -112,7 +143,10 @@ fn report(passed: bool, window_end: i64, break_even: f64) -> GateReportV1 {
     let mut r = GateReportV1 {
         lane: LANE.into(),
         passed,
-        window: Window { start: Timestamp(window_end - 3_600_000), end: Timestamp(window_end) },
+        window: Window {
+            start: Timestamp(window_end - 3_600_000),
+            end: Timestamp(window_end),
+        },
         inputs: json!({"requests": 8819}),
         config: json!({"replicas": 2}),
         results: json!({"break_even_utilisation": break_even}),
@@ -132,7 +166,11 @@ fn lane_setup(heartbeat_at: i64) -> Vec<InputEvent> {
 }
 
 fn activate(digest: &str, ts: i64) -> InputEvent {
-    InputEvent::LaneActivate(LaneActivateV1 { lane: LANE.into(), report_digest: digest.into(), ts: Timestamp(ts) })
+    InputEvent::LaneActivate(LaneActivateV1 {
+        lane: LANE.into(),
+        report_digest: digest.into(),
+        ts: Timestamp(ts),
+    })
 }
 
 fn request(id: &str, ts: i64) -> InputEvent {
@@ -144,7 +182,12 @@ fn request(id: &str, ts: i64) -> InputEvent {
         input_tokens: 1000,
         cached_input_tokens: 0,
         max_output_tokens: 100,
-        qos: Qos { class: "interactive".into(), target_ttft_ms: None, deadline_ms: Some(30_000), priority: None },
+        qos: Qos {
+            class: "interactive".into(),
+            target_ttft_ms: None,
+            deadline_ms: Some(30_000),
+            priority: None,
+        },
         region: None,
         allowed_profiles: None,
         ts: Timestamp(ts),
@@ -176,7 +219,10 @@ fn try_activation(stored: Option<GateReportV1>, named: &str, at: i64) -> (Vec<St
     inputs.push(activate(named, at));
     inputs.push(request("r1", at + 1));
     let (decisions, journal, warnings) = run(RoutingConfig::default(), inputs);
-    assert_eq!(audit(RoutingConfig::default(), &journal).stats.mismatches, 0);
+    assert_eq!(
+        audit(RoutingConfig::default(), &journal).stats.mismatches,
+        0
+    );
     (warnings, decisions[0].reason)
 }
 
@@ -188,7 +234,10 @@ fn activation_needs_a_stored_passing_untampered_fresh_report() {
     assert_eq!(reason, Reason::HotLane);
 
     let (w, reason) = try_activation(None, &good.digest, T0 + 60_000);
-    assert!(w[0].contains("activation_refused") && w[0].contains("no gate report"), "{w:?}");
+    assert!(
+        w[0].contains("activation_refused") && w[0].contains("no gate report"),
+        "{w:?}"
+    );
     assert_eq!(reason, Reason::NotActivated);
 
     let failed = report(false, T0, 0.3);
@@ -226,15 +275,26 @@ fn an_idle_hot_lane_is_demoted_after_its_window_and_journaled() {
     }
     let (decisions, journal, warnings) = run(RoutingConfig::default(), inputs);
     assert_eq!(decisions[0].reason, Reason::HotLane);
-    assert!(decisions[..5].iter().all(|d| d.reason == Reason::HotLane), "{decisions:?}");
+    assert!(
+        decisions[..5].iter().all(|d| d.reason == Reason::HotLane),
+        "{decisions:?}"
+    );
     let last = decisions.last().unwrap();
     assert_eq!(last.reason, Reason::NotActivated, "{decisions:?}");
-    assert!(warnings.iter().any(|w| w.contains("lane_demoted") && w.contains("break-even")), "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("lane_demoted") && w.contains("break-even")),
+        "{warnings:?}"
+    );
     let demoted = journal.iter().any(|e| {
         matches!(e, JournalEntry::Lane { events, .. } if events.iter().any(|ev| matches!(ev, LaneEvent::Deactivated { demoted: true, .. })))
     });
     assert!(demoted);
-    assert_eq!(audit(RoutingConfig::default(), &journal).stats.mismatches, 0);
+    assert_eq!(
+        audit(RoutingConfig::default(), &journal).stats.mismatches,
+        0
+    );
 }
 
 #[test]
@@ -242,15 +302,30 @@ fn what_if_reports_changes_by_reason_with_cost() {
     let inputs = example_inputs("scenario");
     let base = Router::new(Arc::new(RoutingConfig::default()), prices());
     // Same config: nothing changes.
-    let same = compare(inputs.clone(), base, Router::new(Arc::new(RoutingConfig::default()), prices()), |e| vec![e]);
+    let same = compare(
+        inputs.clone(),
+        base,
+        Router::new(Arc::new(RoutingConfig::default()), prices()),
+        |e| vec![e],
+    );
     assert_eq!(same.changed, 0);
     assert_eq!(same.decisions, 12);
     // Half the headroom: fewer BYOC slots, more overflow to managed, higher cost.
-    let tight = RoutingConfig { headroom: 0.5, ..RoutingConfig::default() };
+    let tight = RoutingConfig {
+        headroom: 0.5,
+        ..RoutingConfig::default()
+    };
     let base = Router::new(Arc::new(RoutingConfig::default()), prices());
-    let r = compare(inputs, base, Router::new(Arc::new(tight), prices()), |e| vec![e]);
+    let r = compare(inputs, base, Router::new(Arc::new(tight), prices()), |e| {
+        vec![e]
+    });
     assert!(r.changed > 0);
-    assert!(r.transitions.keys().any(|k| k.starts_with("byoc_dynamo/hot_lane -> managed_provider/overflow")), "{r:?}");
+    assert!(
+        r.transitions
+            .keys()
+            .any(|k| k.starts_with("byoc_dynamo/hot_lane -> managed_provider/overflow")),
+        "{r:?}"
+    );
     assert!(r.cost_delta_micros > 0);
 }
 
@@ -267,19 +342,48 @@ fn the_replay_command_verifies_explains_and_flags_tampering() {
             .output()
             .unwrap()
     };
-    let out = zumik(&["decide", "-q", "--events", "examples/scenario.jsonl", "--journal", journal.to_str().unwrap()]);
+    let out = zumik(&[
+        "decide",
+        "-q",
+        "--events",
+        "examples/scenario.jsonl",
+        "--journal",
+        journal.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     for path in [&journal, &bin] {
         if path == &bin {
-            assert!(zumik(&["replay", "--journal", journal.to_str().unwrap(), "--export", bin.to_str().unwrap()]).status.success());
+            assert!(zumik(&[
+                "replay",
+                "--journal",
+                journal.to_str().unwrap(),
+                "--export",
+                bin.to_str().unwrap()
+            ])
+            .status
+            .success());
         }
         let out = zumik(&["replay", "--journal", path.to_str().unwrap()]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("12 decisions") && text.contains(": 0 mismatches"), "{text}");
+        assert!(
+            out.status.success()
+                && text.contains("12 decisions")
+                && text.contains(": 0 mismatches"),
+            "{text}"
+        );
     }
-    let out = zumik(&["replay", "--journal", bin.to_str().unwrap(), "--explain", "req_005"]);
+    let out = zumik(&[
+        "replay",
+        "--journal",
+        bin.to_str().unwrap(),
+        "--explain",
+        "req_005",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("reason    overflow") && text.contains("saturated"), "{text}");
+    assert!(
+        text.contains("reason    overflow") && text.contains("saturated"),
+        "{text}"
+    );
 
     let original = std::fs::read_to_string(&journal).unwrap();
     let tampered = original.replacen(r#""reason":"overflow""#, r#""reason":"hot_lane""#, 1);
@@ -288,6 +392,9 @@ fn the_replay_command_verifies_explains_and_flags_tampering() {
     let out = zumik(&["replay", "--journal", journal.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("MISMATCH") && text.contains(": 1 mismatches"), "{text}");
+    assert!(
+        text.contains("MISMATCH") && text.contains(": 1 mismatches"),
+        "{text}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -46,7 +46,10 @@ fn json_blocks(doc: &str) -> Vec<Block> {
             None => {
                 if let Some(info) = fence.strip_prefix("```") {
                     if info.trim() == "json" {
-                        open = Some(Block { line: idx + 1, text: String::new() });
+                        open = Some(Block {
+                            line: idx + 1,
+                            text: String::new(),
+                        });
                     } else {
                         other_fence = true;
                     }
@@ -77,7 +80,8 @@ fn check(block: &Block) -> Result<String, String> {
         .ok_or("no string `schema` field")?
         .to_owned();
     if tag.starts_with("zumik.decision.") {
-        serde_json::from_str::<OutputEvent>(&block.text).map_err(|e| format!("not a decision: {e}"))?;
+        serde_json::from_str::<OutputEvent>(&block.text)
+            .map_err(|e| format!("not a decision: {e}"))?;
     } else {
         decode_input(block.text.as_bytes()).map_err(|e| format!("refused by decode_input: {e}"))?;
     }
@@ -95,7 +99,11 @@ fn check(block: &Block) -> Result<String, String> {
 fn every_json_example_in_the_event_docs_is_a_valid_event() {
     let doc = std::fs::read_to_string(root().join(DOC)).unwrap_or_else(|e| panic!("{DOC}: {e}"));
     let blocks = json_blocks(&doc);
-    assert!(blocks.len() >= 10, "{DOC} has {} ```json blocks, expected at least 10", blocks.len());
+    assert!(
+        blocks.len() >= 10,
+        "{DOC} has {} ```json blocks, expected at least 10",
+        blocks.len()
+    );
 
     let mut seen = BTreeSet::new();
     let mut failures = Vec::new();
@@ -107,18 +115,33 @@ fn every_json_example_in_the_event_docs_is_a_valid_event() {
             Err(why) => failures.push(format!("{DOC}:{}: {why}", block.line)),
         }
     }
-    assert!(failures.is_empty(), "broken examples:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "broken examples:\n{}",
+        failures.join("\n")
+    );
 
-    let missing: Vec<&str> = schema::all().into_iter().map(|(name, _)| name).filter(|n| !seen.contains(*n)).collect();
-    assert!(missing.is_empty(), "{DOC} has no ```json example of {missing:?}");
+    let missing: Vec<&str> = schema::all()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|n| !seen.contains(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{DOC} has no ```json example of {missing:?}"
+    );
 }
 
 #[test]
 fn the_block_extractor_finds_blocks_and_refuses_broken_ones() {
-    let doc = "text\n```json\n{\"a\":1}\n```\n```text\n```json inside text\n```\n  ```json\n[]\n  ```\n";
+    let doc =
+        "text\n```json\n{\"a\":1}\n```\n```text\n```json inside text\n```\n  ```json\n[]\n  ```\n";
     let blocks = json_blocks(doc);
     assert_eq!(blocks.len(), 2);
-    assert_eq!((blocks[0].line, blocks[0].text.as_str()), (2, "{\"a\":1}\n"));
+    assert_eq!(
+        (blocks[0].line, blocks[0].text.as_str()),
+        (2, "{\"a\":1}\n")
+    );
     assert_eq!(blocks[1].text, "[]\n");
     assert!(check(&blocks[0]).unwrap_err().contains("schema"));
 

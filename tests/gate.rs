@@ -50,7 +50,10 @@ fn scratch(name: &str) -> PathBuf {
 
 fn zumik(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zumik"));
-    cmd.args(args).current_dir(root()).env_remove("ZUMIK_CONFIG").stdin(Stdio::null());
+    cmd.args(args)
+        .current_dir(root())
+        .env_remove("ZUMIK_CONFIG")
+        .stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -88,7 +91,8 @@ fn spec(replicas: u32) -> ClusterSpec {
 fn real_trace() -> Trace {
     let bytes = std::fs::read(trace_path()).unwrap();
     let mut b = TraceBuilder::new();
-    b.add_azure_csv("azure-llm-code-2023.csv", &bytes, LANE).unwrap();
+    b.add_azure_csv("azure-llm-code-2023.csv", &bytes, LANE)
+        .unwrap();
     b.finish().unwrap()
 }
 
@@ -98,8 +102,18 @@ fn gate(trace: &Trace, replicas: u32, sweep: u32) -> GateReportV1 {
 
 /// `replicas: None` lets the sweep choose, as `zumik gate` without `--replicas` does.
 fn gate_with(trace: &Trace, replicas: Option<u32>, sweep: u32) -> GateReportV1 {
-    let opts = GateOptions { candidate_replicas: replicas, sweep, ..GateOptions::new(LANE, spec(1)) };
-    let plan = GatePlan::new(trace, &RoutingConfig::default(), Arc::new(PriceTable::embedded()), opts).unwrap();
+    let opts = GateOptions {
+        candidate_replicas: replicas,
+        sweep,
+        ..GateOptions::new(LANE, spec(1))
+    };
+    let plan = GatePlan::new(
+        trace,
+        &RoutingConfig::default(),
+        Arc::new(PriceTable::embedded()),
+        opts,
+    )
+    .unwrap();
     plan.run(&mut |_| {})
 }
 
@@ -135,7 +149,9 @@ fn rows_from_csv() -> Vec<Row> {
 
 /// Sonnet 4.5 prices from the price JSON, pico-dollars per token.
 fn sonnet_prices() -> (u128, u128) {
-    let table: Value = serde_json::from_slice(&std::fs::read(root().join("data/model-prices.json")).unwrap()).unwrap();
+    let table: Value =
+        serde_json::from_slice(&std::fs::read(root().join("data/model-prices.json")).unwrap())
+            .unwrap();
     let m = &table["claude-sonnet-4-5"];
     let pd = |k: &str| (m[k].as_f64().unwrap() * 1e12).round() as u128;
     (pd("input_cost_per_token"), pd("output_cost_per_token"))
@@ -179,7 +195,9 @@ fn expected(rows: &[Row], replicas: u32) -> Expected {
             busy.pop();
         }
         if busy.len() < slots {
-            let service = ((r.input * 1000 * DECODE + r.output * 1000 * PREFILL).div_ceil(PREFILL * DECODE)).max(1);
+            let service = ((r.input * 1000 * DECODE + r.output * 1000 * PREFILL)
+                .div_ceil(PREFILL * DECODE))
+            .max(1);
             busy.push(Reverse(r.ts_ms + service as i64));
             ttft.push((r.input * 1000).div_ceil(PREFILL));
         } else {
@@ -190,11 +208,21 @@ fn expected(rows: &[Row], replicas: u32) -> Expected {
     ttft.sort_unstable();
     let ttft_p95 = ttft[(ttft.len() * 95).div_ceil(100) - 1];
     let blended = cluster + overflow_cost;
-    Expected { baseline, threshold, cluster, overflow, overflow_cost, blended, ttft_p95, passed: blended <= threshold }
+    Expected {
+        baseline,
+        threshold,
+        cluster,
+        overflow,
+        overflow_cost,
+        blended,
+        ttft_p95,
+        passed: blended <= threshold,
+    }
 }
 
 fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+    v.as_u64()
+        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
 }
 
 fn check_against_independent(r: &GateReportV1, e: &Expected) {
@@ -202,8 +230,16 @@ fn check_against_independent(r: &GateReportV1, e: &Expected) {
     assert_eq!(u(&res["baseline_cost_micros"]), e.baseline, "baseline");
     assert_eq!(u(&res["threshold_cost_micros"]), e.threshold, "threshold");
     assert_eq!(u(&res["cluster_cost_micros"]), e.cluster, "cluster cost");
-    assert_eq!(u(&res["requests"]["overflow"]), e.overflow, "overflowed requests");
-    assert_eq!(u(&res["overflow_cost_micros"]), e.overflow_cost, "overflow cost");
+    assert_eq!(
+        u(&res["requests"]["overflow"]),
+        e.overflow,
+        "overflowed requests"
+    );
+    assert_eq!(
+        u(&res["overflow_cost_micros"]),
+        e.overflow_cost,
+        "overflow cost"
+    );
     assert_eq!(u(&res["blended_cost_micros"]), e.blended, "blended cost");
     assert_eq!(u(&res["ttft_ms"]["byoc_p95"]), e.ttft_p95, "TTFT p95");
     assert_eq!(r.passed, e.passed, "verdict");
@@ -226,12 +262,18 @@ fn real_trace_small_fails_right_sized_passes_oversized_fails() {
     }
     // Small: cheap cluster, but it overflows most requests and saves less than the margin.
     let (_, small_pass, small_blended, threshold, small_overflow) = verdicts[0];
-    assert!(!small_pass && small_blended > threshold && small_overflow > 8819 / 2, "{verdicts:?}");
+    assert!(
+        !small_pass && small_blended > threshold && small_overflow > 8819 / 2,
+        "{verdicts:?}"
+    );
     // Right-sized: clears the 10 % margin.
     assert!(verdicts[1].1, "{verdicts:?}");
     // Oversized: almost no overflow, but idle GPUs cost more than the managed traffic.
     let (_, big_pass, big_blended, _, big_overflow) = verdicts[2];
-    assert!(!big_pass && big_blended > threshold && big_overflow < 8819 / 5, "{verdicts:?}");
+    assert!(
+        !big_pass && big_blended > threshold && big_overflow < 8819 / 5,
+        "{verdicts:?}"
+    );
 }
 
 #[test]
@@ -246,22 +288,44 @@ fn the_sweep_matches_the_independent_simulation_and_names_the_cheapest_passing_s
         let n = i as u32 + 1;
         let e = expected(&rows, n);
         assert_eq!(u(&s["replicas"]), n as u64);
-        assert_eq!(u(&s["cluster_cost_micros"]), e.cluster, "{n} replicas: cluster");
-        assert_eq!(u(&s["managed_cost_micros"]), e.overflow_cost, "{n} replicas: overflow cost");
-        assert_eq!(u(&s["blended_cost_micros"]), e.blended, "{n} replicas: blended");
-        assert_eq!(s["passed"].as_bool(), Some(e.passed), "{n} replicas: verdict");
+        assert_eq!(
+            u(&s["cluster_cost_micros"]),
+            e.cluster,
+            "{n} replicas: cluster"
+        );
+        assert_eq!(
+            u(&s["managed_cost_micros"]),
+            e.overflow_cost,
+            "{n} replicas: overflow cost"
+        );
+        assert_eq!(
+            u(&s["blended_cost_micros"]),
+            e.blended,
+            "{n} replicas: blended"
+        );
+        assert_eq!(
+            s["passed"].as_bool(),
+            Some(e.passed),
+            "{n} replicas: verdict"
+        );
         if e.passed && best.is_none_or(|(b, _)| e.blended < b) {
             best = Some((e.blended, n));
         }
     }
     let (best_blended, best_n) = best.expect("some size passes");
     assert_eq!(u(&r.results["cheapest_passing"]["replicas"]), best_n as u64);
-    assert_eq!(u(&r.results["cheapest_passing"]["blended_cost_micros"]), best_blended);
+    assert_eq!(
+        u(&r.results["cheapest_passing"]["blended_cost_micros"]),
+        best_blended
+    );
     // Break-even utilisation: cluster cost per second over the managed spend one busy slot
     // displaces per second, for the candidate's usable slots.
     let busy_ms: u64 = rows
         .iter()
-        .map(|r| ((r.input * 1000 * DECODE + r.output * 1000 * PREFILL).div_ceil(PREFILL * DECODE)).max(1))
+        .map(|r| {
+            ((r.input * 1000 * DECODE + r.output * 1000 * PREFILL).div_ceil(PREFILL * DECODE))
+                .max(1)
+        })
         .sum();
     let baseline: u64 = rows.iter().map(cost_micros).sum();
     let slots = u(&r.results["capacity"]["usable_slots"]) as f64;
@@ -281,37 +345,74 @@ fn same_inputs_twice_give_identical_report_bytes_and_digest() {
     for run in ["a", "b"] {
         let json = dir.join(format!("{run}.json"));
         let html = dir.join(format!("{run}.html"));
-        let mut args: Vec<String> =
-            ["gate", "--trace", trace_path().to_str().unwrap(), "--lane", LANE, "--sweep", "20"]
-                .map(str::to_owned)
-                .to_vec();
+        let mut args: Vec<String> = [
+            "gate",
+            "--trace",
+            trace_path().to_str().unwrap(),
+            "--lane",
+            LANE,
+            "--sweep",
+            "20",
+        ]
+        .map(str::to_owned)
+        .to_vec();
         args.extend(spec_args());
-        args.extend(["--out".into(), json.display().to_string(), "--html".into(), html.display().to_string()]);
+        args.extend([
+            "--out".into(),
+            json.display().to_string(),
+            "--html".into(),
+            html.display().to_string(),
+        ]);
         let out = zumik(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        outs.push((std::fs::read(&json).unwrap(), std::fs::read(&html).unwrap(), out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outs.push((
+            std::fs::read(&json).unwrap(),
+            std::fs::read(&html).unwrap(),
+            out.stdout,
+        ));
     }
     assert!(outs[0].0 == outs[1].0, "report JSON differs between runs");
     assert!(outs[0].1 == outs[1].1, "report HTML differs between runs");
     // Stdout too, but for the output paths it names.
     let summary = |o: &[u8]| {
-        String::from_utf8_lossy(o).lines().filter(|l| !l.starts_with("wrote ")).collect::<Vec<_>>().join("\n")
+        String::from_utf8_lossy(o)
+            .lines()
+            .filter(|l| !l.starts_with("wrote "))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     assert_eq!(summary(&outs[0].2), summary(&outs[1].2));
     // The file is a valid zumik.gate_report.v1 event whose digest verifies, and the library
     // gives the same digest.
-    let InputEvent::GateReport(report) = decode_input(&outs[0].0).unwrap() else { panic!("not a gate report") };
+    let InputEvent::GateReport(report) = decode_input(&outs[0].0).unwrap() else {
+        panic!("not a gate report")
+    };
     assert!(report.digest_verifies());
     let stdout = String::from_utf8_lossy(&outs[0].2);
-    assert!(stdout.contains(&format!("digest {}", report.digest)), "{stdout}");
-    assert_eq!(u(&report.results["candidate_replicas"]), RIGHT as u64, "the sweep picks the cheapest passing size");
+    assert!(
+        stdout.contains(&format!("digest {}", report.digest)),
+        "{stdout}"
+    );
+    assert_eq!(
+        u(&report.results["candidate_replicas"]),
+        RIGHT as u64,
+        "the sweep picks the cheapest passing size"
+    );
     // The library run with the same inputs and config seals the same digest.
     assert_eq!(report.digest, gate_with(&real_trace(), None, 20).digest);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn activate(report: &GateReportV1) -> (bool, Vec<String>) {
-    let mut router = Router::new(Arc::new(RoutingConfig::default()), Arc::new(PriceTable::embedded()));
+    let mut router = Router::new(
+        Arc::new(RoutingConfig::default()),
+        Arc::new(PriceTable::embedded()),
+    );
     let mut out = RouterOutput::default();
     router.apply(InputEvent::GateReport(Box::new(report.clone())), &mut out);
     let ts = Timestamp(report.window.end.millis() + 3_600_000);
@@ -323,7 +424,11 @@ fn activate(report: &GateReportV1) -> (bool, Vec<String>) {
         }),
         &mut out,
     );
-    let warnings = out.warnings.iter().map(|w| format!("{}: {}", w.code, w.message)).collect();
+    let warnings = out
+        .warnings
+        .iter()
+        .map(|w| format!("{}: {}", w.code, w.message))
+        .collect();
     (router.state().lanes[report.lane.as_str()].active, warnings)
 }
 
@@ -334,13 +439,28 @@ fn the_core_activates_a_lane_on_a_passing_report_and_refuses_a_failing_one() {
     assert!(active, "{warnings:?}");
     let (active, warnings) = activate(&gate(&trace, SMALL, 0));
     assert!(!active);
-    assert!(warnings.iter().any(|w| w.starts_with("activation_refused") && w.contains("did not pass")), "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("activation_refused") && w.contains("did not pass")),
+        "{warnings:?}"
+    );
 }
 
 #[test]
 fn gate_exit_status_says_pass_or_fail() {
-    let mut args: Vec<String> =
-        ["gate", "-t", trace_path().to_str().unwrap(), "-l", LANE, "--sweep", "0", "-q"].map(str::to_owned).to_vec();
+    let mut args: Vec<String> = [
+        "gate",
+        "-t",
+        trace_path().to_str().unwrap(),
+        "-l",
+        LANE,
+        "--sweep",
+        "0",
+        "-q",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     args.extend(spec_args());
     let run = |replicas: u32| {
         let mut a = args.clone();
@@ -348,7 +468,12 @@ fn gate_exit_status_says_pass_or_fail() {
         zumik(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[])
     };
     let pass = run(RIGHT);
-    assert_eq!(pass.status.code(), Some(0), "{}", String::from_utf8_lossy(&pass.stderr));
+    assert_eq!(
+        pass.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&pass.stderr)
+    );
     assert!(String::from_utf8_lossy(&pass.stdout).starts_with("PASS: 7 replicas"));
     let fail = run(OVERSIZED);
     assert_eq!(fail.status.code(), Some(1));
@@ -367,8 +492,20 @@ fn bad_history_is_an_error_naming_file_and_line() {
     let out = zumik(&["gate", "-t", bad.to_str().unwrap(), "-l", LANE], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.csv:3: ContextTokens \"ten\" is not a token count"), "{err}");
-    let out = zumik(&["gate", "-t", bad.to_str().unwrap(), "-l", "acme/unpriced-model"], &[]);
+    assert!(
+        err.contains("bad.csv:3: ContextTokens \"ten\" is not a token count"),
+        "{err}"
+    );
+    let out = zumik(
+        &[
+            "gate",
+            "-t",
+            bad.to_str().unwrap(),
+            "-l",
+            "acme/unpriced-model",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -409,7 +546,11 @@ fn jsonl_history_with_completions_gives_observed_reliability() {
         ],
         &[],
     );
-    assert!(out.status.code() == Some(0) || out.status.code() == Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rel = &r["results"]["reliability"];
     assert_eq!(rel["managed"]["source"], "observed");
@@ -420,7 +561,10 @@ fn jsonl_history_with_completions_gives_observed_reliability() {
     assert_eq!(r["inputs"]["output_tokens_from"]["completions"], 198);
     assert_eq!(r["inputs"]["output_tokens_from"]["max_output_tokens"], 102);
     // gpt-4o: 1000 × $2.50/M + 1000 cached × $1.25/M + output × $10/M.
-    assert_eq!(r["results"]["baseline_cost_micros"], 198 * (2500 + 1250 + 1000) + 102 * (2500 + 1250 + 5000));
+    assert_eq!(
+        r["results"]["baseline_cost_micros"],
+        198 * (2500 + 1250 + 1000) + 102 * (2500 + 1250 + 5000)
+    );
     assert_eq!(r["results"]["ttft_ms"]["managed_observed_p50"], 400);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -466,26 +610,60 @@ fn diagnose_reports_shares_rates_burstiness_and_flags_on_a_hand_made_trace() {
     let mut with_json = args.to_vec();
     with_json.push("--json");
     let out = zumik(&with_json, &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let d: Value = serde_json::from_slice(&out.stdout).unwrap();
     // Window 12:00:00–12:03:40: 4 minutes, 6 requests, 4 400 + 8 800 tokens.
-    assert_eq!((u(&d["minutes"]), u(&d["requests"]), u(&d["tokens"])), (4, 6, 13_200));
+    assert_eq!(
+        (u(&d["minutes"]), u(&d["requests"]), u(&d["tokens"])),
+        (4, 6, 13_200)
+    );
     assert_eq!(u(&d["usable_slots"]), 10);
-    let lane = |name: &str| d["lanes"].as_array().unwrap().iter().find(|l| l["lane"] == name).unwrap().clone();
+    let lane = |name: &str| {
+        d["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["lane"] == name)
+            .unwrap()
+            .clone()
+    };
     let s = lane("openai/gpt-4o");
     let b = lane("fireworks/qwen3-coder-480b-a35b-instruct");
     // Largest token share first.
-    assert_eq!(d["lanes"][0]["lane"], "fireworks/qwen3-coder-480b-a35b-instruct");
-    assert_eq!((s["request_share"].as_f64(), s["token_share"].as_f64()), (Some(0.666667), Some(0.333333)));
+    assert_eq!(
+        d["lanes"][0]["lane"],
+        "fireworks/qwen3-coder-480b-a35b-instruct"
+    );
+    assert_eq!(
+        (s["request_share"].as_f64(), s["token_share"].as_f64()),
+        (Some(0.666667), Some(0.333333))
+    );
     // Steady: 1 100 tokens every minute.
     assert_eq!(
-        (u(&s["tokens_per_min_p50"]), u(&s["tokens_per_min_p95"]), u(&s["tokens_per_min_peak"])),
+        (
+            u(&s["tokens_per_min_p50"]),
+            u(&s["tokens_per_min_p95"]),
+            u(&s["tokens_per_min_peak"])
+        ),
         (1100, 1100, 1100)
     );
-    assert_eq!((s["peak_to_mean"].as_f64(), s["cv"].as_f64()), (Some(1.0), Some(0.0)));
+    assert_eq!(
+        (s["peak_to_mean"].as_f64(), s["cv"].as_f64()),
+        (Some(1.0), Some(0.0))
+    );
     // Bursty: minutes [0, 0, 0, 8 800]: p50 0, p95 8 800, peak/mean 4, cv √3.
-    assert_eq!((u(&b["tokens_per_min_p50"]), u(&b["tokens_per_min_p95"])), (0, 8800));
-    assert_eq!((b["peak_to_mean"].as_f64(), b["cv"].as_f64()), (Some(4.0), Some(1.7321)));
+    assert_eq!(
+        (u(&b["tokens_per_min_p50"]), u(&b["tokens_per_min_p95"])),
+        (0, 8800)
+    );
+    assert_eq!(
+        (b["peak_to_mean"].as_f64(), b["cv"].as_f64()),
+        (Some(4.0), Some(1.7321))
+    );
     // Steady lane, gpt-4o: 4 × (1000 × $2.50/M + 100 × $10/M) = 14 000 micros; 4 × 2 s busy over
     // 220 s: utilisation 8/220/10 = 0.36 %; break-even = $0.10/h × 8 s / (3600 s × 10 × $0.014)
     // = 0.16 %: flagged.
@@ -504,7 +682,11 @@ fn diagnose_reports_shares_rates_burstiness_and_flags_on_a_hand_made_trace() {
     let out = zumik(&args, &env);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("1 lane(s) flagged"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("openai/gpt-4o") && l.ends_with("GATE CANDIDATE")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("openai/gpt-4o") && l.ends_with("GATE CANDIDATE")),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -516,7 +698,11 @@ fn chromium() -> PathBuf {
                        Chromium/Chrome binary).";
     if let Some(p) = std::env::var_os("ZUMIK_CHROMIUM") {
         let p = PathBuf::from(p);
-        assert!(p.is_file(), "ZUMIK_CHROMIUM={} is not a file. {HOW}", p.display());
+        assert!(
+            p.is_file(),
+            "ZUMIK_CHROMIUM={} is not a file. {HOW}",
+            p.display()
+        );
         return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -537,7 +723,13 @@ fn chromium() -> PathBuf {
 /// Runs headless Chromium on a file and returns its stdout; fails after a minute.
 fn run_chromium(profile: &Path, extra: &[&str], page: &Path) -> String {
     let mut child = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(format!("file://{}", page.display()))
@@ -564,45 +756,85 @@ fn run_chromium(profile: &Path, extra: &[&str], page: &Path) -> String {
 fn the_html_report_renders_its_charts_in_headless_chromium() {
     let dir = scratch("chromium");
     let html = dir.join("report.html");
-    let mut args: Vec<String> =
-        ["gate", "-t", trace_path().to_str().unwrap(), "-l", LANE, "-q", "--html", html.to_str().unwrap()]
-            .map(str::to_owned)
-            .to_vec();
+    let mut args: Vec<String> = [
+        "gate",
+        "-t",
+        trace_path().to_str().unwrap(),
+        "-l",
+        LANE,
+        "-q",
+        "--html",
+        html.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
     args.extend(spec_args());
     let out = zumik(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let page = std::fs::read_to_string(&html).unwrap();
     // Self-contained: nothing to fetch. (The SVG namespace URI is an identifier, not a fetch.)
     let stripped = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
     for forbidden in ["http://", "https://", "<link", " src=", "url("] {
-        assert!(!stripped.contains(forbidden), "the page references something external: {forbidden}");
+        assert!(
+            !stripped.contains(forbidden),
+            "the page references something external: {forbidden}"
+        );
     }
 
     let dom = run_chromium(&dir.join("profile-dom"), &["--dump-dom"], &html);
-    let start = dom.find("data-rendered=\"").expect("the page's measuring script ran") + "data-rendered=\"".len();
+    let start = dom
+        .find("data-rendered=\"")
+        .expect("the page's measuring script ran")
+        + "data-rendered=\"".len();
     let end = start + dom[start..].find('"').unwrap();
     let rendered: Value = serde_json::from_str(&dom[start..end].replace("&quot;", "\"")).unwrap();
     let charts = rendered.as_array().unwrap();
     let ids: Vec<&str> = charts.iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["chart-load", "chart-traffic", "chart-cost"]);
     for c in charts {
-        assert!(u(&c["width"]) >= 1000 && u(&c["height"]) >= 200, "chart not laid out: {c}");
+        assert!(
+            u(&c["width"]) >= 1000 && u(&c["height"]) >= 200,
+            "chart not laid out: {c}"
+        );
     }
     // Load: area + mean + peak lines + capacity; the polylines span the hour (> 1 000 px drawn).
-    assert!(u(&charts[0]["paths"]) >= 4 && u(&charts[0]["length"]) > 1000, "{}", charts[0]);
+    assert!(
+        u(&charts[0]["paths"]) >= 4 && u(&charts[0]["length"]) > 1000,
+        "{}",
+        charts[0]
+    );
     assert!(u(&charts[1]["bars"]) > 50, "{}", charts[1]);
     // Cost: cluster, managed, blended lines + baseline + threshold.
-    assert!(u(&charts[2]["paths"]) >= 5 && u(&charts[2]["length"]) > 1000, "{}", charts[2]);
-    assert!(dom.contains("break-even ≈"), "the cost chart marks the break-even point");
+    assert!(
+        u(&charts[2]["paths"]) >= 5 && u(&charts[2]["length"]) > 1000,
+        "{}",
+        charts[2]
+    );
+    assert!(
+        dom.contains("break-even ≈"),
+        "the cost chart marks the break-even point"
+    );
     assert!(dom.contains("sha256:"), "the page shows the digest");
 
     let shot = dir.join("shot.png");
     run_chromium(
         &dir.join("profile-shot"),
-        &[&format!("--screenshot={}", shot.display()), "--window-size=1200,1600"],
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1200,1600",
+        ],
         &html,
     );
     let png = std::fs::read(&shot).expect("chromium wrote a screenshot");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

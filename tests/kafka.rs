@@ -33,8 +33,15 @@ fn bootstrap() -> String {
 
 /// A config with topic names no other test (or run) uses.
 fn config(test: &str) -> KafkaConfig {
-    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let prefix = format!("t{}-{test}-{}.", nonce % 1_000_000_000_000, std::process::id());
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!(
+        "t{}-{test}-{}.",
+        nonce % 1_000_000_000_000,
+        std::process::id()
+    );
     KafkaConfig {
         brokers: bootstrap(),
         topic_prefix: prefix.clone(),
@@ -53,17 +60,27 @@ struct Broker {
 }
 
 fn start(cfg: &KafkaConfig) -> Broker {
-    let (stop, stats) = (Arc::new(AtomicBool::new(false)), Arc::new(BrokerStats::default()));
+    let (stop, stats) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(BrokerStats::default()),
+    );
     let (cfg, s, st) = (cfg.clone(), stop.clone(), stats.clone());
     let handle = std::thread::spawn(move || {
         let prices = Arc::new(PriceTable::embedded());
         run_broker(&cfg, Arc::new(RoutingConfig::default()), prices, &s, &st).expect("broker runs");
     });
     wait_for("broker ready", || {
-        assert!(!handle.is_finished(), "the broker stopped before it was ready (see its panic above)");
+        assert!(
+            !handle.is_finished(),
+            "the broker stopped before it was ready (see its panic above)"
+        );
         stats.ready.load(Ordering::Relaxed)
     });
-    Broker { stop, stats, handle }
+    Broker {
+        stop,
+        stats,
+        handle,
+    }
 }
 
 impl Broker {
@@ -86,11 +103,16 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn producer(cfg: &KafkaConfig) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new().set("bootstrap.servers", &cfg.brokers).create().unwrap()
+    ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .create()
+        .unwrap()
 }
 
 fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, payload: &[u8]) {
-    p.send(BaseRecord::to(topic).key(key).payload(payload)).map_err(|(e, _)| e).unwrap();
+    p.send(BaseRecord::to(topic).key(key).payload(payload))
+        .map_err(|(e, _)| e)
+        .unwrap();
 }
 
 fn produce(cfg: &KafkaConfig, events: &[InputEvent]) {
@@ -112,7 +134,11 @@ fn produce_in_order(cfg: &KafkaConfig, broker: &Broker, events: &[InputEvent]) {
 }
 
 /// Every committed record of `topic`, with its headers as strings.
-fn read_all(cfg: &KafkaConfig, topic: &str, expected: usize) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+fn read_all(
+    cfg: &KafkaConfig,
+    topic: &str,
+    expected: usize,
+) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", format!("{}reader", cfg.topic_prefix))
@@ -122,7 +148,8 @@ fn read_all(cfg: &KafkaConfig, topic: &str, expected: usize) -> Vec<(Vec<u8>, BT
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..cfg.partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -133,7 +160,14 @@ fn read_all(cfg: &KafkaConfig, topic: &str, expected: usize) -> Vec<(Vec<u8>, BT
             let headers = m
                 .headers()
                 .map(|h| {
-                    h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect()
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
                 })
                 .unwrap_or_default();
             out.push((m.payload().unwrap_or_default().to_vec(), headers));
@@ -143,7 +177,10 @@ fn read_all(cfg: &KafkaConfig, topic: &str, expected: usize) -> Vec<(Vec<u8>, BT
     let settle = Instant::now() + Duration::from_millis(500);
     while Instant::now() < settle {
         if let Some(m) = c.poll(Duration::from_millis(100)) {
-            out.push((m.unwrap().payload().unwrap_or_default().to_vec(), BTreeMap::new()));
+            out.push((
+                m.unwrap().payload().unwrap_or_default().to_vec(),
+                BTreeMap::new(),
+            ));
         }
     }
     out
@@ -153,18 +190,26 @@ fn decisions(cfg: &KafkaConfig, expected: usize) -> Vec<DecisionV1> {
     let topics = Topics::new(&cfg.topic_prefix);
     read_all(cfg, &topics.decisions, expected)
         .into_iter()
-        .map(|(p, _)| match serde_json::from_slice::<OutputEvent>(&p).unwrap() {
-            OutputEvent::Decision(mut d) => {
-                assert!(d.source.is_some(), "decisions from Kafka carry their input coordinates");
-                d.source = None;
-                d
-            }
-        })
+        .map(
+            |(p, _)| match serde_json::from_slice::<OutputEvent>(&p).unwrap() {
+                OutputEvent::Decision(mut d) => {
+                    assert!(
+                        d.source.is_some(),
+                        "decisions from Kafka carry their input coordinates"
+                    );
+                    d.source = None;
+                    d
+                }
+            },
+        )
         .collect()
 }
 
 fn offline(events: &[InputEvent]) -> Vec<DecisionV1> {
-    let mut r = Router::new(Arc::new(RoutingConfig::default()), Arc::new(PriceTable::embedded()));
+    let mut r = Router::new(
+        Arc::new(RoutingConfig::default()),
+        Arc::new(PriceTable::embedded()),
+    );
     let mut out = Output::default();
     for e in events {
         r.apply(e.clone(), &mut out);
@@ -175,15 +220,26 @@ fn offline(events: &[InputEvent]) -> Vec<DecisionV1> {
 /// A small workload: setup events, then requests only (per-lane order is kept by the lane key,
 /// and no cross-lane fact changes while they flow, so the offline order is equivalent).
 fn workload(requests: u64) -> (Vec<InputEvent>, Vec<InputEvent>) {
-    let spec = WorkloadSpec { requests, rate_per_sec: 2_000, hot_lanes: 2, tail_lanes: 10, tenants: 10, ..WorkloadSpec::default() };
+    let spec = WorkloadSpec {
+        requests,
+        rate_per_sec: 2_000,
+        hot_lanes: 2,
+        tail_lanes: 10,
+        tenants: 10,
+        ..WorkloadSpec::default()
+    };
     let w = Workload::new(spec).unwrap();
-    let reqs = w.events().filter(|e| matches!(e, InputEvent::Request(_))).collect();
+    let reqs = w
+        .events()
+        .filter(|e| matches!(e, InputEvent::Request(_)))
+        .collect();
     (w.setup_events(), reqs)
 }
 
 fn by_request(ds: Vec<DecisionV1>) -> BTreeMap<String, DecisionV1> {
     let n = ds.len();
-    let map: BTreeMap<String, DecisionV1> = ds.into_iter().map(|d| (d.request_id.clone(), d)).collect();
+    let map: BTreeMap<String, DecisionV1> =
+        ds.into_iter().map(|d| (d.request_id.clone(), d)).collect();
     assert_eq!(map.len(), n, "a request got more than one decision");
     map
 }
@@ -195,29 +251,44 @@ fn decisions_over_kafka_equal_zumik_decide_offline() {
     let broker = start(&cfg);
     produce_in_order(&cfg, &broker, &setup);
     produce(&cfg, &requests);
-    wait_for("all decisions", || broker.stats.decisions.load(Ordering::Relaxed) >= requests.len() as u64);
+    wait_for("all decisions", || {
+        broker.stats.decisions.load(Ordering::Relaxed) >= requests.len() as u64
+    });
     broker.stop();
 
     let got = by_request(decisions(&cfg, requests.len()));
     let want = by_request(offline(&[setup, requests.clone()].concat()));
-    assert_eq!(got.len(), requests.len(), "exactly one committed decision per request");
+    assert_eq!(
+        got.len(),
+        requests.len(),
+        "exactly one committed decision per request"
+    );
     for (id, w) in &want {
         assert_eq!(got.get(id), Some(w), "decision for {id}");
     }
-    let hot = got.values().filter(|d| d.reason == zumik::events::Reason::HotLane).count();
+    let hot = got
+        .values()
+        .filter(|d| d.reason == zumik::events::Reason::HotLane)
+        .count();
     assert!(hot > 0, "the workload exercised the BYOC path");
 
     // Audit round trip: the journal topic, read back, replays every decision with no mismatch;
     // one tampered decision is caught.
-    let mut records: Vec<JournalEntry> =
-        read_journal(&cfg, &Topics::new(&cfg.topic_prefix)).unwrap().into_iter().map(|r| r.entry).collect();
+    let mut records: Vec<JournalEntry> = read_journal(&cfg, &Topics::new(&cfg.topic_prefix))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry)
+        .collect();
     let audit = |entries: &[JournalEntry]| {
         let mut a = Auditor::new(Arc::new(RoutingConfig::default()));
         entries.iter().for_each(|e| a.apply(e));
         a.stats
     };
     let clean = audit(&records);
-    assert_eq!((clean.decisions, clean.mismatches), (requests.len() as u64, 0));
+    assert_eq!(
+        (clean.decisions, clean.mismatches),
+        (requests.len() as u64, 0)
+    );
     let tampered = records.iter_mut().find_map(|e| match e {
         JournalEntry::Lane { events, .. } => events.iter_mut().find_map(|ev| match ev {
             LaneEvent::Decided { decision, .. } => {
@@ -249,19 +320,37 @@ fn poison_input_goes_to_the_dlq_and_processing_goes_on() {
     p.flush(Duration::from_secs(30)).unwrap();
     let (_, requests) = workload(5);
     produce(&cfg, &requests);
-    wait_for("decisions after the poison", || broker.stats.decisions.load(Ordering::Relaxed) >= 5);
+    wait_for("decisions after the poison", || {
+        broker.stats.decisions.load(Ordering::Relaxed) >= 5
+    });
     let stats = broker.stop();
     assert_eq!(stats.dlq.load(Ordering::Relaxed), 3);
 
     let dlq = read_all(&cfg, &topics.dlq, 3);
     assert_eq!(dlq.len(), 3);
     let originals: Vec<&[u8]> = dlq.iter().map(|(p, _)| p.as_slice()).collect();
-    assert_eq!(originals, poison.to_vec(), "the DLQ keeps the original bytes, in order");
+    assert_eq!(
+        originals,
+        poison.to_vec(),
+        "the DLQ keeps the original bytes, in order"
+    );
     for (_, headers) in &dlq {
-        assert!(headers.get("zumik.error").is_some_and(|e| !e.is_empty()), "{headers:?}");
-        assert!(headers.get("zumik.source").is_some_and(|s| s.starts_with(&topics.requests)), "{headers:?}");
+        assert!(
+            headers.get("zumik.error").is_some_and(|e| !e.is_empty()),
+            "{headers:?}"
+        );
+        assert!(
+            headers
+                .get("zumik.source")
+                .is_some_and(|s| s.starts_with(&topics.requests)),
+            "{headers:?}"
+        );
     }
-    assert!(dlq[2].1["zumik.error"].contains("error_rate"), "{:?}", dlq[2].1);
+    assert!(
+        dlq[2].1["zumik.error"].contains("error_rate"),
+        "{:?}",
+        dlq[2].1
+    );
     assert_eq!(decisions(&cfg, 5).len(), 5);
 }
 
@@ -274,14 +363,22 @@ fn a_restarted_broker_recovers_from_the_journal_and_decides_exactly_once() {
     let a = start(&cfg);
     produce_in_order(&cfg, &a, &setup);
     produce(&cfg, first);
-    wait_for("first half", || a.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64);
+    wait_for("first half", || {
+        a.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64
+    });
     let a_inputs = a.inputs();
     a.stop();
 
     let b = start(&cfg);
-    assert_eq!(b.stats.recovered.load(Ordering::Relaxed), a_inputs, "every committed input is replayed from the journal");
+    assert_eq!(
+        b.stats.recovered.load(Ordering::Relaxed),
+        a_inputs,
+        "every committed input is replayed from the journal"
+    );
     produce(&cfg, second);
-    wait_for("second half", || b.stats.decisions.load(Ordering::Relaxed) >= second.len() as u64);
+    wait_for("second half", || {
+        b.stats.decisions.load(Ordering::Relaxed) >= second.len() as u64
+    });
     b.stop();
 
     let got = by_request(decisions(&cfg, requests.len()));

@@ -64,24 +64,32 @@ use zumik::core::tenant::TenantEvent;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::codec::{decode_input, encode_decision, encode_input};
 use zumik::events::{
-    ClusterDeregisteredV1, ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, CompletionV1, DataBoundary,
-    DecisionV1, GateReportV1, InputEvent, LaneActivateV1, LaneActivatedV1, LaneDeactivatedV1, Mode, Outcome,
-    OverageMode, Profile, ProfileClass, ProviderHealthV1, ProviderStatus, Qos, Reason, RequestV1, Stack,
-    TenantPolicyV1, Timestamp, Verdict, Window,
+    ClusterDeregisteredV1, ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, CompletionV1,
+    DataBoundary, DecisionV1, GateReportV1, InputEvent, LaneActivateV1, LaneActivatedV1,
+    LaneDeactivatedV1, Mode, Outcome, OverageMode, Profile, ProfileClass, ProviderHealthV1,
+    ProviderStatus, Qos, Reason, RequestV1, Stack, TenantPolicyV1, Timestamp, Verdict, Window,
 };
 
 // ---------------------------------------------------------------------------------------------
 // The world the generator draws from.
 
 /// Priced (`openai/gpt-4o`, the Fireworks coder, the revisioned mini) and unpriced lanes.
-const LANES: [&str; 4] =
-    ["openai/gpt-4o", "fireworks/qwen3-coder-480b-a35b-instruct", "acme/house-model", "openai/gpt-4o-mini@2024-07-18"];
+const LANES: [&str; 4] = [
+    "openai/gpt-4o",
+    "fireworks/qwen3-coder-480b-a35b-instruct",
+    "acme/house-model",
+    "openai/gpt-4o-mini@2024-07-18",
+];
 const PROVIDERS: [&str; 3] = ["openai", "fireworks", "acme"];
 /// `prj_d` never gets a policy: it always runs under the default.
 const TENANTS: [&str; 4] = ["prj_a", "prj_b", "prj_c", "prj_d"];
 const REGIONS: [&str; 3] = ["eu-west-1", "us-east-1", "ap-south-1"];
-const PROFILE_CLASSES: [ProfileClass; 4] =
-    [ProfileClass::Subscription, ProfileClass::Byok, ProfileClass::Byoc, ProfileClass::ManagedProvider];
+const PROFILE_CLASSES: [ProfileClass; 4] = [
+    ProfileClass::Subscription,
+    ProfileClass::Byok,
+    ProfileClass::Byoc,
+    ProfileClass::ManagedProvider,
+];
 /// First event times: mid-month, and one minute before a month (and budget) boundary.
 const STARTS: [&str; 2] = ["2026-11-24T10:00:00Z", "2026-11-30T23:59:00Z"];
 
@@ -260,12 +268,28 @@ fn routing_config() -> impl Strategy<Value = RoutingConfig> {
         gate_config(),
     )
         .prop_map(
-            |(headroom, stale, deadline, reject, openrouter, window, min_samples, recovery, ramp, initial, gate)| {
+            |(
+                headroom,
+                stale,
+                deadline,
+                reject,
+                openrouter,
+                window,
+                min_samples,
+                recovery,
+                ramp,
+                initial,
+                gate,
+            )| {
                 RoutingConfig {
                     headroom,
                     stale_after_ms: stale,
                     default_deadline_ms: deadline,
-                    unknown_tenant: if reject { UnknownTenant::Reject } else { UnknownTenant::Allow },
+                    unknown_tenant: if reject {
+                        UnknownTenant::Reject
+                    } else {
+                        UnknownTenant::Allow
+                    },
                     openrouter_fallback: openrouter,
                     breaker: BreakerConfig {
                         window,
@@ -291,16 +315,24 @@ fn gate_config() -> impl Strategy<Value = GateConfig> {
         select(vec![0.5, 0.99]),
         select(vec![3u32, 100]),
     )
-        .prop_map(|(max_report_age_ms, demotion, demotion_window_ms, min_reliability, min_reliability_samples)| {
-            GateConfig {
+        .prop_map(
+            |(
                 max_report_age_ms,
                 demotion,
                 demotion_window_ms,
                 min_reliability,
                 min_reliability_samples,
-                ..GateConfig::default()
-            }
-        })
+            )| {
+                GateConfig {
+                    max_report_age_ms,
+                    demotion,
+                    demotion_window_ms,
+                    min_reliability,
+                    min_reliability_samples,
+                    ..GateConfig::default()
+                }
+            },
+        )
 }
 
 fn lane_set() -> impl Strategy<Value = Vec<usize>> {
@@ -316,14 +348,16 @@ fn cluster_spec() -> impl Strategy<Value = ClusterSpec> {
         prop::option::weighted(0.35, 0..TENANTS.len()),
         3_000i64..7_000,
     )
-        .prop_map(|(region, stack, lanes, max_inflight, dedicated_to, period_ms)| ClusterSpec {
-            region,
-            stack,
-            lanes,
-            max_inflight,
-            dedicated_to,
-            period_ms,
-        })
+        .prop_map(
+            |(region, stack, lanes, max_inflight, dedicated_to, period_ms)| ClusterSpec {
+                region,
+                stack,
+                lanes,
+                max_inflight,
+                dedicated_to,
+                period_ms,
+            },
+        )
 }
 
 fn provider_subset() -> impl Strategy<Value = Vec<usize>> {
@@ -332,21 +366,49 @@ fn provider_subset() -> impl Strategy<Value = Vec<usize>> {
 
 fn policy_spec() -> impl Strategy<Value = PolicySpec> {
     (
-        prop::option::weighted(0.4, subsequence((0..REGIONS.len()).collect::<Vec<_>>(), 0..=3)),
+        prop::option::weighted(
+            0.4,
+            subsequence((0..REGIONS.len()).collect::<Vec<_>>(), 0..=3),
+        ),
         prop::option::weighted(0.3, subsequence(PROFILE_CLASSES.to_vec(), 1..=4)),
-        prop::option::of(select(vec![DataBoundary::Project, DataBoundary::Strict, DataBoundary::NoOpenrouter])),
+        prop::option::of(select(vec![
+            DataBoundary::Project,
+            DataBoundary::Strict,
+            DataBoundary::NoOpenrouter,
+        ])),
         prop::option::weighted(0.25, provider_subset()),
         prop::option::weighted(0.2, provider_subset()),
         prop::option::weighted(0.4, select(vec![0u64, 3_000, 30_000, 5_000_000])),
         prop::option::of(select(vec![OverageMode::Pause, OverageMode::Allow])),
         prop::option::weighted(
             0.2,
-            (Just(PROFILE_CLASSES.to_vec()).prop_shuffle(), 1..=4usize).prop_map(|(v, n)| v[..n].to_vec()),
+            (Just(PROFILE_CLASSES.to_vec()).prop_shuffle(), 1..=4usize)
+                .prop_map(|(v, n)| v[..n].to_vec()),
         ),
     )
-        .prop_map(|(regions, profiles, boundary, subscriptions, byok, budget_micros, overage, escalation)| {
-            PolicySpec { regions, profiles, boundary, subscriptions, byok, budget_micros, overage, escalation }
-        })
+        .prop_map(
+            |(
+                regions,
+                profiles,
+                boundary,
+                subscriptions,
+                byok,
+                budget_micros,
+                overage,
+                escalation,
+            )| {
+                PolicySpec {
+                    regions,
+                    profiles,
+                    boundary,
+                    subscriptions,
+                    byok,
+                    budget_micros,
+                    overage,
+                    escalation,
+                }
+            },
+        )
 }
 
 fn request_spec() -> impl Strategy<Value = RequestSpec> {
@@ -388,14 +450,16 @@ fn op() -> impl Strategy<Value = Op> {
         prop::bool::weighted(0.85),
         0u32..=100,
     )
-        .prop_map(|(pick, again, outcome, flaky, report_profile, output_pct)| Op::Complete {
-            pick,
-            again,
-            outcome,
-            flaky,
-            report_profile,
-            output_pct,
-        });
+        .prop_map(
+            |(pick, again, outcome, flaky, report_profile, output_pct)| Op::Complete {
+                pick,
+                again,
+                outcome,
+                flaky,
+                report_profile,
+                output_pct,
+            },
+        );
     let heartbeat = (
         0..4usize,
         prop_oneof![
@@ -407,24 +471,28 @@ fn op() -> impl Strategy<Value = Op> {
         prop::option::weighted(0.25, 0u32..=6),
         error_rate(),
     )
-        .prop_map(|(cluster, status, max_inflight, error_rate)| Op::Heartbeat {
-            cluster,
-            status,
-            max_inflight,
-            error_rate,
-        });
+        .prop_map(
+            |(cluster, status, max_inflight, error_rate)| Op::Heartbeat {
+                cluster,
+                status,
+                max_inflight,
+                error_rate,
+            },
+        );
     let register = (
         0..4usize,
         prop::option::weighted(0.5, lane_set()),
         prop::option::weighted(0.5, 1u32..=6),
         prop::option::weighted(0.3, prop::option::weighted(0.5, 0..TENANTS.len())),
     )
-        .prop_map(|(cluster, lanes, max_inflight, dedicated_to)| Op::Register {
-            cluster,
-            lanes,
-            max_inflight,
-            dedicated_to,
-        });
+        .prop_map(
+            |(cluster, lanes, max_inflight, dedicated_to)| Op::Register {
+                cluster,
+                lanes,
+                max_inflight,
+                dedicated_to,
+            },
+        );
     let provider = (
         0..PROVIDERS.len(),
         prop_oneof![
@@ -434,7 +502,11 @@ fn op() -> impl Strategy<Value = Op> {
         ],
         error_rate(),
     )
-        .prop_map(|(provider, status, error_rate)| Op::Provider { provider, status, error_rate });
+        .prop_map(|(provider, status, error_rate)| Op::Provider {
+            provider,
+            status,
+            error_rate,
+        });
     prop_oneof![
         40 => request_spec().prop_map(Op::Request),
         4 => (request_spec(), 2u32..=8).prop_map(|(request, n)| Op::Burst { request, n }),
@@ -472,7 +544,11 @@ fn step(op: impl Strategy<Value = Op>) -> impl Strategy<Value = Step> {
         prop_oneof![85 => Just(0i64), 15 => -800i64..0],
         op,
     )
-        .prop_map(|(advance_ms, jitter_ms, op)| Step { advance_ms, jitter_ms, op })
+        .prop_map(|(advance_ms, jitter_ms, op)| Step {
+            advance_ms,
+            jitter_ms,
+            op,
+        })
 }
 
 /// A whole case; `redeliver` mixes in requests sent a second time.
@@ -489,21 +565,26 @@ fn case(redeliver: bool) -> impl Strategy<Value = Case> {
         prop::collection::vec((0..3usize, policy_spec()), 0..=4),
         (
             subsequence((0..LANES.len()).collect::<Vec<_>>(), 1..=4),
-            prop::collection::vec(prop::option::weighted(0.4, select(vec![0.3, 0.6])), LANES.len()),
+            prop::collection::vec(
+                prop::option::weighted(0.4, select(vec![0.3, 0.6])),
+                LANES.len(),
+            ),
         ),
         prop::option::weighted(0.3, 0..4usize),
         prop::collection::vec(step(ops), 1..120),
     )
-        .prop_map(|(cfg, start, clusters, policies, (activate, gated), flaky, body)| Case {
-            cfg,
-            start,
-            clusters,
-            policies,
-            activate,
-            gated,
-            flaky,
-            body,
-        })
+        .prop_map(
+            |(cfg, start, clusters, policies, (activate, gated), flaky, body)| Case {
+                cfg,
+                start,
+                clusters,
+                policies,
+                activate,
+                gated,
+                flaky,
+                body,
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -523,7 +604,10 @@ fn apply(router: &mut Router, event: &InputEvent, out: &mut Output) -> Result<()
             .cloned()
             .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
             .unwrap_or_default();
-        format!("router panicked on {}: {msg}", String::from_utf8_lossy(&encode_input(event)))
+        format!(
+            "router panicked on {}: {msg}",
+            String::from_utf8_lossy(&encode_input(event))
+        )
     })
 }
 
@@ -572,7 +656,10 @@ impl Builder {
             return;
         }
         if let InputEvent::Request(r) = event {
-            self.sent.push(Sent { request: r, decision: self.out.decisions.last().cloned() });
+            self.sent.push(Sent {
+                request: r,
+                decision: self.out.decisions.last().cloned(),
+            });
         }
         self.out.clear();
     }
@@ -645,7 +732,12 @@ impl Builder {
             cached_input_tokens: cached,
             max_output_tokens: r.max_output,
             qos: Qos {
-                class: if r.interactive { "interactive" } else { "batch" }.into(),
+                class: if r.interactive {
+                    "interactive"
+                } else {
+                    "batch"
+                }
+                .into(),
                 target_ttft_ms: r.interactive.then_some(800),
                 deadline_ms: r.deadline_ms,
                 priority: Some(1),
@@ -658,15 +750,27 @@ impl Builder {
 
     /// A sealed gate report for `lane` whose window ends at `end`; `tampered` alters it after
     /// sealing. The lane remembers its digest for later activation commands.
-    fn report(&mut self, lane: usize, passed: bool, tampered: bool, end: i64, break_even: Option<f64>) -> InputEvent {
+    fn report(
+        &mut self,
+        lane: usize,
+        passed: bool,
+        tampered: bool,
+        end: i64,
+        break_even: Option<f64>,
+    ) -> InputEvent {
         let mut report = GateReportV1 {
             lane: LANES[lane].into(),
             passed,
-            window: Window { start: Timestamp(end - 3_600_000), end: Timestamp(end) },
+            window: Window {
+                start: Timestamp(end - 3_600_000),
+                end: Timestamp(end),
+            },
             inputs: serde_json::json!({"source": "proptest", "requests": self.requests}),
             config: serde_json::json!({"gpus": 8, "gpu_hour_micros": 2_500_000}),
             results: match break_even {
-                Some(b) => serde_json::json!({"baseline_micros": 1000, "break_even_utilisation": b}),
+                Some(b) => {
+                    serde_json::json!({"baseline_micros": 1000, "break_even_utilisation": b})
+                }
                 None => serde_json::json!({"baseline_micros": 1000}),
             },
             series: serde_json::json!({}),
@@ -676,7 +780,10 @@ impl Builder {
         if tampered {
             report.passed = !report.passed;
         }
-        self.reports.entry(lane).or_default().push(report.digest.clone());
+        self.reports
+            .entry(lane)
+            .or_default()
+            .push(report.digest.clone());
         InputEvent::GateReport(Box::new(report))
     }
 
@@ -694,10 +801,19 @@ impl Builder {
         output_pct: u32,
         ts: i64,
     ) -> InputEvent {
-        let Sent { request: r, decision } = &self.sent[i];
-        let on_flaky =
-            decision.as_ref().and_then(|d| d.target.as_deref()).is_some_and(|t| Some(t) == self.flaky.as_deref());
-        let outcome = if flaky && on_flaky { Outcome::Failed } else { outcome };
+        let Sent {
+            request: r,
+            decision,
+        } = &self.sent[i];
+        let on_flaky = decision
+            .as_ref()
+            .and_then(|d| d.target.as_deref())
+            .is_some_and(|t| Some(t) == self.flaky.as_deref());
+        let outcome = if flaky && on_flaky {
+            Outcome::Failed
+        } else {
+            outcome
+        };
         let d = decision.as_ref().filter(|_| report_profile);
         InputEvent::Completion(CompletionV1 {
             request_id: r.request_id.clone(),
@@ -741,14 +857,20 @@ impl Builder {
                 r.ts = Timestamp(ts);
                 InputEvent::Request(r)
             }
-            Op::Complete { pick, again, outcome, flaky, report_profile, output_pct } => {
+            Op::Complete {
+                pick,
+                again,
+                outcome,
+                flaky,
+                report_profile,
+                output_pct,
+            } => {
                 // Only served requests complete; rejections and placeholders never ran.
                 let pool: Vec<usize> = (0..self.sent.len())
                     .filter(|i| {
-                        self.sent[*i]
-                            .decision
-                            .as_ref()
-                            .is_some_and(|d| matches!(d.mode, Mode::Live | Mode::OpenrouterFallback))
+                        self.sent[*i].decision.as_ref().is_some_and(|d| {
+                            matches!(d.mode, Mode::Live | Mode::OpenrouterFallback)
+                        })
                     })
                     .filter(|i| *again || !self.completed.contains(i))
                     .collect();
@@ -759,7 +881,12 @@ impl Builder {
                 self.completed.insert(i);
                 self.completion(i, *outcome, *flaky, *report_profile, *output_pct, ts)
             }
-            Op::Heartbeat { cluster, status, max_inflight, error_rate } => {
+            Op::Heartbeat {
+                cluster,
+                status,
+                max_inflight,
+                error_rate,
+            } => {
                 let b = &mut self.beats[cluster % n];
                 b.status = *status;
                 b.error_rate = *error_rate;
@@ -772,7 +899,12 @@ impl Builder {
                 self.beats[cluster % n].silent_until = self.now + ms;
                 return;
             }
-            Op::Register { cluster, lanes, max_inflight, dedicated_to } => {
+            Op::Register {
+                cluster,
+                lanes,
+                max_inflight,
+                dedicated_to,
+            } => {
                 let c = &mut self.clusters[cluster % n];
                 if let Some(l) = lanes {
                     c.lanes = l.clone();
@@ -798,7 +930,11 @@ impl Builder {
                     ts: Timestamp(ts),
                 })
             }
-            Op::Provider { provider, status, error_rate } => InputEvent::ProviderHealth(ProviderHealthV1 {
+            Op::Provider {
+                provider,
+                status,
+                error_rate,
+            } => InputEvent::ProviderHealth(ProviderHealthV1 {
                 provider: PROVIDERS[*provider].into(),
                 status: *status,
                 error_rate: *error_rate,
@@ -806,17 +942,33 @@ impl Builder {
             }),
             Op::Policy { tenant, policy } => policy_event(*tenant, policy, ts),
             Op::Activate { lane } => activation(*lane, ts),
-            Op::Report { lane, passed, tampered, age_ms, break_even } => {
-                self.report(*lane, *passed, *tampered, ts - age_ms, *break_even)
-            }
-            Op::GatedActivate { lane, pick, unknown } => {
-                let stored = self.reports.get(lane).map(Vec::as_slice).unwrap_or_default();
+            Op::Report {
+                lane,
+                passed,
+                tampered,
+                age_ms,
+                break_even,
+            } => self.report(*lane, *passed, *tampered, ts - age_ms, *break_even),
+            Op::GatedActivate {
+                lane,
+                pick,
+                unknown,
+            } => {
+                let stored = self
+                    .reports
+                    .get(lane)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 let report_digest = match stored {
                     [] => format!("sha256:{:064x}", 0xdead),
                     _ if *unknown => format!("sha256:{:064x}", 0xdead),
                     _ => stored[pick.index(stored.len())].clone(),
                 };
-                InputEvent::LaneActivate(LaneActivateV1 { lane: LANES[*lane].into(), report_digest, ts: Timestamp(ts) })
+                InputEvent::LaneActivate(LaneActivateV1 {
+                    lane: LANES[*lane].into(),
+                    report_digest,
+                    ts: Timestamp(ts),
+                })
             }
             Op::Deactivate { lane } => InputEvent::LaneDeactivated(LaneDeactivatedV1 {
                 lane: LANES[*lane].into(),
@@ -842,7 +994,10 @@ fn policy_event(tenant: usize, p: &PolicySpec, ts: i64) -> InputEvent {
     };
     InputEvent::TenantPolicy(TenantPolicyV1 {
         tenant_id: TENANTS[tenant].into(),
-        allowed_regions: p.regions.as_ref().map(|r| r.iter().map(|&i| REGIONS[i].to_owned()).collect()),
+        allowed_regions: p
+            .regions
+            .as_ref()
+            .map(|r| r.iter().map(|&i| REGIONS[i].to_owned()).collect()),
         allowed_profiles: p.profiles.clone(),
         data_boundary: p.boundary,
         subscriptions: names(&p.subscriptions, &PROVIDERS),
@@ -855,9 +1010,13 @@ fn policy_event(tenant: usize, p: &PolicySpec, ts: i64) -> InputEvent {
 }
 
 fn scenario(case: &Case) -> Scenario {
-    case.cfg.validate().expect("generated routing config validates");
+    case.cfg
+        .validate()
+        .expect("generated routing config validates");
     let cfg = Arc::new(case.cfg.clone());
-    let start = Timestamp::parse(case.start).expect("start time parses").millis();
+    let start = Timestamp::parse(case.start)
+        .expect("start time parses")
+        .millis();
     let n = case.clusters.len();
     let mut b = Builder {
         clusters: case.clusters.clone(),
@@ -898,7 +1057,11 @@ fn scenario(case: &Case) -> Scenario {
                 b.push(e);
                 let report_digest = b.reports[&lane].last().cloned().unwrap_or_default();
                 let lane = LANES[lane].into();
-                b.push(InputEvent::LaneActivate(LaneActivateV1 { lane, report_digest, ts: Timestamp(start + 300) }));
+                b.push(InputEvent::LaneActivate(LaneActivateV1 {
+                    lane,
+                    report_digest,
+                    ts: Timestamp(start + 300),
+                }));
             }
             None => b.push(activation(lane, start + 300)),
         }
@@ -910,7 +1073,10 @@ fn scenario(case: &Case) -> Scenario {
         }
         b.step(s);
     }
-    Scenario { cfg, events: b.events }
+    Scenario {
+        cfg,
+        events: b.events,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -940,7 +1106,10 @@ fn drive(
     for (i, e) in events.iter().enumerate() {
         apply(router, e, out)
             .and_then(|()| each(i, e, router, out))
-            .map_err(|m| Failure { at: Some(i), msg: format!("at event #{i}: {m}") })?;
+            .map_err(|m| Failure {
+                at: Some(i),
+                msg: format!("at event #{i}: {m}"),
+            })?;
         out.decisions.clear();
         out.warnings.clear();
     }
@@ -948,9 +1117,16 @@ fn drive(
 }
 
 /// Encoded decisions of every event of a full run, the journal, and the final router.
-fn run_encoded(s: &Scenario, journal: bool) -> Result<(Vec<Vec<Vec<u8>>>, Vec<JournalEntry>, Router), Failure> {
+fn run_encoded(
+    s: &Scenario,
+    journal: bool,
+) -> Result<(Vec<Vec<Vec<u8>>>, Vec<JournalEntry>, Router), Failure> {
     let mut router = Router::new(s.cfg.clone(), prices());
-    let mut out = if journal { Output::with_journal() } else { Output::default() };
+    let mut out = if journal {
+        Output::with_journal()
+    } else {
+        Output::default()
+    };
     let mut decisions = Vec::with_capacity(s.events.len());
     drive(&mut router, &s.events, &mut out, |_, _, _, o| {
         decisions.push(o.decisions.iter().map(encode_decision).collect());
@@ -961,9 +1137,17 @@ fn run_encoded(s: &Scenario, journal: bool) -> Result<(Vec<Vec<Vec<u8>>>, Vec<Jo
 
 /// The first difference between two per-event decision lists, as a failure at that event.
 fn first_difference(what: &str, a: &[Vec<Vec<u8>>], b: &[Vec<Vec<u8>>]) -> Result<(), Failure> {
-    let show = |d: &Vec<Vec<u8>>| d.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect::<Vec<_>>();
+    let show = |d: &Vec<Vec<u8>>| {
+        d.iter()
+            .map(|x| String::from_utf8_lossy(x).into_owned())
+            .collect::<Vec<_>>()
+    };
     if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
-        let msg = format!("{what} at event #{i}:\n{:?}\n   vs:\n{:?}", show(&a[i]), show(&b[i]));
+        let msg = format!(
+            "{what} at event #{i}:\n{:?}\n   vs:\n{:?}",
+            show(&a[i]),
+            show(&b[i])
+        );
         return Err(Failure { at: Some(i), msg });
     }
     if a.len() != b.len() {
@@ -980,7 +1164,10 @@ fn fail(s: &Scenario, f: Failure) -> TestCaseError {
         routing: &'a RoutingConfig,
     }
     let toml = toml::to_string(&Root { routing: &s.cfg }).unwrap_or_else(|e| format!("# {e}"));
-    let mut text = format!("{}\n--- zumik.toml ---\n{toml}--- events.jsonl ---\n", f.msg);
+    let mut text = format!(
+        "{}\n--- zumik.toml ---\n{toml}--- events.jsonl ---\n",
+        f.msg
+    );
     let upto = f.at.map_or(s.events.len(), |i| i + 1);
     for e in &s.events[..upto] {
         text.push_str(&String::from_utf8_lossy(&encode_input(e)));
@@ -989,14 +1176,23 @@ fn fail(s: &Scenario, f: Failure) -> TestCaseError {
     TestCaseError::fail(text)
 }
 
-fn check(case: &Case, property: impl FnOnce(&Scenario) -> Result<(), Failure>) -> Result<(), TestCaseError> {
+fn check(
+    case: &Case,
+    property: impl FnOnce(&Scenario) -> Result<(), Failure>,
+) -> Result<(), TestCaseError> {
     let s = scenario(case);
     property(&s).map_err(|m| fail(&s, m))
 }
 
 fn proptest_config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    ProptestConfig { cases, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
 }
 
 fn is_byoc(d: &DecisionV1) -> bool {
@@ -1011,10 +1207,15 @@ fn determinism(s: &Scenario) -> Result<(), Failure> {
     // The events are well-formed (they pass the contract checks) and the printed JSONL of a
     // failure reproduces them exactly.
     for (i, e) in s.events.iter().enumerate() {
-        let back = decode_input(&encode_input(e))
-            .map_err(|err| Failure { at: Some(i), msg: format!("event #{i} is not well-formed: {err}") })?;
+        let back = decode_input(&encode_input(e)).map_err(|err| Failure {
+            at: Some(i),
+            msg: format!("event #{i} is not well-formed: {err}"),
+        })?;
         if back != *e {
-            return Err(Failure { at: Some(i), msg: format!("event #{i} changes through JSON: {e:?} vs {back:?}") });
+            return Err(Failure {
+                at: Some(i),
+                msg: format!("event #{i} changes through JSON: {e:?} vs {back:?}"),
+            });
         }
     }
     let (a, journal_a, _) = run_encoded(s, true)?;
@@ -1022,9 +1223,17 @@ fn determinism(s: &Scenario) -> Result<(), Failure> {
     let (c, _, _) = run_encoded(s, false)?;
     first_difference("two runs decided differently", &a, &b)?;
     if journal_a != journal_b {
-        let i =
-            journal_a.iter().zip(&journal_b).position(|(x, y)| x != y).unwrap_or(journal_a.len().min(journal_b.len()));
-        return Err(format!("journals differ at entry {i}: {:?} vs {:?}", journal_a.get(i), journal_b.get(i)).into());
+        let i = journal_a
+            .iter()
+            .zip(&journal_b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(journal_a.len().min(journal_b.len()));
+        return Err(format!(
+            "journals differ at entry {i}: {:?} vs {:?}",
+            journal_a.get(i),
+            journal_b.get(i)
+        )
+        .into());
     }
     first_difference("recording the journal changed the decisions", &a, &c)
 }
@@ -1044,7 +1253,10 @@ fn snapshot_restore(s: &Scenario, cuts: &[Index]) -> Result<(), Failure> {
             got.push(o.decisions.iter().map(encode_decision).collect());
             Ok(())
         })
-        .map_err(|f| Failure { at: f.at.map(|i| i + from), msg: format!("(restored run, offset {from}) {}", f.msg) })?;
+        .map_err(|f| Failure {
+            at: f.at.map(|i| i + from),
+            msg: format!("(restored run, offset {from}) {}", f.msg),
+        })?;
         if cut == s.events.len() {
             break;
         }
@@ -1052,7 +1264,11 @@ fn snapshot_restore(s: &Scenario, cuts: &[Index]) -> Result<(), Failure> {
             .map_err(|e| format!("restoring the snapshot taken after {cut} events: {e}"))?;
         from = cut;
     }
-    first_difference(&format!("snapshot/restore after {cuts:?} events changed the decisions"), &full, &got)?;
+    first_difference(
+        &format!("snapshot/restore after {cuts:?} events changed the decisions"),
+        &full,
+        &got,
+    )?;
     if router.state() != full_router.state() {
         return Err(
             format!("snapshot/restore after {cuts:?} events: final state differs from the uninterrupted run").into()
@@ -1073,14 +1289,23 @@ fn snapshot_canonical(s: &Scenario, cuts: &[Index]) -> Result<(), Failure> {
     let mut out = Output::default();
     let mut from = 0;
     for &cut in &cuts {
-        drive(&mut router, &s.events[from..cut], &mut out, |_, _, _, _| Ok(()))
-            .map_err(|f| Failure { at: f.at.map(|i| i + from), msg: f.msg })?;
+        drive(&mut router, &s.events[from..cut], &mut out, |_, _, _, _| {
+            Ok(())
+        })
+        .map_err(|f| Failure {
+            at: f.at.map(|i| i + from),
+            msg: f.msg,
+        })?;
         let bytes = router.snapshot();
         let restored = Router::restore(s.cfg.clone(), prices(), &bytes)
             .map_err(|e| format!("restoring the snapshot taken after {cut} events: {e}"))?;
         let again = restored.snapshot();
         if again != bytes {
-            let at = bytes.iter().zip(&again).position(|(a, b)| a != b).unwrap_or(bytes.len().min(again.len()));
+            let at = bytes
+                .iter()
+                .zip(&again)
+                .position(|(a, b)| a != b)
+                .unwrap_or(bytes.len().min(again.len()));
             return Err(Failure {
                 at: cut.checked_sub(1),
                 msg: format!(
@@ -1095,8 +1320,16 @@ fn snapshot_canonical(s: &Scenario, cuts: &[Index]) -> Result<(), Failure> {
         router = restored;
         from = cut;
     }
-    drive(&mut router, &s.events[from..], &mut out, |_, _, _, _| Ok(()))
-        .map_err(|f| Failure { at: f.at.map(|i| i + from), msg: f.msg })?;
+    drive(
+        &mut router,
+        &s.events[from..],
+        &mut out,
+        |_, _, _, _| Ok(()),
+    )
+    .map_err(|f| Failure {
+        at: f.at.map(|i| i + from),
+        msg: f.msg,
+    })?;
     if router.snapshot() != full_router.snapshot() {
         return Err(format!(
             "after restores at {cuts:?}, the final snapshot differs from the uninterrupted run's (states equal: {})",
@@ -1119,12 +1352,20 @@ fn never_drop(s: &Scenario) -> Result<(), Failure> {
         let InputEvent::Request(r) = e else {
             return match o.decisions.as_slice() {
                 [] => Ok(()),
-                ds => Err(format!("a {} event produced {} decisions", e.schema_name(), ds.len())),
+                ds => Err(format!(
+                    "a {} event produced {} decisions",
+                    e.schema_name(),
+                    ds.len()
+                )),
             };
         };
         requests += 1;
         let [d] = o.decisions.as_slice() else {
-            return Err(format!("request {} produced {} decisions", r.request_id, o.decisions.len()));
+            return Err(format!(
+                "request {} produced {} decisions",
+                r.request_id,
+                o.decisions.len()
+            ));
         };
         if d.request_id != r.request_id || *d.tenant_id != *r.tenant_id || *d.lane != *r.model {
             return Err(format!(
@@ -1133,7 +1374,10 @@ fn never_drop(s: &Scenario) -> Result<(), Failure> {
             ));
         }
         if d.decided_at != r.ts {
-            return Err(format!("request {} at {} decided at {}", r.request_id, r.ts, d.decided_at));
+            return Err(format!(
+                "request {} at {} decided at {}",
+                r.request_id, r.ts, d.decided_at
+            ));
         }
         let last = seq.entry(r.model.clone()).or_insert(0);
         if d.seq != *last + 1 {
@@ -1148,7 +1392,9 @@ fn never_drop(s: &Scenario) -> Result<(), Failure> {
     for (lane, n) in &seq {
         let state_seq = router.state().lanes.get(lane.as_str()).map_or(0, |l| l.seq);
         if state_seq != *n {
-            return Err(format!("lane {lane}: state seq {state_seq}, last decision seq {n}").into());
+            return Err(
+                format!("lane {lane}: state seq {state_seq}, last decision seq {n}").into(),
+            );
         }
     }
     Ok(())
@@ -1164,7 +1410,10 @@ fn isolation(s: &Scenario) -> Result<(), Failure> {
                 return Err(format!("BYOC decision {} has no target", d.request_id));
             };
             let Some(cluster) = r.state().clusters.get(target) else {
-                return Err(format!("request {} routed to unregistered cluster {target}", d.request_id));
+                return Err(format!(
+                    "request {} routed to unregistered cluster {target}",
+                    d.request_id
+                ));
             };
             if let Some(owner) = &cluster.dedicated_to {
                 if *owner != d.tenant_id {
@@ -1175,8 +1424,12 @@ fn isolation(s: &Scenario) -> Result<(), Failure> {
                 }
             }
             // The lane decided on its own view of the cluster: it must say the same.
-            let view_owner =
-                r.state().lanes.get(&d.lane).and_then(|l| l.clusters.get(target)).map(|c| c.view.dedicated_to.clone());
+            let view_owner = r
+                .state()
+                .lanes
+                .get(&d.lane)
+                .and_then(|l| l.clusters.get(target))
+                .map(|c| c.view.dedicated_to.clone());
             if view_owner != Some(cluster.dedicated_to.clone()) {
                 return Err(format!(
                     "lane {} sees {target} dedicated to {view_owner:?}, cluster says {:?}",
@@ -1223,22 +1476,35 @@ fn capacity_holds(
         }
         for (cid, lc) in &l.clusters {
             let Some(c) = st.clusters.get(cid) else {
-                return Err(format!("lane {lane} still holds unregistered cluster {cid}"));
+                return Err(format!(
+                    "lane {lane} still holds unregistered cluster {cid}"
+                ));
             };
             if !c.lanes.contains(lane) {
-                return Err(format!("lane {lane} still holds cluster {cid}, which no longer serves it"));
+                return Err(format!(
+                    "lane {lane} still holds cluster {cid}, which no longer serves it"
+                ));
             }
             let view = c.view(lane, cfg);
             if lc.view != view {
-                return Err(format!("lane {lane} has a stale view of {cid}: {:?} vs {view:?}", lc.view));
+                return Err(format!(
+                    "lane {lane} has a stale view of {cid}: {:?} vs {view:?}",
+                    lc.view
+                ));
             }
             let n = counts.get(&**cid).copied().unwrap_or(0);
             if lc.reserved != n {
-                return Err(format!("lane {lane}: reserved {} on {cid}, but {n} reservations there", lc.reserved));
+                return Err(format!(
+                    "lane {lane}: reserved {} on {cid}, but {n} reservations there",
+                    lc.reserved
+                ));
             }
             // A heartbeat or re-registration may shrink the limit under requests in flight; only
             // routing adds reservations, and it must never go past the limit.
-            let was = before.get(&(lane.clone(), cid.clone())).copied().unwrap_or(0);
+            let was = before
+                .get(&(lane.clone(), cid.clone()))
+                .copied()
+                .unwrap_or(0);
             if lc.reserved > view.lane_limit && lc.reserved > was {
                 return Err(format!(
                     "lane {lane}: reserved on {cid} rose {was} -> {} past the lane limit {} (max_inflight {})",
@@ -1250,8 +1516,14 @@ fn capacity_holds(
     }
     for (cid, c) in &st.clusters {
         for lane in &c.lanes {
-            if !st.lanes.get(lane).is_some_and(|l| l.clusters.contains_key(cid)) {
-                return Err(format!("cluster {cid} serves {lane}, but the lane does not know it"));
+            if !st
+                .lanes
+                .get(lane)
+                .is_some_and(|l| l.clusters.contains_key(cid))
+            {
+                return Err(format!(
+                    "cluster {cid} serves {lane}, but the lane does not know it"
+                ));
             }
         }
         // The lanes' shares add up to the cluster's ceil(max_inflight × headroom) slots, so lanes
@@ -1272,10 +1544,19 @@ fn capacity_holds(
         let target = d.target.as_deref().unwrap_or_default();
         let l = &st.lanes[&d.lane];
         let Some(lc) = l.clusters.get(target) else {
-            return Err(format!("BYOC decision {} on {target}, unknown to lane {}", d.request_id, d.lane));
+            return Err(format!(
+                "BYOC decision {} on {target}, unknown to lane {}",
+                d.request_id, d.lane
+            ));
         };
-        if l.reservations.get(d.request_id.as_str()).is_none_or(|r| *r.cluster != *target) {
-            return Err(format!("BYOC decision {} on {target} holds no reservation there", d.request_id));
+        if l.reservations
+            .get(d.request_id.as_str())
+            .is_none_or(|r| *r.cluster != *target)
+        {
+            return Err(format!(
+                "BYOC decision {} on {target} holds no reservation there",
+                d.request_id
+            ));
         }
         let limit = effective_limit(&lc.view, d.decided_at.millis(), cfg);
         if lc.reserved > limit {
@@ -1326,7 +1607,12 @@ fn no_leak(s: &Scenario) -> Result<(), Failure> {
             input_tokens: 100,
             cached_input_tokens: 0,
             max_output_tokens: 10,
-            qos: Qos { class: "interactive".into(), target_ttft_ms: None, deadline_ms: None, priority: None },
+            qos: Qos {
+                class: "interactive".into(),
+                target_ttft_ms: None,
+                deadline_ms: None,
+                priority: None,
+            },
             region: None,
             allowed_profiles: None,
             ts: Timestamp(probe_ts + i as i64),
@@ -1335,7 +1621,10 @@ fn no_leak(s: &Scenario) -> Result<(), Failure> {
         apply(&mut router, &probe, &mut out)?;
         out.clear();
         let l = &router.state().lanes[*lane];
-        let leak = |what: String| Failure { at: None, msg: format!("after the probe {probe_json}\n{what}") };
+        let leak = |what: String| Failure {
+            at: None,
+            msg: format!("after the probe {probe_json}\n{what}"),
+        };
         if let Some((rid, r)) = l.reservations.iter().find(|(rid, _)| ***rid != *id) {
             return Err(leak(format!(
                 "lane {lane}: reservation {rid} on {} (expires {}) survived past every deadline",
@@ -1346,7 +1635,10 @@ fn no_leak(s: &Scenario) -> Result<(), Failure> {
         for (cid, c) in &l.clusters {
             let expected = u32::from(own.as_deref() == Some(&**cid));
             if c.reserved != expected {
-                return Err(leak(format!("lane {lane}: {} reserved on {cid}, expected {expected}", c.reserved)));
+                return Err(leak(format!(
+                    "lane {lane}: {} reserved on {cid}, expected {expected}",
+                    c.reserved
+                )));
             }
         }
         if l.expiry.len() != l.reservations.len() {
@@ -1367,15 +1659,21 @@ fn journal_replays(s: &Scenario) -> Result<(), Failure> {
     let mut router = Router::new(s.cfg.clone(), prices());
     let mut out = Output::with_journal();
     drive(&mut router, &s.events, &mut out, |_, _, _, _| Ok(()))?;
-    let requests = s.events.iter().filter(|e| matches!(e, InputEvent::Request(_))).count() as u64;
+    let requests = s
+        .events
+        .iter()
+        .filter(|e| matches!(e, InputEvent::Request(_)))
+        .count() as u64;
     let mut auditor = Auditor::new(s.cfg.clone());
     for entry in &out.journal {
         auditor.apply(entry);
     }
     if let Some(m) = auditor.mismatches.first() {
         // The input event the mismatching record belongs to: the last `Input` record before it.
-        let inputs_before =
-            out.journal[..=m.index as usize].iter().filter(|j| matches!(j, JournalEntry::Input(_))).count();
+        let inputs_before = out.journal[..=m.index as usize]
+            .iter()
+            .filter(|j| matches!(j, JournalEntry::Input(_)))
+            .count();
         return Err(Failure {
             at: inputs_before.checked_sub(1),
             msg: format!(
@@ -1385,22 +1683,34 @@ fn journal_replays(s: &Scenario) -> Result<(), Failure> {
         });
     }
     if auditor.stats.decisions != requests {
-        return Err(
-            format!("{requests} requests, but the journal replays {} decisions", auditor.stats.decisions).into()
-        );
+        return Err(format!(
+            "{requests} requests, but the journal replays {} decisions",
+            auditor.stats.decisions
+        )
+        .into());
     }
     let st = router.state();
-    if let Some(lane) = st.lanes.keys().chain(auditor.lanes.keys()).find(|k| st.lanes.get(*k) != auditor.lanes.get(*k))
+    if let Some(lane) = st
+        .lanes
+        .keys()
+        .chain(auditor.lanes.keys())
+        .find(|k| st.lanes.get(*k) != auditor.lanes.get(*k))
     {
         return Err(format!("replayed lane {lane} differs from the router's").into());
     }
-    if let Some(id) =
-        st.clusters.keys().chain(auditor.clusters.keys()).find(|k| st.clusters.get(*k) != auditor.clusters.get(*k))
+    if let Some(id) = st
+        .clusters
+        .keys()
+        .chain(auditor.clusters.keys())
+        .find(|k| st.clusters.get(*k) != auditor.clusters.get(*k))
     {
         return Err(format!("replayed cluster {id} differs from the router's").into());
     }
-    if let Some(id) =
-        st.tenants.keys().chain(auditor.tenants.keys()).find(|k| st.tenants.get(*k) != auditor.tenants.get(*k))
+    if let Some(id) = st
+        .tenants
+        .keys()
+        .chain(auditor.tenants.keys())
+        .find(|k| st.tenants.get(*k) != auditor.tenants.get(*k))
     {
         return Err(format!("replayed tenant {id} differs from the router's").into());
     }
@@ -1477,7 +1787,11 @@ fn lanes_are_priced_as_the_generator_assumes() {
     for lane in [LANES[0], LANES[1], LANES[3]] {
         assert!(p.resolve(lane).is_some(), "{lane} should be priced");
     }
-    assert!(p.resolve(LANES[2]).is_none(), "{} should be unpriced", LANES[2]);
+    assert!(
+        p.resolve(LANES[2]).is_none(),
+        "{} should be unpriced",
+        LANES[2]
+    );
 }
 
 /// The properties only mean something if the sequences reach the states they are about.
@@ -1485,10 +1799,14 @@ fn lanes_are_priced_as_the_generator_assumes() {
 fn generator_reaches_the_paths_the_properties_are_about() {
     let mut runner = TestRunner::deterministic();
     let strategy = case(false);
-    let (mut reasons, mut modes, mut verdicts) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let (mut reasons, mut modes, mut verdicts) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     for _ in 0..512 {
-        let case = strategy.new_tree(&mut runner).expect("case generates").current();
+        let case = strategy
+            .new_tree(&mut runner)
+            .expect("case generates")
+            .current();
         let s = scenario(&case);
         let mut router = Router::new(s.cfg.clone(), prices());
         let mut out = Output::with_journal();
@@ -1498,9 +1816,12 @@ fn generator_reaches_the_paths_the_properties_are_about() {
                 modes.insert(d.mode);
                 verdicts.extend(d.considered.iter().map(|c| c.verdict));
                 if is_byoc(d) {
-                    let lc = &r.state().lanes[&d.lane].clusters[d.target.as_deref().unwrap_or_default()];
+                    let lc =
+                        &r.state().lanes[&d.lane].clusters[d.target.as_deref().unwrap_or_default()];
                     if lc.reserved == lc.view.lane_limit && lc.reserved > 1 {
-                        *count.entry("byoc decision filling a cluster of >1 slots").or_default() += 1;
+                        *count
+                            .entry("byoc decision filling a cluster of >1 slots")
+                            .or_default() += 1;
                     }
                 }
             }
@@ -1513,7 +1834,9 @@ fn generator_reaches_the_paths_the_properties_are_about() {
                     .iter()
                     .filter_map(|e| match e {
                         LaneEvent::Expired { .. } => Some("reservation expired"),
-                        LaneEvent::Completed { cluster: Some(_), .. } => Some("completion released a reservation"),
+                        LaneEvent::Completed {
+                            cluster: Some(_), ..
+                        } => Some("completion released a reservation"),
                         LaneEvent::ClusterRemoved { .. } => Some("cluster removed from a lane"),
                         LaneEvent::Activated { .. } => Some("lane activated"),
                         LaneEvent::ActivationRefused { .. } => Some("activation refused"),
@@ -1525,8 +1848,13 @@ fn generator_reaches_the_paths_the_properties_are_about() {
                 JournalEntry::Cluster { events, .. } => events
                     .iter()
                     .filter_map(|e| match e {
-                        ClusterEvent::HealthChanged { to: Health::BreakerOpen, .. } => Some("breaker opened"),
-                        ClusterEvent::HealthChanged { slow_start: true, .. } => Some("slow start began"),
+                        ClusterEvent::HealthChanged {
+                            to: Health::BreakerOpen,
+                            ..
+                        } => Some("breaker opened"),
+                        ClusterEvent::HealthChanged {
+                            slow_start: true, ..
+                        } => Some("slow start began"),
                         _ => None,
                     })
                     .collect(),
@@ -1534,7 +1862,9 @@ fn generator_reaches_the_paths_the_properties_are_about() {
                     .iter()
                     .filter_map(|e| match e {
                         TenantEvent::MonthStarted { .. } => Some("budget month started"),
-                        TenantEvent::BudgetThresholdCrossed { .. } => Some("budget threshold crossed"),
+                        TenantEvent::BudgetThresholdCrossed { .. } => {
+                            Some("budget threshold crossed")
+                        }
                         _ => None,
                     })
                     .collect(),
@@ -1545,9 +1875,20 @@ fn generator_reaches_the_paths_the_properties_are_about() {
             }
         }
     }
-    let missing_reasons: Vec<_> = Reason::ALL.iter().filter(|r| !reasons.contains(*r)).collect();
-    assert!(missing_reasons.is_empty(), "never decided with {missing_reasons:?}");
-    for m in [Mode::Live, Mode::OpenrouterFallback, Mode::Placeholder, Mode::Rejected] {
+    let missing_reasons: Vec<_> = Reason::ALL
+        .iter()
+        .filter(|r| !reasons.contains(*r))
+        .collect();
+    assert!(
+        missing_reasons.is_empty(),
+        "never decided with {missing_reasons:?}"
+    );
+    for m in [
+        Mode::Live,
+        Mode::OpenrouterFallback,
+        Mode::Placeholder,
+        Mode::Rejected,
+    ] {
         assert!(modes.contains(&m), "never decided with mode {m:?}");
     }
     let all_verdicts = [
@@ -1566,8 +1907,14 @@ fn generator_reaches_the_paths_the_properties_are_about() {
         Verdict::DedicatedToOtherTenant,
         Verdict::ProviderDown,
     ];
-    let missing_verdicts: Vec<_> = all_verdicts.iter().filter(|v| !verdicts.contains(*v)).collect();
-    assert!(missing_verdicts.is_empty(), "never considered a cluster {missing_verdicts:?}");
+    let missing_verdicts: Vec<_> = all_verdicts
+        .iter()
+        .filter(|v| !verdicts.contains(*v))
+        .collect();
+    assert!(
+        missing_verdicts.is_empty(),
+        "never considered a cluster {missing_verdicts:?}"
+    );
     for what in [
         "reservation expired",
         "completion released a reservation",
@@ -1582,6 +1929,9 @@ fn generator_reaches_the_paths_the_properties_are_about() {
         "demotion window closed",
         "lane demoted",
     ] {
-        assert!(count.get(what).copied().unwrap_or(0) > 0, "no generated case had: {what} ({count:?})");
+        assert!(
+            count.get(what).copied().unwrap_or(0) > 0,
+            "no generated case had: {what} ({count:?})"
+        );
     }
 }

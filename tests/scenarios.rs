@@ -64,7 +64,9 @@ fn at(offset_ms: i64) -> Timestamp {
 
 fn prices() -> Arc<PriceTable> {
     static PRICES: OnceLock<Arc<PriceTable>> = OnceLock::new();
-    PRICES.get_or_init(|| Arc::new(PriceTable::embedded())).clone()
+    PRICES
+        .get_or_init(|| Arc::new(PriceTable::embedded()))
+        .clone()
 }
 
 // =================================================================================================
@@ -81,7 +83,12 @@ fn request(id: &str, tenant: &str, lane: &str, at_ms: i64) -> RequestV1 {
         input_tokens: 1_000,
         cached_input_tokens: 0,
         max_output_tokens: 100,
-        qos: Qos { class: "interactive".into(), target_ttft_ms: None, deadline_ms: None, priority: None },
+        qos: Qos {
+            class: "interactive".into(),
+            target_ttft_ms: None,
+            deadline_ms: None,
+            priority: None,
+        },
         region: None,
         allowed_profiles: None,
         ts: at(at_ms),
@@ -90,7 +97,9 @@ fn request(id: &str, tenant: &str, lane: &str, at_ms: i64) -> RequestV1 {
 
 /// `n` requests `{prefix}0…` from `tenant`, 1 ms apart from `at_ms`.
 fn burst(prefix: &str, n: usize, tenant: &str, lane: &str, at_ms: i64) -> Vec<InputEvent> {
-    (0..n).map(|i| request(&format!("{prefix}{i}"), tenant, lane, at_ms + i as i64).into_event()).collect()
+    (0..n)
+        .map(|i| request(&format!("{prefix}{i}"), tenant, lane, at_ms + i as i64).into_event())
+        .collect()
 }
 
 /// A shared dynamo cluster in `EU` serving one lane.
@@ -110,7 +119,10 @@ fn cluster(id: &str, lane: &str, max_inflight: u32) -> ClusterRegisteredV1 {
 }
 
 fn dedicated(c: ClusterRegisteredV1, tenant: &str) -> ClusterRegisteredV1 {
-    ClusterRegisteredV1 { dedicated_to: Some(tenant.into()), ..c }
+    ClusterRegisteredV1 {
+        dedicated_to: Some(tenant.into()),
+        ..c
+    }
 }
 
 fn heartbeat(id: &str, status: ClusterStatus, max_inflight: u32, at_ms: i64) -> ClusterHeartbeatV1 {
@@ -133,24 +145,43 @@ fn ready(id: &str, max_inflight: u32, at_ms: i64) -> ClusterHeartbeatV1 {
 }
 
 fn deregister(id: &str, at_ms: i64) -> ClusterDeregisteredV1 {
-    ClusterDeregisteredV1 { cluster_id: id.into(), ts: at(at_ms) }
+    ClusterDeregisteredV1 {
+        cluster_id: id.into(),
+        ts: at(at_ms),
+    }
 }
 
 fn activate(lane: &str, at_ms: i64) -> LaneActivatedV1 {
-    LaneActivatedV1 { lane: lane.into(), report_digest: "sha256:gate-report".into(), ts: at(at_ms) }
+    LaneActivatedV1 {
+        lane: lane.into(),
+        report_digest: "sha256:gate-report".into(),
+        ts: at(at_ms),
+    }
 }
 
 /// The gated activation command: accepted only for a stored, passing, sealed, fresh report.
 fn activate_gated(lane: &str, report_digest: &str, at_ms: i64) -> LaneActivateV1 {
-    LaneActivateV1 { lane: lane.into(), report_digest: report_digest.into(), ts: at(at_ms) }
+    LaneActivateV1 {
+        lane: lane.into(),
+        report_digest: report_digest.into(),
+        ts: at(at_ms),
+    }
 }
 
 /// A sealed gate report for `lane` whose window ends at `window_end_ms`.
-fn gate_report(lane: &str, passed: bool, window_end_ms: i64, break_even_utilisation: f64) -> GateReportV1 {
+fn gate_report(
+    lane: &str,
+    passed: bool,
+    window_end_ms: i64,
+    break_even_utilisation: f64,
+) -> GateReportV1 {
     let mut r = GateReportV1 {
         lane: lane.into(),
         passed,
-        window: Window { start: at(window_end_ms - 86_400_000), end: at(window_end_ms) },
+        window: Window {
+            start: at(window_end_ms - 86_400_000),
+            end: at(window_end_ms),
+        },
         inputs: serde_json::json!({ "requests": 10_000 }),
         config: serde_json::json!({ "gpus": 8 }),
         results: serde_json::json!({ "break_even_utilisation": break_even_utilisation }),
@@ -162,11 +193,20 @@ fn gate_report(lane: &str, passed: bool, window_end_ms: i64, break_even_utilisat
 }
 
 fn deactivate(lane: &str, at_ms: i64) -> LaneDeactivatedV1 {
-    LaneDeactivatedV1 { lane: lane.into(), reason: "demoted: utilisation below break-even".into(), ts: at(at_ms) }
+    LaneDeactivatedV1 {
+        lane: lane.into(),
+        reason: "demoted: utilisation below break-even".into(),
+        ts: at(at_ms),
+    }
 }
 
 fn provider(name: &str, status: ProviderStatus, at_ms: i64) -> ProviderHealthV1 {
-    ProviderHealthV1 { provider: name.into(), status, error_rate: None, ts: at(at_ms) }
+    ProviderHealthV1 {
+        provider: name.into(),
+        status,
+        error_rate: None,
+        ts: at(at_ms),
+    }
 }
 
 /// A policy that allows everything (like the default) but makes the tenant known.
@@ -218,8 +258,10 @@ fn billed(id: &str, tenant: &str, micros: u64, at_ms: i64) -> CompletionV1 {
 /// An active lane served by `clusters`: registered at 0, ready heartbeats (at their registered
 /// `max_inflight`) at 1 000, lane activated at 2 000.
 fn hot_lane(lane: &str, clusters: Vec<ClusterRegisteredV1>) -> Vec<InputEvent> {
-    let heartbeats: Vec<InputEvent> =
-        clusters.iter().map(|c| ready(&c.cluster_id, c.max_inflight, 1_000).into_event()).collect();
+    let heartbeats: Vec<InputEvent> = clusters
+        .iter()
+        .map(|c| ready(&c.cluster_id, c.max_inflight, 1_000).into_event())
+        .collect();
     let mut events: Vec<InputEvent> = clusters.into_iter().map(IntoEvent::into_event).collect();
     events.extend(heartbeats);
     events.push(activate(lane, 2_000).into_event());
@@ -304,7 +346,10 @@ fn given(events: Vec<InputEvent>) -> Broker {
 
 fn given_config(cfg: RoutingConfig, events: Vec<InputEvent>) -> Broker {
     cfg.validate().expect("scenario config is valid");
-    let mut b = Broker { router: Router::new(Arc::new(cfg), prices()), out: Output::with_journal() };
+    let mut b = Broker {
+        router: Router::new(Arc::new(cfg), prices()),
+        out: Output::with_journal(),
+    };
     b.when(events);
     b
 }
@@ -341,7 +386,9 @@ impl Broker {
     /// Every lane event journaled so far, with its lane.
     fn lane_events(&self) -> impl Iterator<Item = (&str, &LaneEvent)> {
         self.out.journal.iter().flat_map(|j| match j {
-            JournalEntry::Lane { lane, events, .. } => events.iter().map(|e| (&**lane, e)).collect(),
+            JournalEntry::Lane { lane, events, .. } => {
+                events.iter().map(|e| (&**lane, e)).collect()
+            }
             _ => vec![],
         })
     }
@@ -349,7 +396,9 @@ impl Broker {
     /// Every cluster event journaled so far, with its cluster id.
     fn cluster_events(&self) -> impl Iterator<Item = (&str, &ClusterEvent)> {
         self.out.journal.iter().flat_map(|j| match j {
-            JournalEntry::Cluster { cluster_id, events, .. } => events.iter().map(|e| (&**cluster_id, e)).collect(),
+            JournalEntry::Cluster {
+                cluster_id, events, ..
+            } => events.iter().map(|e| (&**cluster_id, e)).collect(),
             _ => vec![],
         })
     }
@@ -357,7 +406,9 @@ impl Broker {
     /// Every tenant event journaled so far, with its tenant id.
     fn tenant_events(&self) -> impl Iterator<Item = (&str, &TenantEvent)> {
         self.out.journal.iter().flat_map(|j| match j {
-            JournalEntry::Tenant { tenant_id, events, .. } => events.iter().map(|e| (&**tenant_id, e)).collect(),
+            JournalEntry::Tenant {
+                tenant_id, events, ..
+            } => events.iter().map(|e| (&**tenant_id, e)).collect(),
             _ => vec![],
         })
     }
@@ -366,9 +417,9 @@ impl Broker {
     fn budget_crossings(&self, tenant: &str) -> Vec<(u8, u64)> {
         self.tenant_events()
             .filter_map(|(t, e)| match e {
-                TenantEvent::BudgetThresholdCrossed { pct, spent_micros, .. } if t == tenant => {
-                    Some((*pct, *spent_micros))
-                }
+                TenantEvent::BudgetThresholdCrossed {
+                    pct, spent_micros, ..
+                } if t == tenant => Some((*pct, *spent_micros)),
                 _ => None,
             })
             .collect()
@@ -410,29 +461,56 @@ impl Broker {
 // =================================================================================================
 
 #[track_caller]
-fn expect(d: &DecisionV1, profile: Option<Profile>, mode: Mode, target: Option<&str>, reason: Reason) {
+fn expect(
+    d: &DecisionV1,
+    profile: Option<Profile>,
+    mode: Mode,
+    target: Option<&str>,
+    reason: Reason,
+) {
     let got = (d.profile, d.mode, d.target.as_deref(), d.reason);
-    assert_eq!(got, (profile, mode, target, reason), "decision for {}: {d:#?}", d.request_id);
+    assert_eq!(
+        got,
+        (profile, mode, target, reason),
+        "decision for {}: {d:#?}",
+        d.request_id
+    );
 }
 
 /// Served live by BYOC cluster `cluster` (dynamo), at no marginal cost.
 #[track_caller]
 fn expect_hot(d: &DecisionV1, cluster: &str) {
-    expect(d, Some(Profile::ByocDynamo), Mode::Live, Some(cluster), Reason::HotLane);
+    expect(
+        d,
+        Some(Profile::ByocDynamo),
+        Mode::Live,
+        Some(cluster),
+        Reason::HotLane,
+    );
     assert_eq!(d.estimated_cost_micros, 0, "BYOC has no marginal cost");
 }
 
 /// Served live by the managed provider of the decision's lane.
 #[track_caller]
 fn expect_managed(d: &DecisionV1, reason: Reason) {
-    expect(d, Some(Profile::ManagedProvider), Mode::Live, Some(&*d.lane), reason);
+    expect(
+        d,
+        Some(Profile::ManagedProvider),
+        Mode::Live,
+        Some(&*d.lane),
+        reason,
+    );
 }
 
 #[track_caller]
 fn expect_rejected(d: &DecisionV1, reason: Reason) {
     expect(d, None, Mode::Rejected, None, reason);
     assert_eq!(d.estimated_cost_micros, 0);
-    assert!(d.considered.is_empty(), "a rejection considers nothing: {:?}", d.considered);
+    assert!(
+        d.considered.is_empty(),
+        "a rejection considers nothing: {:?}",
+        d.considered
+    );
 }
 
 #[track_caller]
@@ -443,11 +521,16 @@ fn expect_placeholder(d: &DecisionV1, reason: Reason) {
 
 /// The `considered` list as `(target, verdict)` pairs.
 fn verdicts(d: &DecisionV1) -> Vec<(&str, Verdict)> {
-    d.considered.iter().map(|c| (&*c.target, c.verdict)).collect()
+    d.considered
+        .iter()
+        .map(|c| (&*c.target, c.verdict))
+        .collect()
 }
 
 fn targets(ds: &[DecisionV1]) -> Vec<&str> {
-    ds.iter().map(|d| d.target.as_deref().unwrap_or("-")).collect()
+    ds.iter()
+        .map(|d| d.target.as_deref().unwrap_or("-"))
+        .collect()
 }
 
 fn reasons(ds: &[DecisionV1]) -> Vec<Reason> {
@@ -483,7 +566,10 @@ fn overflow_when_reserved_reaches_max_inflight_times_headroom() {
     assert_eq!(ds[9].estimated_cost_micros, GPT4O_ESTIMATE);
 
     // The headroom is the configured one: 10 × 0.5 = 5 slots.
-    let cfg = RoutingConfig { headroom: 0.5, ..RoutingConfig::default() };
+    let cfg = RoutingConfig {
+        headroom: 0.5,
+        ..RoutingConfig::default()
+    };
     let ds = given_config(cfg, gpt4o_hot_lane()).when(burst("r", 6, ACME, GPT4O, 3_000));
     assert_eq!(reasons(&ds), hot_then_overflow(5));
 }
@@ -492,32 +578,58 @@ fn overflow_when_reserved_reaches_max_inflight_times_headroom() {
 fn a_completion_releases_its_slot() {
     let mut b = given(gpt4o_hot_lane());
     b.when(burst("r", 9, ACME, GPT4O, 3_000));
-    expect_managed(&b.decide(request("full", ACME, GPT4O, 4_000)), Reason::Overflow);
+    expect_managed(
+        &b.decide(request("full", ACME, GPT4O, 4_000)),
+        Reason::Overflow,
+    );
 
-    b.when(events![completion("r0", ACME, GPT4O, Outcome::Completed, 4_500)]);
+    b.when(events![completion(
+        "r0",
+        ACME,
+        GPT4O,
+        Outcome::Completed,
+        4_500
+    )]);
     expect_hot(&b.decide(request("after", ACME, GPT4O, 5_000)), "byc_a");
-    expect_managed(&b.decide(request("full-again", ACME, GPT4O, 5_001)), Reason::Overflow);
+    expect_managed(
+        &b.decide(request("full-again", ACME, GPT4O, 5_001)),
+        Reason::Overflow,
+    );
 }
 
 #[test]
 fn a_reservation_without_completion_expires_after_its_deadline_in_event_time() {
     let with_deadline = |id: &str, at_ms| RequestV1 {
-        qos: Qos { deadline_ms: Some(5_000), ..request(id, ACME, GPT4O, at_ms).qos },
+        qos: Qos {
+            deadline_ms: Some(5_000),
+            ..request(id, ACME, GPT4O, at_ms).qos
+        },
         ..request(id, ACME, GPT4O, at_ms)
     };
     let mut b = given(gpt4o_hot_lane());
-    let fill: Vec<InputEvent> = (0..9).map(|i| with_deadline(&format!("r{i}"), 3_000 + i).into_event()).collect();
+    let fill: Vec<InputEvent> = (0..9)
+        .map(|i| with_deadline(&format!("r{i}"), 3_000 + i).into_event())
+        .collect();
     b.when(fill);
     // r0 holds its slot until 3 000 + 5 000 of event time, no completion ever arrives.
-    expect_managed(&b.decide(request("before", ACME, GPT4O, 7_999)), Reason::Overflow);
+    expect_managed(
+        &b.decide(request("before", ACME, GPT4O, 7_999)),
+        Reason::Overflow,
+    );
     expect_hot(&b.decide(request("after", ACME, GPT4O, 8_000)), "byc_a");
     assert_eq!(b.expired(), ["r0"]);
 
     // Without `qos.deadline_ms` the configured default deadline applies.
-    let cfg = RoutingConfig { default_deadline_ms: 4_000, ..RoutingConfig::default() };
+    let cfg = RoutingConfig {
+        default_deadline_ms: 4_000,
+        ..RoutingConfig::default()
+    };
     let mut b = given_config(cfg, gpt4o_hot_lane());
     b.when(burst("r", 9, ACME, GPT4O, 3_000));
-    expect_managed(&b.decide(request("before", ACME, GPT4O, 6_999)), Reason::Overflow);
+    expect_managed(
+        &b.decide(request("before", ACME, GPT4O, 6_999)),
+        Reason::Overflow,
+    );
     expect_hot(&b.decide(request("after", ACME, GPT4O, 7_000)), "byc_a");
 }
 
@@ -525,7 +637,10 @@ fn a_reservation_without_completion_expires_after_its_deadline_in_event_time() {
 fn a_heartbeat_resets_max_inflight() {
     let mut b = given(gpt4o_hot_lane());
     b.when(burst("r", 9, ACME, GPT4O, 3_000));
-    expect_managed(&b.decide(request("full", ACME, GPT4O, 3_500)), Reason::Overflow);
+    expect_managed(
+        &b.decide(request("full", ACME, GPT4O, 3_500)),
+        Reason::Overflow,
+    );
 
     // Autoscaled up to 20: 18 slots.
     b.when(events![ready("byc_a", 20, 4_000)]);
@@ -542,41 +657,89 @@ fn a_heartbeat_resets_max_inflight() {
 #[test]
 fn the_least_utilised_cluster_wins_and_ties_go_to_the_smaller_cluster_id() {
     // byc_b (epp) registers first and has twice the slots (18 vs 9).
-    let b_epp = ClusterRegisteredV1 { stack: Stack::Epp, ..cluster("byc_b", GPT4O, 20) };
+    let b_epp = ClusterRegisteredV1 {
+        stack: Stack::Epp,
+        ..cluster("byc_b", GPT4O, 20)
+    };
     let mut b = given(hot_lane(GPT4O, vec![b_epp, cluster("byc_a", GPT4O, 10)]));
     let ds = b.when(burst("r", 4, ACME, GPT4O, 3_000));
     // 0/9 = 0/18 → byc_a (id); 1/9 > 0/18 → byc_b; 1/9 > 1/18 → byc_b; 1/9 = 2/18 → byc_a (id).
     assert_eq!(targets(&ds), ["byc_a", "byc_b", "byc_b", "byc_a"]);
-    assert_eq!(verdicts(&ds[0]), [("byc_a", Verdict::Chosen), ("byc_b", Verdict::NotChosen)]);
-    assert_eq!(verdicts(&ds[1]), [("byc_a", Verdict::NotChosen), ("byc_b", Verdict::Chosen)]);
-    expect(&ds[1], Some(Profile::ByocEpp), Mode::Live, Some("byc_b"), Reason::HotLane);
+    assert_eq!(
+        verdicts(&ds[0]),
+        [("byc_a", Verdict::Chosen), ("byc_b", Verdict::NotChosen)]
+    );
+    assert_eq!(
+        verdicts(&ds[1]),
+        [("byc_a", Verdict::NotChosen), ("byc_b", Verdict::Chosen)]
+    );
+    expect(
+        &ds[1],
+        Some(Profile::ByocEpp),
+        Mode::Live,
+        Some("byc_b"),
+        Reason::HotLane,
+    );
 }
 
 #[test]
 fn a_tenants_dedicated_cluster_comes_first() {
     // byc_z is dedicated to ACME: chosen before the shared byc_a although byc_a wins the id tie.
-    let mut b = given(hot_lane(GPT4O, vec![cluster("byc_a", GPT4O, 10), dedicated(cluster("byc_z", GPT4O, 10), ACME)]));
+    let mut b = given(hot_lane(
+        GPT4O,
+        vec![
+            cluster("byc_a", GPT4O, 10),
+            dedicated(cluster("byc_z", GPT4O, 10), ACME),
+        ],
+    ));
     let ds = b.when(burst("r", 10, ACME, GPT4O, 3_000));
     ds[..9].iter().for_each(|d| expect_hot(d, "byc_z"));
-    assert_eq!(verdicts(&ds[0]), [("byc_a", Verdict::NotChosen), ("byc_z", Verdict::Chosen)]);
+    assert_eq!(
+        verdicts(&ds[0]),
+        [("byc_a", Verdict::NotChosen), ("byc_z", Verdict::Chosen)]
+    );
     // Only once its own cluster is full does the tenant spill onto the shared one.
     expect_hot(&ds[9], "byc_a");
-    assert_eq!(verdicts(&ds[9]), [("byc_a", Verdict::Chosen), ("byc_z", Verdict::Saturated)]);
+    assert_eq!(
+        verdicts(&ds[9]),
+        [("byc_a", Verdict::Chosen), ("byc_z", Verdict::Saturated)]
+    );
 }
 
 #[test]
 fn a_dedicated_cluster_never_serves_another_tenant() {
     // Shared byc_a has one slot (1 × 0.9 → 1); ACME's idle dedicated byc_z must not take OTHER's overflow.
-    let mut b = given(hot_lane(GPT4O, vec![cluster("byc_a", GPT4O, 1), dedicated(cluster("byc_z", GPT4O, 10), ACME)]));
+    let mut b = given(hot_lane(
+        GPT4O,
+        vec![
+            cluster("byc_a", GPT4O, 1),
+            dedicated(cluster("byc_z", GPT4O, 10), ACME),
+        ],
+    ));
     let ds = b.when(burst("o", 2, OTHER, GPT4O, 3_000));
     expect_hot(&ds[0], "byc_a");
-    assert_eq!(verdicts(&ds[0]), [("byc_a", Verdict::Chosen), ("byc_z", Verdict::DedicatedToOtherTenant)]);
+    assert_eq!(
+        verdicts(&ds[0]),
+        [
+            ("byc_a", Verdict::Chosen),
+            ("byc_z", Verdict::DedicatedToOtherTenant)
+        ]
+    );
     expect_managed(&ds[1], Reason::Overflow);
-    assert_eq!(verdicts(&ds[1]), [("byc_a", Verdict::Saturated), ("byc_z", Verdict::DedicatedToOtherTenant)]);
+    assert_eq!(
+        verdicts(&ds[1]),
+        [
+            ("byc_a", Verdict::Saturated),
+            ("byc_z", Verdict::DedicatedToOtherTenant)
+        ]
+    );
 
     // With only the dedicated cluster on the lane, another tenant's traffic is a policy matter.
-    let d = given(hot_lane(GPT4O, vec![dedicated(cluster("byc_z", GPT4O, 10), ACME)]))
-        .decide(request("o", OTHER, GPT4O, 3_000));
+    let d = given(hot_lane(
+        GPT4O,
+        vec![dedicated(cluster("byc_z", GPT4O, 10), ACME)],
+    ))
+    .decide(request("o", OTHER, GPT4O, 3_000));
     expect_managed(&d, Reason::TenantPolicy);
     assert_eq!(verdicts(&d), [("byc_z", Verdict::DedicatedToOtherTenant)]);
 }
@@ -597,26 +760,44 @@ fn assert_failover(setup: Vec<InputEvent>, at_ms: i64, verdict: Verdict) {
 
 #[test]
 fn failover_when_the_cluster_is_down() {
-    let setup = [gpt4o_hot_lane(), events![heartbeat("byc_a", ClusterStatus::Down, 10, 2_500)]].concat();
+    let setup = [
+        gpt4o_hot_lane(),
+        events![heartbeat("byc_a", ClusterStatus::Down, 10, 2_500)],
+    ]
+    .concat();
     assert_failover(setup, 3_000, Verdict::Down);
 }
 
 #[test]
 fn failover_when_the_cluster_is_draining() {
-    let setup = [gpt4o_hot_lane(), events![heartbeat("byc_a", ClusterStatus::Draining, 10, 2_500)]].concat();
+    let setup = [
+        gpt4o_hot_lane(),
+        events![heartbeat("byc_a", ClusterStatus::Draining, 10, 2_500)],
+    ]
+    .concat();
     assert_failover(setup, 3_000, Verdict::Draining);
 }
 
 #[test]
 fn failover_when_the_heartbeat_reports_a_high_error_rate() {
-    let sick = ClusterHeartbeatV1 { error_rate: Some(0.6), ..ready("byc_a", 10, 2_500) };
-    assert_failover([gpt4o_hot_lane(), events![sick]].concat(), 3_000, Verdict::Unhealthy);
+    let sick = ClusterHeartbeatV1 {
+        error_rate: Some(0.6),
+        ..ready("byc_a", 10, 2_500)
+    };
+    assert_failover(
+        [gpt4o_hot_lane(), events![sick]].concat(),
+        3_000,
+        Verdict::Unhealthy,
+    );
 }
 
 #[test]
 fn failover_when_the_heartbeat_is_stale() {
     // Last heartbeat at 1 000: fresh up to 15 000 ms later, stale after (event time only).
-    expect_hot(&given(gpt4o_hot_lane()).decide(request("r1", ACME, GPT4O, 16_000)), "byc_a");
+    expect_hot(
+        &given(gpt4o_hot_lane()).decide(request("r1", ACME, GPT4O, 16_000)),
+        "byc_a",
+    );
     assert_failover(gpt4o_hot_lane(), 16_001, Verdict::Stale);
 }
 
@@ -641,12 +822,26 @@ fn serve_one_by_one(b: &mut Broker, outcomes: &[Outcome], at_ms: i64) -> Vec<Dec
 #[test]
 fn the_breaker_trips_on_completion_errors_recovers_after_n_heartbeats_then_slow_starts() {
     use Outcome::{Completed as Ok, Failed as Fail};
-    let breaker = BreakerConfig { recovery_heartbeats: 4, slow_start_ms: 20_000, ..BreakerConfig::default() };
-    let mut b = given_config(RoutingConfig { breaker, ..RoutingConfig::default() }, gpt4o_hot_lane());
+    let breaker = BreakerConfig {
+        recovery_heartbeats: 4,
+        slow_start_ms: 20_000,
+        ..BreakerConfig::default()
+    };
+    let mut b = given_config(
+        RoutingConfig {
+            breaker,
+            ..RoutingConfig::default()
+        },
+        gpt4o_hot_lane(),
+    );
 
     // 6 of the last 10 completions failed (threshold 50 %, at least 10 samples): the breaker
     // opens with the tenth, not before.
-    let ds = serve_one_by_one(&mut b, &[Ok, Ok, Ok, Ok, Fail, Fail, Fail, Fail, Fail, Fail], 3_000);
+    let ds = serve_one_by_one(
+        &mut b,
+        &[Ok, Ok, Ok, Ok, Fail, Fail, Fail, Fail, Fail, Fail],
+        3_000,
+    );
     ds.iter().for_each(|d| expect_hot(d, "byc_a"));
     let d = b.decide(request("open", ACME, GPT4O, 3_200));
     expect_managed(&d, Reason::Failover);
@@ -718,13 +913,19 @@ fn a_cluster_back_from_a_stale_gap_must_earn_its_way_back() {
     let d = b.decide(request("late", ACME, GPT4O, 20_001));
     expect_managed(&d, Reason::Failover);
     assert_eq!(verdicts(&d), [("byc_a", Verdict::Recovering)]);
-    b.when(events![ready("byc_a", 10, 21_000), ready("byc_a", 10, 22_000)]);
+    b.when(events![
+        ready("byc_a", 10, 21_000),
+        ready("byc_a", 10, 22_000)
+    ]);
     expect_hot(&b.decide(request("back", ACME, GPT4O, 22_001)), "byc_a");
 }
 
 #[test]
 fn deregistration_removes_the_cluster() {
-    let mut b = given(hot_lane(GPT4O, vec![cluster("byc_a", GPT4O, 10), cluster("byc_b", GPT4O, 10)]));
+    let mut b = given(hot_lane(
+        GPT4O,
+        vec![cluster("byc_a", GPT4O, 10), cluster("byc_b", GPT4O, 10)],
+    ));
     b.when(events![deregister("byc_a", 2_500)]);
     let d = b.decide(request("r1", ACME, GPT4O, 3_000));
     expect_hot(&d, "byc_b");
@@ -733,7 +934,10 @@ fn deregistration_removes_the_cluster() {
     // The last cluster gone: managed, with nothing left to consider.
     b.when(events![deregister("byc_b", 3_500)]);
     let d = b.decide(request("r2", ACME, GPT4O, 4_000));
-    assert_eq!((d.profile, d.mode), (Some(Profile::ManagedProvider), Mode::Live));
+    assert_eq!(
+        (d.profile, d.mode),
+        (Some(Profile::ManagedProvider), Mode::Live)
+    );
     assert!(d.considered.is_empty(), "{:?}", d.considered);
 }
 
@@ -753,7 +957,11 @@ fn a_lane_without_byoc_is_tail_traffic() {
     let d = b.decide(request("r2", ACME, HOUSE, 3_000));
     expect_managed(&d, Reason::Tail);
     assert_eq!((d.estimated_cost_micros, d.seq), (0, 1));
-    assert!(b.out.warnings.iter().any(|w| w.code == "price_missing" && w.message.contains(HOUSE)));
+    assert!(b
+        .out
+        .warnings
+        .iter()
+        .any(|w| w.code == "price_missing" && w.message.contains(HOUSE)));
 }
 
 #[test]
@@ -780,21 +988,46 @@ fn a_demoted_lane_sends_traffic_back_to_managed() {
 
 #[test]
 fn activation_needs_a_stored_passing_untampered_fresh_gate_report() {
-    let mut b = given(events![cluster("byc_a", GPT4O, 10), ready("byc_a", 10, 1_000)]);
+    let mut b = given(events![
+        cluster("byc_a", GPT4O, 10),
+        ready("byc_a", 10, 1_000)
+    ]);
     let failed = gate_report(GPT4O, false, 0, 0.5);
     let stale = gate_report(GPT4O, true, -8 * 86_400_000, 0.5);
     let mut tampered = gate_report(GPT4O, false, 0, 0.5);
     tampered.passed = true;
     let passing = gate_report(GPT4O, true, 0, 0.5);
-    b.when(events![failed.clone(), stale.clone(), tampered.clone(), passing.clone()]);
+    b.when(events![
+        failed.clone(),
+        stale.clone(),
+        tampered.clone(),
+        passing.clone()
+    ]);
 
-    let refused = ["sha256:never-stored", &failed.digest, &stale.digest, &tampered.digest];
+    let refused = [
+        "sha256:never-stored",
+        &failed.digest,
+        &stale.digest,
+        &tampered.digest,
+    ];
     for (i, digest) in refused.into_iter().enumerate() {
         b.when(events![activate_gated(GPT4O, digest, 2_000 + i as i64)]);
-        let d = b.decide(request(&format!("refused{i}"), ACME, GPT4O, 3_000 + i as i64));
+        let d = b.decide(request(
+            &format!("refused{i}"),
+            ACME,
+            GPT4O,
+            3_000 + i as i64,
+        ));
         expect_managed(&d, Reason::NotActivated);
     }
-    assert_eq!(b.out.warnings.iter().filter(|w| w.code == "activation_refused").count(), 4);
+    assert_eq!(
+        b.out
+            .warnings
+            .iter()
+            .filter(|w| w.code == "activation_refused")
+            .count(),
+        4
+    );
 
     b.when(events![activate_gated(GPT4O, &passing.digest, 4_000)]);
     expect_hot(&b.decide(request("gated", ACME, GPT4O, 5_000)), "byc_a");
@@ -812,7 +1045,10 @@ fn an_active_lane_below_break_even_utilisation_is_demoted_to_managed() {
         activate_gated(GPT4O, &digest, 2_000),
     ]);
     let d = b.decide(RequestV1 {
-        qos: Qos { deadline_ms: Some(60_000), ..request("r1", ACME, GPT4O, 3_000).qos },
+        qos: Qos {
+            deadline_ms: Some(60_000),
+            ..request("r1", ACME, GPT4O, 3_000).qos
+        },
         ..request("r1", ACME, GPT4O, 3_000)
     });
     expect_hot(&d, "byc_a");
@@ -822,7 +1058,9 @@ fn an_active_lane_below_break_even_utilisation_is_demoted_to_managed() {
     // The first request after the window (default one hour from the activation) closes it.
     let d = b.decide(request("r2", ACME, GPT4O, 2_000 + 3_600_000));
     expect_managed(&d, Reason::NotActivated);
-    assert!(b.lane_events().any(|(_, e)| matches!(e, LaneEvent::Deactivated { demoted: true, .. })));
+    assert!(b
+        .lane_events()
+        .any(|(_, e)| matches!(e, LaneEvent::Deactivated { demoted: true, .. })));
     assert!(b.out.warnings.iter().any(|w| w.code == "lane_demoted"));
 }
 
@@ -831,63 +1069,119 @@ fn an_active_lane_below_break_even_utilisation_is_demoted_to_managed() {
 // =================================================================================================
 
 fn with_subscription(tenant: &str) -> TenantPolicyV1 {
-    TenantPolicyV1 { subscriptions: vec!["openai".into()], ..policy(tenant) }
+    TenantPolicyV1 {
+        subscriptions: vec!["openai".into()],
+        ..policy(tenant)
+    }
 }
 
 fn with_byok(tenant: &str) -> TenantPolicyV1 {
-    TenantPolicyV1 { byok: vec!["openai".into()], ..policy(tenant) }
+    TenantPolicyV1 {
+        byok: vec!["openai".into()],
+        ..policy(tenant)
+    }
 }
 
 /// `considered` as a set, for checks that do not depend on the listing order.
 fn verdict_set(d: &DecisionV1) -> BTreeSet<(&str, Verdict)> {
-    d.considered.iter().map(|c| (&*c.target, c.verdict)).collect()
+    d.considered
+        .iter()
+        .map(|c| (&*c.target, c.verdict))
+        .collect()
 }
 
 #[test]
 fn a_tenant_not_allowed_byoc_goes_managed_on_an_active_lane() {
-    let managed_only = TenantPolicyV1 { allowed_profiles: Some(vec![ProfileClass::ManagedProvider]), ..policy(ACME) };
-    let d = given([gpt4o_hot_lane(), events![managed_only]].concat()).decide(request("r1", ACME, GPT4O, 3_000));
+    let managed_only = TenantPolicyV1 {
+        allowed_profiles: Some(vec![ProfileClass::ManagedProvider]),
+        ..policy(ACME)
+    };
+    let d = given([gpt4o_hot_lane(), events![managed_only]].concat())
+        .decide(request("r1", ACME, GPT4O, 3_000));
     expect_managed(&d, Reason::TenantPolicy);
     assert!(d.considered.is_empty());
-    assert_eq!((d.estimated_cost_micros, d.policy_version), (GPT4O_ESTIMATE, 1));
+    assert_eq!(
+        (d.estimated_cost_micros, d.policy_version),
+        (GPT4O_ESTIMATE, 1)
+    );
 }
 
 #[test]
 fn clusters_outside_the_tenants_regions_are_passed_over() {
-    let eu_only = TenantPolicyV1 { allowed_regions: Some(vec![EU.into()]), ..policy(ACME) };
-    let us = ClusterRegisteredV1 { region: US.into(), ..cluster("byc_us", GPT4O, 10) };
+    let eu_only = TenantPolicyV1 {
+        allowed_regions: Some(vec![EU.into()]),
+        ..policy(ACME)
+    };
+    let us = ClusterRegisteredV1 {
+        region: US.into(),
+        ..cluster("byc_us", GPT4O, 10)
+    };
 
     let d = given([hot_lane(GPT4O, vec![us.clone()]), events![eu_only.clone()]].concat())
         .decide(request("r1", ACME, GPT4O, 3_000));
     expect_managed(&d, Reason::TenantPolicy);
     assert_eq!(verdicts(&d), [("byc_us", Verdict::RegionNotAllowed)]);
 
-    let d = given([hot_lane(GPT4O, vec![us, cluster("byc_eu", GPT4O, 10)]), events![eu_only]].concat())
-        .decide(request("r2", ACME, GPT4O, 3_000));
+    let d = given(
+        [
+            hot_lane(GPT4O, vec![us, cluster("byc_eu", GPT4O, 10)]),
+            events![eu_only],
+        ]
+        .concat(),
+    )
+    .decide(request("r2", ACME, GPT4O, 3_000));
     expect_hot(&d, "byc_eu");
-    assert_eq!(verdicts(&d), [("byc_eu", Verdict::Chosen), ("byc_us", Verdict::RegionNotAllowed)]);
+    assert_eq!(
+        verdicts(&d),
+        [
+            ("byc_eu", Verdict::Chosen),
+            ("byc_us", Verdict::RegionNotAllowed)
+        ]
+    );
 }
 
 #[test]
 fn a_subscription_serves_first_at_no_marginal_cost() {
     let d = given([gpt4o_hot_lane(), events![with_subscription(ACME)]].concat())
         .decide(request("r1", ACME, GPT4O, 3_000));
-    expect(&d, Some(Profile::Subscription), Mode::Live, Some(GPT4O), Reason::Subscription);
+    expect(
+        &d,
+        Some(Profile::Subscription),
+        Mode::Live,
+        Some(GPT4O),
+        Reason::Subscription,
+    );
     assert_eq!(d.estimated_cost_micros, 0);
     assert!(d.considered.is_empty());
 }
 
 #[test]
 fn byok_serves_at_the_providers_list_price() {
-    let d = given([gpt4o_hot_lane(), events![with_byok(ACME)]].concat()).decide(request("r1", ACME, GPT4O, 3_000));
-    expect(&d, Some(Profile::Byok), Mode::Live, Some(GPT4O), Reason::Byok);
+    let d = given([gpt4o_hot_lane(), events![with_byok(ACME)]].concat())
+        .decide(request("r1", ACME, GPT4O, 3_000));
+    expect(
+        &d,
+        Some(Profile::Byok),
+        Mode::Live,
+        Some(GPT4O),
+        Reason::Byok,
+    );
     assert_eq!(d.estimated_cost_micros, GPT4O_ESTIMATE);
 }
 
 #[test]
 fn credential_routes_are_skipped_while_their_provider_is_down() {
-    let both = TenantPolicyV1 { byok: vec!["openai".into()], ..with_subscription(ACME) };
-    let mut b = given([gpt4o_hot_lane(), events![both, provider("openai", ProviderStatus::Down, 2_500)]].concat());
+    let both = TenantPolicyV1 {
+        byok: vec!["openai".into()],
+        ..with_subscription(ACME)
+    };
+    let mut b = given(
+        [
+            gpt4o_hot_lane(),
+            events![both, provider("openai", ProviderStatus::Down, 2_500)],
+        ]
+        .concat(),
+    );
 
     // On the hot lane BYOC takes over; both skipped routes are on the record.
     let d = b.decide(request("r1", ACME, GPT4O, 3_000));
@@ -906,39 +1200,77 @@ fn credential_routes_are_skipped_while_their_provider_is_down() {
     expect_placeholder(&d, Reason::ManagedDown);
     assert_eq!(
         verdict_set(&d),
-        BTreeSet::from([("subscription:openai", Verdict::ProviderDown), ("byok:openai", Verdict::ProviderDown)])
+        BTreeSet::from([
+            ("subscription:openai", Verdict::ProviderDown),
+            ("byok:openai", Verdict::ProviderDown)
+        ])
     );
 
     // The provider is back: the credential route serves again.
     b.when(events![provider("openai", ProviderStatus::Ok, 3_500)]);
     let d = b.decide(request("r3", ACME, GPT4O, 4_000));
-    expect(&d, Some(Profile::Subscription), Mode::Live, Some(GPT4O), Reason::Subscription);
+    expect(
+        &d,
+        Some(Profile::Subscription),
+        Mode::Live,
+        Some(GPT4O),
+        Reason::Subscription,
+    );
 }
 
 #[test]
 fn each_tenant_has_its_own_escalation_order() {
     use ProfileClass::*;
-    let byoc_first =
-        TenantPolicyV1 { escalation: Some(vec![Byoc, Subscription, ManagedProvider]), ..with_subscription(ACME) };
-    let mut b = given([gpt4o_hot_lane(), events![byoc_first, with_subscription(OTHER)]].concat());
+    let byoc_first = TenantPolicyV1 {
+        escalation: Some(vec![Byoc, Subscription, ManagedProvider]),
+        ..with_subscription(ACME)
+    };
+    let mut b = given(
+        [
+            gpt4o_hot_lane(),
+            events![byoc_first, with_subscription(OTHER)],
+        ]
+        .concat(),
+    );
 
     expect_hot(&b.decide(request("a1", ACME, GPT4O, 3_000)), "byc_a");
     // The default order puts the subscription first.
     let d = b.decide(request("o1", OTHER, GPT4O, 3_000));
-    expect(&d, Some(Profile::Subscription), Mode::Live, Some(GPT4O), Reason::Subscription);
+    expect(
+        &d,
+        Some(Profile::Subscription),
+        Mode::Live,
+        Some(GPT4O),
+        Reason::Subscription,
+    );
 
     // The cluster fails: the BYOC-first tenant moves on to its next step, the subscription.
     b.when(events![heartbeat("byc_a", ClusterStatus::Down, 10, 3_500)]);
     let d = b.decide(request("a2", ACME, GPT4O, 4_000));
-    expect(&d, Some(Profile::Subscription), Mode::Live, Some(GPT4O), Reason::Subscription);
+    expect(
+        &d,
+        Some(Profile::Subscription),
+        Mode::Live,
+        Some(GPT4O),
+        Reason::Subscription,
+    );
     assert_eq!(verdicts(&d), [("byc_a", Verdict::Down)]);
 }
 
 #[test]
 fn request_allowed_profiles_narrow_the_tenants_and_never_widen_them() {
     use ProfileClass::*;
-    let managed_only = TenantPolicyV1 { allowed_profiles: Some(vec![ManagedProvider]), ..policy(OTHER) };
-    let mut b = given([gpt4o_hot_lane(), events![with_subscription(ACME), managed_only]].concat());
+    let managed_only = TenantPolicyV1 {
+        allowed_profiles: Some(vec![ManagedProvider]),
+        ..policy(OTHER)
+    };
+    let mut b = given(
+        [
+            gpt4o_hot_lane(),
+            events![with_subscription(ACME), managed_only],
+        ]
+        .concat(),
+    );
     let narrowed = |id: &str, tenant: &str, profiles: Vec<ProfileClass>| RequestV1 {
         allowed_profiles: Some(profiles),
         ..request(id, tenant, GPT4O, 3_000)
@@ -946,7 +1278,10 @@ fn request_allowed_profiles_narrow_the_tenants_and_never_widen_them() {
 
     let d = b.decide(request("r0", ACME, GPT4O, 3_000));
     assert_eq!(d.reason, Reason::Subscription);
-    expect_hot(&b.decide(narrowed("r1", ACME, vec![Byoc, ManagedProvider])), "byc_a");
+    expect_hot(
+        &b.decide(narrowed("r1", ACME, vec![Byoc, ManagedProvider])),
+        "byc_a",
+    );
     let d = b.decide(narrowed("r2", ACME, vec![ManagedProvider]));
     expect_managed(&d, Reason::TenantPolicy);
     assert_eq!(d.estimated_cost_micros, GPT4O_ESTIMATE);
@@ -970,7 +1305,10 @@ fn an_unknown_tenant_gets_the_permissive_default_policy() {
 
 #[test]
 fn an_unknown_tenant_is_rejected_when_configured() {
-    let cfg = RoutingConfig { unknown_tenant: UnknownTenant::Reject, ..RoutingConfig::default() };
+    let cfg = RoutingConfig {
+        unknown_tenant: UnknownTenant::Reject,
+        ..RoutingConfig::default()
+    };
     let mut b = given_config(cfg, [gpt4o_hot_lane(), events![policy(ACME)]].concat());
     let d = b.decide(request("r1", "prj_nobody", GPT4O, 3_000));
     expect_rejected(&d, Reason::UnknownTenant);
@@ -983,9 +1321,15 @@ fn an_unknown_tenant_is_rejected_when_configured() {
 
 #[test]
 fn a_request_from_outside_the_tenants_regions_is_rejected() {
-    let eu_only = TenantPolicyV1 { allowed_regions: Some(vec![EU.into()]), ..policy(ACME) };
+    let eu_only = TenantPolicyV1 {
+        allowed_regions: Some(vec![EU.into()]),
+        ..policy(ACME)
+    };
     let mut b = given([gpt4o_hot_lane(), events![eu_only]].concat());
-    let from = |id: &str, region: &str| RequestV1 { region: Some(region.into()), ..request(id, ACME, GPT4O, 3_000) };
+    let from = |id: &str, region: &str| RequestV1 {
+        region: Some(region.into()),
+        ..request(id, ACME, GPT4O, 3_000)
+    };
     expect_rejected(&b.decide(from("r1", US)), Reason::RegionNotAllowed);
     expect_hot(&b.decide(from("r2", EU)), "byc_a");
 }
@@ -993,16 +1337,32 @@ fn a_request_from_outside_the_tenants_regions_is_rejected() {
 #[test]
 fn invalid_requests_are_rejected_with_the_reason_in_detail() {
     let mut b = given(gpt4o_hot_lane());
-    let too_much_cache = RequestV1 { cached_input_tokens: 2_000, ..request("r1", ACME, GPT4O, 3_000) };
+    let too_much_cache = RequestV1 {
+        cached_input_tokens: 2_000,
+        ..request("r1", ACME, GPT4O, 3_000)
+    };
     let d = b.decide(too_much_cache);
     expect_rejected(&d, Reason::InvalidRequest);
-    assert!(d.detail.as_deref().is_some_and(|s| s.contains("cached_input_tokens")), "{:?}", d.detail);
+    assert!(
+        d.detail
+            .as_deref()
+            .is_some_and(|s| s.contains("cached_input_tokens")),
+        "{:?}",
+        d.detail
+    );
 
     // gpt-4o takes at most 128 000 input tokens.
-    let too_long = RequestV1 { input_tokens: 200_000, ..request("r2", ACME, GPT4O, 3_000) };
+    let too_long = RequestV1 {
+        input_tokens: 200_000,
+        ..request("r2", ACME, GPT4O, 3_000)
+    };
     let d = b.decide(too_long);
     expect_rejected(&d, Reason::InvalidRequest);
-    assert!(d.detail.as_deref().is_some_and(|s| s.contains("128000")), "{:?}", d.detail);
+    assert!(
+        d.detail.as_deref().is_some_and(|s| s.contains("128000")),
+        "{:?}",
+        d.detail
+    );
 
     // Rejections use no capacity: all 9 slots are still free.
     let ds = b.when(burst("ok", 9, ACME, GPT4O, 3_100));
@@ -1010,24 +1370,40 @@ fn invalid_requests_are_rejected_with_the_reason_in_detail() {
 }
 
 fn capped(tenant: &str, budget_micros: u64, overage: OverageMode) -> TenantPolicyV1 {
-    TenantPolicyV1 { monthly_budget_micros: Some(budget_micros), overage_mode: Some(overage), ..policy(tenant) }
+    TenantPolicyV1 {
+        monthly_budget_micros: Some(budget_micros),
+        overage_mode: Some(overage),
+        ..policy(tenant)
+    }
 }
 
 #[test]
 fn a_spent_budget_with_overage_pause_rejects_with_quota_exceeded() {
-    let mut b = given(events![capped(ACME, 10_000, OverageMode::Pause), billed("b1", ACME, 9_990, 1_000)]);
+    let mut b = given(events![
+        capped(ACME, 10_000, OverageMode::Pause),
+        billed("b1", ACME, 9_990, 1_000)
+    ]);
     expect_managed(&b.decide(request("r1", ACME, GPT4O, 2_000)), Reason::Tail);
     b.when(events![billed("b2", ACME, 10, 2_500)]);
-    expect_rejected(&b.decide(request("r2", ACME, GPT4O, 3_000)), Reason::QuotaExceeded);
+    expect_rejected(
+        &b.decide(request("r2", ACME, GPT4O, 3_000)),
+        Reason::QuotaExceeded,
+    );
     // Other tenants are not affected.
     expect_managed(&b.decide(request("r3", OTHER, GPT4O, 3_000)), Reason::Tail);
 }
 
 #[test]
 fn a_spent_budget_with_overage_allow_keeps_serving() {
-    let mut b = given(events![capped(ACME, 10_000, OverageMode::Allow), billed("b1", ACME, 20_000, 1_000)]);
+    let mut b = given(events![
+        capped(ACME, 10_000, OverageMode::Allow),
+        billed("b1", ACME, 20_000, 1_000)
+    ]);
     expect_managed(&b.decide(request("r1", ACME, GPT4O, 3_000)), Reason::Tail);
-    assert_eq!(b.budget_crossings(ACME), [(50, 20_000), (80, 20_000), (100, 20_000)]);
+    assert_eq!(
+        b.budget_crossings(ACME),
+        [(50, 20_000), (80, 20_000), (100, 20_000)]
+    );
 }
 
 // =================================================================================================
@@ -1043,32 +1419,59 @@ fn budget_thresholds_fire_at_50_80_and_100_percent_of_billed_managed_spend() {
     assert_eq!(b.budget_crossings(ACME), [(50, 50_000)]);
 
     // Not billed to the tenant: BYOC, subscription and BYOK traffic, failed requests, unpriced models.
-    let not_billed = |id: &str, profile| CompletionV1 { profile: Some(profile), ..billed(id, ACME, 90_000, 1_200) };
+    let not_billed = |id: &str, profile| CompletionV1 {
+        profile: Some(profile),
+        ..billed(id, ACME, 90_000, 1_200)
+    };
     b.when(events![
         not_billed("byoc", Profile::ByocDynamo),
         not_billed("sub", Profile::Subscription),
         not_billed("byok", Profile::Byok),
-        CompletionV1 { outcome: Outcome::Failed, ..billed("failed", ACME, 90_000, 1_300) },
-        CompletionV1 { model: HOUSE.into(), ..billed("house", ACME, 90_000, 1_400) },
+        CompletionV1 {
+            outcome: Outcome::Failed,
+            ..billed("failed", ACME, 90_000, 1_300)
+        },
+        CompletionV1 {
+            model: HOUSE.into(),
+            ..billed("house", ACME, 90_000, 1_400)
+        },
     ]);
     assert_eq!(b.budget_crossings(ACME), [(50, 50_000)]);
 
     b.when(events![billed("m3", ACME, 30_000, 2_000)]);
     assert_eq!(b.budget_crossings(ACME), [(50, 50_000), (80, 80_000)]);
-    b.when(events![billed("m4", ACME, 20_000, 3_000), billed("m5", ACME, 20_000, 4_000)]);
+    b.when(events![
+        billed("m4", ACME, 20_000, 3_000),
+        billed("m5", ACME, 20_000, 4_000)
+    ]);
     // Each threshold fires once per month.
-    assert_eq!(b.budget_crossings(ACME), [(50, 50_000), (80, 80_000), (100, 100_000)]);
+    assert_eq!(
+        b.budget_crossings(ACME),
+        [(50, 50_000), (80, 80_000), (100, 100_000)]
+    );
 }
 
 #[test]
 fn a_new_month_resets_the_spend() {
     assert_eq!(at(DECEMBER).to_rfc3339(), "2026-12-01T00:00:00.000Z");
-    let mut b = given(events![capped(ACME, 10_000, OverageMode::Pause), billed("nov", ACME, 10_000, 1_000)]);
-    assert_eq!(b.budget_crossings(ACME), [(50, 10_000), (80, 10_000), (100, 10_000)]);
-    expect_rejected(&b.decide(request("late-nov", ACME, GPT4O, DECEMBER - 1)), Reason::QuotaExceeded);
+    let mut b = given(events![
+        capped(ACME, 10_000, OverageMode::Pause),
+        billed("nov", ACME, 10_000, 1_000)
+    ]);
+    assert_eq!(
+        b.budget_crossings(ACME),
+        [(50, 10_000), (80, 10_000), (100, 10_000)]
+    );
+    expect_rejected(
+        &b.decide(request("late-nov", ACME, GPT4O, DECEMBER - 1)),
+        Reason::QuotaExceeded,
+    );
 
     // December: the pause lifts before any December spend is recorded …
-    expect_managed(&b.decide(request("dec", ACME, GPT4O, DECEMBER)), Reason::Tail);
+    expect_managed(
+        &b.decide(request("dec", ACME, GPT4O, DECEMBER)),
+        Reason::Tail,
+    );
     // … and the thresholds count from zero again.
     b.when(events![billed("dec-1", ACME, 5_000, DECEMBER + 1_000)]);
     assert_eq!(b.budget_crossings(ACME)[3..], [(50, 5_000)]);
@@ -1079,13 +1482,19 @@ fn a_new_month_resets_the_spend() {
 // =================================================================================================
 
 fn bounded(tenant: &str, boundary: DataBoundary) -> TenantPolicyV1 {
-    TenantPolicyV1 { data_boundary: Some(boundary), ..policy(tenant) }
+    TenantPolicyV1 {
+        data_boundary: Some(boundary),
+        ..policy(tenant)
+    }
 }
 
 #[test]
 fn managed_down_without_openrouter_fallback_is_a_placeholder() {
     // Reported before the lane was ever seen: the lane starts out knowing its provider is down.
-    let mut b = given(events![bounded(ACME, DataBoundary::Project), provider("openai", ProviderStatus::Down, 1_000)]);
+    let mut b = given(events![
+        bounded(ACME, DataBoundary::Project),
+        provider("openai", ProviderStatus::Down, 1_000)
+    ]);
     let d = b.decide(request("r1", ACME, GPT4O, 3_000));
     expect_placeholder(&d, Reason::ManagedDown);
     assert!(b.emergency_fallbacks().is_empty());
@@ -1099,7 +1508,13 @@ fn managed_down_without_openrouter_fallback_is_a_placeholder() {
 #[test]
 fn a_hot_lane_keeps_serving_while_its_managed_provider_is_down_and_overflow_gets_a_placeholder() {
     let one_slot = hot_lane(GPT4O, vec![cluster("byc_a", GPT4O, 1)]);
-    let mut b = given([one_slot, events![provider("openai", ProviderStatus::Down, 2_500)]].concat());
+    let mut b = given(
+        [
+            one_slot,
+            events![provider("openai", ProviderStatus::Down, 2_500)],
+        ]
+        .concat(),
+    );
     let ds = b.when(burst("r", 2, ACME, GPT4O, 3_000));
     expect_hot(&ds[0], "byc_a");
     expect_placeholder(&ds[1], Reason::ManagedDown);
@@ -1114,23 +1529,38 @@ fn managed_down_falls_back_to_openrouter_only_when_enabled_and_the_boundary_is_p
         bounded("prj_no_or", DataBoundary::NoOpenrouter),
         provider("openai", ProviderStatus::Down, 1_000),
     ];
-    let cfg = RoutingConfig { openrouter_fallback: true, ..RoutingConfig::default() };
+    let cfg = RoutingConfig {
+        openrouter_fallback: true,
+        ..RoutingConfig::default()
+    };
     let mut b = given_config(cfg, tenants.clone());
     for (id, tenant) in [("p1", "prj_project"), ("u1", "prj_unknown")] {
         let d = b.decide(request(id, tenant, GPT4O, 3_000));
         let target = Some("openrouter/openai/gpt-4o");
-        expect(&d, Some(Profile::ManagedProvider), Mode::OpenrouterFallback, target, Reason::ManagedDown);
+        expect(
+            &d,
+            Some(Profile::ManagedProvider),
+            Mode::OpenrouterFallback,
+            target,
+            Reason::ManagedDown,
+        );
         assert_eq!(d.estimated_cost_micros, GPT4O_ESTIMATE);
     }
     for (id, tenant) in [("s1", "prj_strict"), ("n1", "prj_no_or")] {
-        expect_placeholder(&b.decide(request(id, tenant, GPT4O, 3_000)), Reason::ManagedDown);
+        expect_placeholder(
+            &b.decide(request(id, tenant, GPT4O, 3_000)),
+            Reason::ManagedDown,
+        );
     }
     // Every emergency route is an audit event in the journal.
     assert_eq!(b.emergency_fallbacks(), ["p1", "u1"]);
 
     // Disabled globally (the default): even a `project` tenant gets a placeholder.
     let mut b = given(tenants);
-    expect_placeholder(&b.decide(request("p2", "prj_project", GPT4O, 3_000)), Reason::ManagedDown);
+    expect_placeholder(
+        &b.decide(request("p2", "prj_project", GPT4O, 3_000)),
+        Reason::ManagedDown,
+    );
     assert!(b.emergency_fallbacks().is_empty());
 }
 
@@ -1184,7 +1614,12 @@ const SCENARIOS: &[fn()] = &[
 
 /// Every mode; the match fails to compile when a mode is added, so this list cannot go stale.
 fn all_modes() -> BTreeSet<Mode> {
-    let modes = [Mode::Live, Mode::OpenrouterFallback, Mode::Placeholder, Mode::Rejected];
+    let modes = [
+        Mode::Live,
+        Mode::OpenrouterFallback,
+        Mode::Placeholder,
+        Mode::Rejected,
+    ];
     for m in modes {
         match m {
             Mode::Live | Mode::OpenrouterFallback | Mode::Placeholder | Mode::Rejected => {}
@@ -1197,8 +1632,15 @@ fn all_modes() -> BTreeSet<Mode> {
 fn the_scenarios_reach_every_reason_and_every_mode() {
     let seen = recording(|| SCENARIOS.iter().for_each(|scenario| scenario()));
     let reasons: BTreeSet<Reason> = seen.iter().map(|d| d.reason).collect();
-    let missing: Vec<&str> = Reason::ALL.iter().filter(|r| !reasons.contains(r)).map(|r| r.as_str()).collect();
-    assert!(missing.is_empty(), "no scenario reaches reasons {missing:?}");
+    let missing: Vec<&str> = Reason::ALL
+        .iter()
+        .filter(|r| !reasons.contains(r))
+        .map(|r| r.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no scenario reaches reasons {missing:?}"
+    );
     assert_eq!(reasons, Reason::ALL.into());
     let modes: BTreeSet<Mode> = seen.iter().map(|d| d.mode).collect();
     assert_eq!(modes, all_modes(), "modes reached by the scenarios");
@@ -1210,7 +1652,8 @@ fn the_scenarios_reach_every_reason_and_every_mode() {
 
 #[test]
 fn a_cluster_with_max_inflight_one_takes_one_request() {
-    let ds = given(hot_lane(GPT4O, vec![cluster("byc_a", GPT4O, 1)])).when(burst("r", 2, ACME, GPT4O, 3_000));
+    let ds = given(hot_lane(GPT4O, vec![cluster("byc_a", GPT4O, 1)]))
+        .when(burst("r", 2, ACME, GPT4O, 3_000));
     expect_hot(&ds[0], "byc_a");
     expect_managed(&ds[1], Reason::Overflow);
 }
@@ -1221,31 +1664,60 @@ fn a_cluster_with_max_inflight_one_takes_one_request() {
 /// coordinate. max_inflight 10 × headroom 0.9 over 2 lanes = 4.5 → 5 slots per lane.
 fn a_cluster_serving_two_lanes_gives_each_lane_an_even_share() {
     let lanes = vec![GPT4O.into(), "openai/gpt-4o-mini".into()];
-    let two_lanes = ClusterRegisteredV1 { lanes, ..cluster("byc_a", GPT4O, 10) };
+    let two_lanes = ClusterRegisteredV1 {
+        lanes,
+        ..cluster("byc_a", GPT4O, 10)
+    };
     let ds = given(hot_lane(GPT4O, vec![two_lanes])).when(burst("r", 6, ACME, GPT4O, 3_000));
     assert_eq!(reasons(&ds), hot_then_overflow(5));
 }
 
 #[test]
 fn considered_lists_clusters_before_credential_routes() {
-    let setup = [gpt4o_hot_lane(), events![with_byok(ACME), provider("openai", ProviderStatus::Down, 2_500)]].concat();
+    let setup = [
+        gpt4o_hot_lane(),
+        events![
+            with_byok(ACME),
+            provider("openai", ProviderStatus::Down, 2_500)
+        ],
+    ]
+    .concat();
     let d = given(setup).decide(request("r1", ACME, GPT4O, 3_000));
-    assert_eq!(verdicts(&d), [("byc_a", Verdict::Chosen), ("byok:openai", Verdict::ProviderDown)]);
+    assert_eq!(
+        verdicts(&d),
+        [
+            ("byc_a", Verdict::Chosen),
+            ("byok:openai", Verdict::ProviderDown)
+        ]
+    );
 }
 
 #[test]
 fn a_lowered_budget_still_reports_the_thresholds_the_spend_now_passes() {
-    let mut b = given(events![capped(ACME, 100_000, OverageMode::Allow), billed("m1", ACME, 60_000, 1_000)]);
+    let mut b = given(events![
+        capped(ACME, 100_000, OverageMode::Allow),
+        billed("m1", ACME, 60_000, 1_000)
+    ]);
     // 60 000 of a new 70 000 budget is 86 %: past the 80 % threshold.
-    b.when(events![TenantPolicyV1 { ts: at(2_000), ..capped(ACME, 70_000, OverageMode::Allow) }]);
+    b.when(events![TenantPolicyV1 {
+        ts: at(2_000),
+        ..capped(ACME, 70_000, OverageMode::Allow)
+    }]);
     b.when(events![billed("m2", ACME, 10, 3_000)]);
-    let pcts: Vec<u8> = b.budget_crossings(ACME).into_iter().map(|(pct, _)| pct).collect();
+    let pcts: Vec<u8> = b
+        .budget_crossings(ACME)
+        .into_iter()
+        .map(|(pct, _)| pct)
+        .collect();
     assert_eq!(pcts, [50, 80]);
 }
 
 #[test]
 fn journal_events_carry_event_time_from_the_inputs() {
-    let b = given(events![provider("openai", ProviderStatus::Down, 1_000), request("r1", ACME, GPT4O, 3_000)]);
+    let b = given(events![
+        provider("openai", ProviderStatus::Down, 1_000),
+        request("r1", ACME, GPT4O, 3_000)
+    ]);
     let stamps: Vec<Timestamp> = b
         .lane_events()
         .filter_map(|(_, e)| match e {
@@ -1254,7 +1726,11 @@ fn journal_events_carry_event_time_from_the_inputs() {
         })
         .collect();
     assert_eq!(stamps.len(), 1);
-    assert!((at(1_000)..=at(3_000)).contains(&stamps[0]), "ProviderHealthChanged at {}", stamps[0]);
+    assert!(
+        (at(1_000)..=at(3_000)).contains(&stamps[0]),
+        "ProviderHealthChanged at {}",
+        stamps[0]
+    );
 }
 
 #[test]
@@ -1268,7 +1744,10 @@ fn expired_reservations_stop_counting_as_busy_at_their_deadline() {
         activate_gated(GPT4O, &digest, 2_000),
     ]);
     let lost = |i: i64| RequestV1 {
-        qos: Qos { deadline_ms: Some(1_000), ..request("-", ACME, GPT4O, 0).qos },
+        qos: Qos {
+            deadline_ms: Some(1_000),
+            ..request("-", ACME, GPT4O, 0).qos
+        },
         ..request(&format!("lost{i}"), ACME, GPT4O, 3_000 + i)
     };
     let ds = b.when((0..9).map(|i| lost(i).into_event()).collect());
@@ -1285,8 +1764,18 @@ fn a_resent_request_still_in_flight_is_rejected_not_reserved_twice() {
     let first = b.decide(request("r1", ACME, GPT4O, 3_000));
     expect_hot(&first, "byc_a");
     let again = b.decide(request("r1", ACME, GPT4O, 3_100));
-    assert_eq!((again.mode, again.reason), (Mode::Rejected, Reason::InvalidRequest));
-    assert!(again.detail.as_deref().unwrap_or("").contains("already in flight"), "{again:?}");
+    assert_eq!(
+        (again.mode, again.reason),
+        (Mode::Rejected, Reason::InvalidRequest)
+    );
+    assert!(
+        again
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("already in flight"),
+        "{again:?}"
+    );
     // The resend reserved nothing: the next request sees one slot taken, not two.
     let next = b.decide(request("r2", ACME, GPT4O, 3_200));
     expect_hot(&next, "byc_a");
@@ -1295,20 +1784,42 @@ fn a_resent_request_still_in_flight_is_rejected_not_reserved_twice() {
 #[test]
 fn a_strict_data_boundary_keeps_a_tenant_off_shared_clusters() {
     let setup = [
-        hot_lane(GPT4O, vec![cluster("byc_a", GPT4O, 10), dedicated(cluster("byc_z", GPT4O, 10), "prj_strict")]),
-        events![bounded("prj_strict", DataBoundary::Strict), bounded("prj_other_strict", DataBoundary::Strict)],
+        hot_lane(
+            GPT4O,
+            vec![
+                cluster("byc_a", GPT4O, 10),
+                dedicated(cluster("byc_z", GPT4O, 10), "prj_strict"),
+            ],
+        ),
+        events![
+            bounded("prj_strict", DataBoundary::Strict),
+            bounded("prj_other_strict", DataBoundary::Strict)
+        ],
     ]
     .concat();
     let mut b = given(setup);
     let d = b.decide(request("s1", "prj_strict", GPT4O, 3_000));
     expect_hot(&d, "byc_z");
-    assert_eq!(verdicts(&d), [("byc_a", Verdict::DataBoundary), ("byc_z", Verdict::Chosen)]);
+    assert_eq!(
+        verdicts(&d),
+        [("byc_a", Verdict::DataBoundary), ("byc_z", Verdict::Chosen)]
+    );
     let d = b.decide(request("s2", "prj_other_strict", GPT4O, 3_000));
     expect_managed(&d, Reason::TenantPolicy);
-    assert_eq!(verdicts(&d), [("byc_a", Verdict::DataBoundary), ("byc_z", Verdict::DedicatedToOtherTenant)]);
+    assert_eq!(
+        verdicts(&d),
+        [
+            ("byc_a", Verdict::DataBoundary),
+            ("byc_z", Verdict::DedicatedToOtherTenant)
+        ]
+    );
 }
 
 /// Ready heartbeats every 10 s in `(from, to)`: a healthy cluster that nobody uses.
 fn keep_alive(cluster_id: &str, max_inflight: u32, from: i64, to: i64) -> Vec<InputEvent> {
-    (1..).map(|i| from + i * 10_000).take_while(|&t| t < to).map(|t| ready(cluster_id, max_inflight, t).into_event()).collect()
+    (1..)
+        .map(|i| from + i * 10_000)
+        .take_while(|&t| t < to)
+        .map(|t| ready(cluster_id, max_inflight, t).into_event())
+        .collect()
 }

@@ -15,13 +15,16 @@ fn root() -> PathBuf {
 }
 
 fn validator(name: &str) -> jsonschema::Validator {
-    let text = std::fs::read_to_string(root().join("schemas").join(format!("{name}.json"))).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("schemas").join(format!("{name}.json"))).unwrap();
     let schema: Value = serde_json::from_str(&text).unwrap();
     jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
-    v.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect()
+    v.iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
 }
 
 #[test]
@@ -37,9 +40,16 @@ fn checked_in_schemas_match_the_rust_types() {
             drift.push(path.display().to_string());
         }
     }
-    assert!(drift.is_empty(), "schemas drifted from the Rust types (ZUMIK_BLESS=1 to rewrite): {drift:?}");
+    assert!(
+        drift.is_empty(),
+        "schemas drifted from the Rust types (ZUMIK_BLESS=1 to rewrite): {drift:?}"
+    );
     let files = std::fs::read_dir(root().join("schemas")).unwrap().count();
-    assert_eq!(files, schema::all().len(), "schemas/ holds files no type generates");
+    assert_eq!(
+        files,
+        schema::all().len(),
+        "schemas/ holds files no type generates"
+    );
 }
 
 fn example_files() -> Vec<PathBuf> {
@@ -64,15 +74,28 @@ fn example_events_and_their_decisions_validate() {
             let errs = errors(&validator(name), &v);
             assert!(errs.is_empty(), "{}:{}: {errs:?}", file.display(), i + 1);
         }
-        let mut router = Router::new(Arc::new(RoutingConfig::default()), Arc::new(PriceTable::embedded()));
+        let mut router = Router::new(
+            Arc::new(RoutingConfig::default()),
+            Arc::new(PriceTable::embedded()),
+        );
         let mut out = Vec::new();
-        zumik::cli::decide::decide_stream(text.as_bytes(), &mut router, &mut out, &mut std::io::sink()).unwrap();
+        zumik::cli::decide::decide_stream(
+            text.as_bytes(),
+            &mut router,
+            &mut out,
+            &mut std::io::sink(),
+        )
+        .unwrap();
         let out = String::from_utf8(out).unwrap();
         assert!(!out.is_empty());
         for line in out.lines() {
             let v: Value = serde_json::from_str(line).unwrap();
             let errs = errors(&decision, &v);
-            assert!(errs.is_empty(), "{}: decision {line}: {errs:?}", file.display());
+            assert!(
+                errs.is_empty(),
+                "{}: decision {line}: {errs:?}",
+                file.display()
+            );
         }
     }
 }
@@ -96,7 +119,13 @@ fn schema_and_decoder_agree_on_bad_requests() {
         let mut bad = ok.clone();
         bad[field] = value;
         let text = serde_json::to_string(&bad).unwrap();
-        assert!(!errors(&request, &bad).is_empty(), "schema accepted {field}: {text}");
-        assert!(zumik::events::codec::decode_input(text.as_bytes()).is_err(), "decoder accepted {field}: {text}");
+        assert!(
+            !errors(&request, &bad).is_empty(),
+            "schema accepted {field}: {text}"
+        );
+        assert!(
+            zumik::events::codec::decode_input(text.as_bytes()).is_err(),
+            "decoder accepted {field}: {text}"
+        );
     }
 }

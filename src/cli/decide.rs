@@ -62,7 +62,11 @@ pub fn decide_stream_journaled<J: Write>(
     mut journal: Option<&mut JournalWriter<J>>,
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
-    let mut output = if journal.is_some() { Output::with_journal() } else { Output::default() };
+    let mut output = if journal.is_some() {
+        Output::with_journal()
+    } else {
+        Output::default()
+    };
     let mut buf = Vec::with_capacity(512);
     for (idx, line) in input.split(b'\n').enumerate() {
         let line_no = idx + 1;
@@ -110,7 +114,8 @@ pub fn run(args: DecideArgs) -> anyhow::Result<ExitCode> {
     let input: Box<dyn BufRead> = if args.events.as_os_str() == "-" {
         Box::new(BufReader::new(io::stdin().lock()))
     } else {
-        let f = File::open(&args.events).with_context(|| format!("opening {}", args.events.display()))?;
+        let f = File::open(&args.events)
+            .with_context(|| format!("opening {}", args.events.display()))?;
         Box::new(BufReader::new(f))
     };
     let mut out = BufWriter::new(io::stdout().lock());
@@ -119,7 +124,10 @@ pub fn run(args: DecideArgs) -> anyhow::Result<ExitCode> {
         None => decide_stream(input, &mut router, &mut out, &mut err)?,
         Some(path) => {
             let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            let header = Header::new(format!("zumik decide --events {}", args.events.display()), cfg.routing.clone());
+            let header = Header::new(
+                format!("zumik decide --events {}", args.events.display()),
+                cfg.routing.clone(),
+            );
             let mut j = JournalWriter::new(BufWriter::new(f), Format::from_path(path), &header)?;
             let s = decide_stream_journaled(input, &mut router, &mut out, &mut err, Some(&mut j))?;
             j.finish()?;
@@ -127,7 +135,15 @@ pub fn run(args: DecideArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if !args.quiet {
-        writeln!(err, "zumik decide: {} events, {} decisions, {} lines skipped", s.events, s.decisions, s.skipped)?;
+        writeln!(
+            err,
+            "zumik decide: {} events, {} decisions, {} lines skipped",
+            s.events, s.decisions, s.skipped
+        )?;
     }
-    Ok(if args.strict && s.skipped > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if args.strict && s.skipped > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -53,8 +53,14 @@ struct Seen {
 }
 
 fn kafka_config(brokers: String, mock: bool) -> KafkaConfig {
-    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let prefix = if mock { "zumik.".to_owned() } else { format!("zumik-demo-{nonce}.") };
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let prefix = if mock {
+        "zumik.".to_owned()
+    } else {
+        format!("zumik-demo-{nonce}.")
+    };
     KafkaConfig {
         brokers,
         group_id: format!("{prefix}broker"),
@@ -71,14 +77,21 @@ fn kafka_config(brokers: String, mock: bool) -> KafkaConfig {
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mock = match &args.brokers {
         Some(_) => None,
-        None => Some(MockCluster::new(1).context("starting the embedded Kafka (librdkafka mock cluster)")?),
+        None => Some(
+            MockCluster::new(1).context("starting the embedded Kafka (librdkafka mock cluster)")?,
+        ),
     };
-    let brokers = args.brokers.clone().or_else(|| mock.as_ref().map(MockCluster::bootstrap_servers)).unwrap_or_default();
+    let brokers = args
+        .brokers
+        .clone()
+        .or_else(|| mock.as_ref().map(MockCluster::bootstrap_servers))
+        .unwrap_or_default();
     let kcfg = kafka_config(brokers, mock.is_some());
     let topics = Topics::new(&kcfg.topic_prefix);
     if let Some(m) = &mock {
         for (name, _) in topics.all() {
-            m.create_topic(name, kcfg.partitions, 1).with_context(|| format!("creating {name}"))?;
+            m.create_topic(name, kcfg.partitions, 1)
+                .with_context(|| format!("creating {name}"))?;
         }
     }
     let cfg = Config::load(None)?;
@@ -93,12 +106,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tenants: 100,
         cluster_outage_permille: 0,
         provider_health_interval_ms: 0,
-        bursts: vec![Burst { start_ms: dur_ms * 30 / 100, duration_ms: dur_ms / 10, rate_permille: 4000 }],
+        bursts: vec![Burst {
+            start_ms: dur_ms * 30 / 100,
+            duration_ms: dur_ms / 10,
+            rate_permille: 4000,
+        }],
         // Both clusters of the busiest hot lane go down: its traffic fails over to managed.
-        outages: (0..2).map(|cluster| Outage { cluster, start_ms: dur_ms * 55 / 100, duration_ms: dur_ms * 15 / 100 }).collect(),
+        outages: (0..2)
+            .map(|cluster| Outage {
+                cluster,
+                start_ms: dur_ms * 55 / 100,
+                duration_ms: dur_ms * 15 / 100,
+            })
+            .collect(),
         ..WorkloadSpec::default()
     };
-    let w = Workload::new(spec.clone()).map_err(|e| anyhow::anyhow!("demo workload: {}: {}", e.field, e.reason))?;
+    let w = Workload::new(spec.clone())
+        .map_err(|e| anyhow::anyhow!("demo workload: {}: {}", e.field, e.reason))?;
     let out = std::io::stdout();
     let tty = out.is_terminal() && !args.plain;
     println!(
@@ -126,7 +150,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(BrokerStats::default());
     let broker = {
-        let (kcfg, stop, stats, routing, prices) = (kcfg.clone(), stop.clone(), stats.clone(), cfg.routing_arc(), prices);
+        let (kcfg, stop, stats, routing, prices) = (
+            kcfg.clone(),
+            stop.clone(),
+            stats.clone(),
+            cfg.routing_arc(),
+            prices,
+        );
         std::thread::spawn(move || run_broker(&kcfg, routing, prices, &stop, &stats))
     };
     while !stats.ready.load(Ordering::Relaxed) {
@@ -139,7 +169,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let reading = Arc::new(AtomicBool::new(true));
     let reader = {
-        let (seen, sent_at, reading, kcfg, topic) = (seen.clone(), sent_at.clone(), reading.clone(), kcfg.clone(), topics.decisions.clone());
+        let (seen, sent_at, reading, kcfg, topic) = (
+            seen.clone(),
+            sent_at.clone(),
+            reading.clone(),
+            kcfg.clone(),
+            topics.decisions.clone(),
+        );
         std::thread::spawn(move || -> anyhow::Result<()> {
             let c: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", &kcfg.brokers)
@@ -153,16 +189,37 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
             c.assign(&tpl)?;
             while reading.load(Ordering::Relaxed) {
-                let Some(m) = c.poll(Duration::from_millis(100)) else { continue };
-                let Ok(OutputEvent::Decision(d)) = serde_json::from_slice::<OutputEvent>(m?.payload().unwrap_or_default()) else { continue };
-                let latency = sent_at.lock().expect("not poisoned").remove(&d.request_id).map(|t| t.elapsed().as_micros() as u64);
+                let Some(m) = c.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let Ok(OutputEvent::Decision(d)) =
+                    serde_json::from_slice::<OutputEvent>(m?.payload().unwrap_or_default())
+                else {
+                    continue;
+                };
+                let latency = sent_at
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&d.request_id)
+                    .map(|t| t.elapsed().as_micros() as u64);
                 let mut s = seen.lock().expect("not poisoned");
                 s.total += 1;
                 s.latest_ms = s.latest_ms.max(d.decided_at.millis());
                 *s.window.entry(d.reason.as_str()).or_default() += 1;
                 *s.reasons.entry(d.reason.as_str()).or_default() += 1;
-                let profile = serde_json::to_value(d.profile).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or("none".into());
-                *s.profiles.entry(format!("{profile}/{}", serde_json::to_value(d.mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())).or_default() += 1;
+                let profile = serde_json::to_value(d.profile)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or("none".into());
+                *s.profiles
+                    .entry(format!(
+                        "{profile}/{}",
+                        serde_json::to_value(d.mode)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    ))
+                    .or_default() += 1;
                 if let Some(l) = latency {
                     s.latencies_us.push(l);
                 }
@@ -172,11 +229,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
 
     // The traffic, played at event-time pace.
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", &kcfg.brokers).set("linger.ms", "1").create()?;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kcfg.brokers)
+        .set("linger.ms", "1")
+        .create()?;
     let send = |e: &InputEvent| -> anyhow::Result<()> {
         let payload = encode_input(e);
-        let mut rec = BaseRecord::to(topics.for_input(e)).key(e.key()).payload(&payload[..]);
+        let mut rec = BaseRecord::to(topics.for_input(e))
+            .key(e.key())
+            .payload(&payload[..]);
         loop {
             match producer.send(rec) {
                 Ok(()) => return Ok(()),
@@ -189,8 +250,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     // Setup in two waves: registrations, policies and activations first, heartbeats once those
     // are applied (a heartbeat before its cluster's registration would be void).
-    let (heartbeats, first): (Vec<InputEvent>, Vec<InputEvent>) =
-        w.setup_events().into_iter().partition(|e| matches!(e, InputEvent::ClusterHeartbeat(_)));
+    let (heartbeats, first): (Vec<InputEvent>, Vec<InputEvent>) = w
+        .setup_events()
+        .into_iter()
+        .partition(|e| matches!(e, InputEvent::ClusterHeartbeat(_)));
     for wave in [first, heartbeats] {
         let target = stats.inputs.load(Ordering::Relaxed) + wave.len() as u64;
         for e in &wave {
@@ -216,7 +279,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             std::thread::sleep((due - t0.elapsed()).min(Duration::from_millis(2)));
         }
         if let InputEvent::Request(r) = &e {
-            sent_at.lock().expect("not poisoned").insert(r.request_id.clone(), Instant::now());
+            sent_at
+                .lock()
+                .expect("not poisoned")
+                .insert(r.request_id.clone(), Instant::now());
             requests += 1;
         }
         send(&e)?;
@@ -240,18 +306,40 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
-    broker.join().map_err(|_| anyhow::anyhow!("broker thread panicked"))??;
+    broker
+        .join()
+        .map_err(|_| anyhow::anyhow!("broker thread panicked"))??;
     reading.store(false, Ordering::Relaxed);
-    reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
 
     let mut s = seen.lock().expect("not poisoned");
     s.latencies_us.sort_unstable();
-    let pct = |p: usize| s.latencies_us.get((s.latencies_us.len() * p / 100).min(s.latencies_us.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: usize| {
+        s.latencies_us
+            .get((s.latencies_us.len() * p / 100).min(s.latencies_us.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     let mut o = out.lock();
-    writeln!(o, "\nsummary: {requests} requests produced, {} decisions committed ({})", s.total, if s.total == requests { "exactly one each" } else { "MISMATCH" })?;
+    writeln!(
+        o,
+        "\nsummary: {requests} requests produced, {} decisions committed ({})",
+        s.total,
+        if s.total == requests {
+            "exactly one each"
+        } else {
+            "MISMATCH"
+        }
+    )?;
     writeln!(o, "by reason:")?;
     for (r, n) in &s.reasons {
-        writeln!(o, "  {r:<20} {n:>8}  {:>5.1}%", *n as f64 * 100.0 / s.total.max(1) as f64)?;
+        writeln!(
+            o,
+            "  {r:<20} {n:>8}  {:>5.1}%",
+            *n as f64 * 100.0 / s.total.max(1) as f64
+        )?;
     }
     writeln!(o, "by profile/mode:")?;
     for (p, n) in &s.profiles {
@@ -267,7 +355,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         stats.batches.load(Ordering::Relaxed),
         stats.dlq.load(Ordering::Relaxed)
     )?;
-    Ok(if s.total == requests { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if s.total == requests {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// What the scripted traffic was doing at `at_ms` after its start.
@@ -280,9 +372,19 @@ fn phase(at_ms: u64, dur_ms: u64) -> &'static str {
     }
 }
 
-fn draw(tty: bool, second: u64, rate: u64, window: &BTreeMap<&'static str, u64>, phase: &str, stats: &BrokerStats) {
+fn draw(
+    tty: bool,
+    second: u64,
+    rate: u64,
+    window: &BTreeMap<&'static str, u64>,
+    phase: &str,
+    stats: &BrokerStats,
+) {
     let total: u64 = window.values().sum::<u64>().max(1);
-    let mix: Vec<String> = window.iter().map(|(r, n)| format!("{r} {:.0}%", *n as f64 * 100.0 / total as f64)).collect();
+    let mix: Vec<String> = window
+        .iter()
+        .map(|(r, n)| format!("{r} {:.0}%", *n as f64 * 100.0 / total as f64))
+        .collect();
     let line = format!(
         "t={second:>3}s  {rate:>6} decisions/s  [{phase}]  {}  (transactions {})",
         mix.join("  "),

@@ -67,11 +67,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         spec.prefill_tokens_per_s,
         spec.decode_tokens_per_s
     )?;
-    let lane_w = d.lanes.iter().map(|l| l.lane.len()).max().unwrap_or(4).max(4);
+    let lane_w = d
+        .lanes
+        .iter()
+        .map(|l| l.lane.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     writeln!(
         out,
         "{:<lane_w$} {:>7} {:>7} {:>11} {:>11} {:>9} {:>6} {:>10} {:>7} {:>10}  flag",
-        "lane", "req%", "tok%", "tok/min p50", "tok/min p95", "peak/mean", "cv", "managed", "util", "break-even"
+        "lane",
+        "req%",
+        "tok%",
+        "tok/min p50",
+        "tok/min p95",
+        "peak/mean",
+        "cv",
+        "managed",
+        "util",
+        "break-even"
     )?;
     for l in &d.lanes {
         writeln!(

@@ -16,7 +16,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::config::Config;
 use crate::gate::model::{parse_usd_micros, usd};
 use crate::gate::report::{
-    DEFAULT_CLUSTER_RELIABILITY, DEFAULT_MANAGED_RELIABILITY, DEFAULT_MARGIN, DEFAULT_MIN_OBSERVED, EMBEDDED_PRICES,
+    DEFAULT_CLUSTER_RELIABILITY, DEFAULT_MANAGED_RELIABILITY, DEFAULT_MARGIN, DEFAULT_MIN_OBSERVED,
+    EMBEDDED_PRICES,
 };
 use crate::gate::trace::is_jsonl;
 use crate::gate::{html, ClusterSpec, GateOptions, GatePlan, Trace, TraceBuilder};
@@ -36,7 +37,11 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub seqs_per_replica: u32,
     /// Prompt (prefill) tokens per second per sequence.
-    #[arg(long = "prefill-tps", default_value_t = 2000, value_name = "TOKENS_PER_S")]
+    #[arg(
+        long = "prefill-tps",
+        default_value_t = 2000,
+        value_name = "TOKENS_PER_S"
+    )]
     pub prefill_tokens_per_s: u32,
     /// Generated (decode) tokens per second per sequence.
     #[arg(long = "decode-tps", default_value_t = 40, value_name = "TOKENS_PER_S")]
@@ -68,7 +73,10 @@ pub fn load_trace(files: &[PathBuf], lanes: &[String]) -> anyhow::Result<Trace> 
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         read.push((path, bytes));
     }
-    let csvs = read.iter().filter(|(p, b)| !is_jsonl(&p.to_string_lossy(), b)).count();
+    let csvs = read
+        .iter()
+        .filter(|(p, b)| !is_jsonl(&p.to_string_lossy(), b))
+        .count();
     if csvs > 0 && lanes.len() != 1 && lanes.len() != csvs {
         bail!("{csvs} CSV trace(s) need a --lane each, in the same order (or one --lane for all); got {}", lanes.len());
     }
@@ -76,11 +84,17 @@ pub fn load_trace(files: &[PathBuf], lanes: &[String]) -> anyhow::Result<Trace> 
     let mut k = 0;
     for (path, bytes) in &read {
         // Reports name files without their directory, so they do not depend on the checkout.
-        let name = path.file_name().map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
+        let name = path
+            .file_name()
+            .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
         if is_jsonl(&path.to_string_lossy(), bytes) {
             b.add_jsonl(&name, bytes)?;
         } else {
-            let lane = if lanes.len() == 1 { &lanes[0] } else { &lanes[k] };
+            let lane = if lanes.len() == 1 {
+                &lanes[0]
+            } else {
+                &lanes[k]
+            };
             k += 1;
             b.add_azure_csv(&name, bytes, lane)?;
         }
@@ -91,7 +105,10 @@ pub fn load_trace(files: &[PathBuf], lanes: &[String]) -> anyhow::Result<Trace> 
 /// Where prices come from, for the record.
 pub fn price_source(cfg: &Config) -> String {
     match &cfg.pricing.table {
-        Some(p) => p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        Some(p) => p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
         None => EMBEDDED_PRICES.to_owned(),
     }
 }
@@ -140,8 +157,11 @@ pub struct Args {
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise (logs, CI, tests).
 pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
-    let target =
-        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
     let bar = ProgressBar::with_draw_target(Some(total), target);
     let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} requests ({eta})")
         .map(|s| s.progress_chars("=> "))
@@ -176,7 +196,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
 
     if let Some(path) = &args.out {
-        let mut bytes = serde_json::to_vec_pretty(&report.to_value()).context("serializing the report")?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&report.to_value()).context("serializing the report")?;
         bytes.push(b'\n');
         write_file(path, &bytes)?;
     }
@@ -203,11 +224,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             writeln!(
                 out,
                 "{:>8} {:>6} {:>6} {:>12} {:>12} {:>12} {:>9} {:>7} {:>10}  verdict",
-                "replicas", "gpus", "slots", "cluster", "overflow", "blended", "overflow", "util", "break-even"
+                "replicas",
+                "gpus",
+                "slots",
+                "cluster",
+                "overflow",
+                "blended",
+                "overflow",
+                "util",
+                "break-even"
             )?;
             for s in rows {
                 let money = |k: &str| usd(s[k].as_u64().unwrap_or(0));
-                let pct = |k: &str| s[k].as_f64().map_or("n/a".to_owned(), |x| format!("{:.1}%", x * 100.0));
+                let pct = |k: &str| {
+                    s[k].as_f64()
+                        .map_or("n/a".to_owned(), |x| format!("{:.1}%", x * 100.0))
+                };
                 writeln!(
                     out,
                     "{:>8} {:>6} {:>6} {:>12} {:>12} {:>12} {:>9} {:>7} {:>10}  {}",
@@ -220,7 +252,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     pct("overflow_share"),
                     pct("utilisation"),
                     pct("break_even_utilisation"),
-                    if s["passed"].as_bool() == Some(true) { "pass" } else { "fail" }
+                    if s["passed"].as_bool() == Some(true) {
+                        "pass"
+                    } else {
+                        "fail"
+                    }
                 )?;
             }
         }
@@ -245,7 +281,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             res["break_even_utilisation"].as_f64().map_or("n/a".to_owned(), |x| format!("{:.1}%", x * 100.0)),
         )?;
         for (code, w) in res["warnings"].as_object().into_iter().flatten() {
-            writeln!(out, "  warning [{code}] ×{}: {}", w["count"], w["example"].as_str().unwrap_or(""))?;
+            writeln!(
+                out,
+                "  warning [{code}] ×{}: {}",
+                w["count"],
+                w["example"].as_str().unwrap_or("")
+            )?;
         }
     }
     writeln!(out, "digest {}", report.digest)?;
@@ -254,9 +295,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             writeln!(out, "wrote {what} {}", p.display())?;
         }
     }
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn gpus_label(c: &ClusterArgs) -> String {
-    format!("{} GPUs at {}/GPU-h", c.gpus_per_replica, usd(c.gpu_hour_micros))
+    format!(
+        "{} GPUs at {}/GPU-h",
+        c.gpus_per_replica,
+        usd(c.gpu_hour_micros)
+    )
 }

@@ -37,7 +37,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     let stats = BrokerStats::default();
-    eprintln!("zumik serve: brokers {}, topics {}*, mode {:?}", cfg.kafka.brokers, cfg.kafka.topic_prefix, cfg.kafka.mode);
+    eprintln!(
+        "zumik serve: brokers {}, topics {}*, mode {:?}",
+        cfg.kafka.brokers, cfg.kafka.topic_prefix, cfg.kafka.mode
+    );
     run_broker(&cfg.kafka, cfg.routing_arc(), prices, &stop, &stats)?;
     eprintln!(
         "zumik serve: stopped after {} inputs, {} decisions, {} DLQ records ({} journaled inputs recovered at start)",
@@ -79,7 +82,10 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let input: Box<dyn BufRead> = if args.events.as_os_str() == "-" {
         Box::new(BufReader::new(io::stdin().lock()))
     } else {
-        Box::new(BufReader::new(std::fs::File::open(&args.events).with_context(|| format!("opening {}", args.events.display()))?))
+        Box::new(BufReader::new(
+            std::fs::File::open(&args.events)
+                .with_context(|| format!("opening {}", args.events.display()))?,
+        ))
     };
     let started = Instant::now();
     let (mut sent, mut skipped) = (0u64, 0u64);
@@ -89,7 +95,11 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let (topic, key, payload) = match decode_input(line.as_bytes()) {
-            Ok(e) => (topics.for_input(&e).to_owned(), e.key().to_owned(), encode_input(&e)),
+            Ok(e) => (
+                topics.for_input(&e).to_owned(),
+                e.key().to_owned(),
+                encode_input(&e),
+            ),
             Err(e) if !args.raw => {
                 eprintln!("line {}: skipped: {e}", i + 1);
                 skipped += 1;
@@ -115,8 +125,13 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).context("flushing")?;
-    eprintln!("zumik produce: {sent} events sent, {skipped} skipped, in {:.2} s", started.elapsed().as_secs_f64());
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flushing")?;
+    eprintln!(
+        "zumik produce: {sent} events sent, {skipped} skipped, in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -150,7 +165,11 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     let mut tpl = TopicPartitionList::new();
     for t in meta.topics() {
         for p in t.partitions() {
-            let start = if args.from_beginning { Offset::Beginning } else { Offset::End };
+            let start = if args.from_beginning {
+                Offset::Beginning
+            } else {
+                Offset::End
+            };
             tpl.add_partition_offset(&topics.decisions, p.id(), start)?;
         }
     }
@@ -158,13 +177,16 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     let mut seen = 0;
     while args.count.is_none_or(|c| seen < c) {
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let m = m?;
         let payload = m.payload().unwrap_or_default();
         if args.json {
             out.write_all(payload)?;
             writeln!(out)?;
-        } else if let Ok(OutputEvent::Decision(d)) = serde_json::from_slice::<OutputEvent>(payload) {
+        } else if let Ok(OutputEvent::Decision(d)) = serde_json::from_slice::<OutputEvent>(payload)
+        {
             writeln!(out, "{}", human(&d))?;
         }
         seen += 1;
@@ -173,7 +195,11 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn human(d: &DecisionV1) -> String {
-    let name = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let name = |v: serde_json::Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
     format!(
         "{} {:<12} {:<40} {:<18} {:<20} {:<14} -> {}",
         d.decided_at,

@@ -67,31 +67,51 @@ pub struct ReplayArgs {
 
 fn open_journal(path: &PathBuf) -> anyhow::Result<JournalReader<BufReader<File>>> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    JournalReader::new(BufReader::with_capacity(1 << 20, f)).with_context(|| format!("reading {}", path.display()))
+    JournalReader::new(BufReader::with_capacity(1 << 20, f))
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(policy) = &args.policy {
         return what_if(&args, policy);
     }
-    let (routing, entries): (RoutingConfig, Box<dyn Iterator<Item = anyhow::Result<JournalEntry>>>) = if args.from_kafka {
+    let (routing, entries): (
+        RoutingConfig,
+        Box<dyn Iterator<Item = anyhow::Result<JournalEntry>>>,
+    ) = if args.from_kafka {
         let config = Config::load(args.config.config.as_deref())?;
         let topics = crate::kafka::Topics::new(&config.kafka.topic_prefix);
         let records = crate::kafka::read_journal(&config.kafka, &topics)?;
-        eprintln!("read {} journal records from {}", records.len(), topics.journal);
-        (config.routing, Box::new(records.into_iter().map(|r| Ok(r.entry))))
+        eprintln!(
+            "read {} journal records from {}",
+            records.len(),
+            topics.journal
+        );
+        (
+            config.routing,
+            Box::new(records.into_iter().map(|r| Ok(r.entry))),
+        )
     } else {
-        let Some(path) = &args.journal else { bail!("give --journal FILE or --from-kafka (or --events FILE with --policy)") };
+        let Some(path) = &args.journal else {
+            bail!("give --journal FILE or --from-kafka (or --events FILE with --policy)")
+        };
         if let Some(out) = &args.export {
             return export(path, out, args.format);
         }
         let reader = open_journal(path)?;
-        (reader.header.routing.clone(), Box::new(reader.map(|e| e.map_err(anyhow::Error::from))))
+        (
+            reader.header.routing.clone(),
+            Box::new(reader.map(|e| e.map_err(anyhow::Error::from))),
+        )
     };
     if let (true, Some(out)) = (args.from_kafka, &args.export) {
         let format = args.format.unwrap_or_else(|| Format::from_path(out));
         let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-        let mut w = JournalWriter::new(BufWriter::with_capacity(1 << 20, f), format, &Header::new("kafka journal topic", routing))?;
+        let mut w = JournalWriter::new(
+            BufWriter::with_capacity(1 << 20, f),
+            format,
+            &Header::new("kafka journal topic", routing),
+        )?;
         for entry in entries {
             w.write(&entry?)?;
         }
@@ -106,11 +126,23 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = &args.explain {
         auditor = auditor.explain(id);
     }
-    let at = args.at.as_deref().map(Timestamp::parse).transpose().map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+    let at = args
+        .at
+        .as_deref()
+        .map(Timestamp::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
     let started = Instant::now();
     for entry in entries {
         let entry = entry?;
-        if let (Some(at), Some(lane), JournalEntry::Lane { lane: l, command, .. }) = (at, &args.lane, &entry) {
+        if let (
+            Some(at),
+            Some(lane),
+            JournalEntry::Lane {
+                lane: l, command, ..
+            },
+        ) = (at, &args.lane, &entry)
+        {
             if **l == **lane && command_ts(command).is_some_and(|t| t > at) {
                 break;
             }
@@ -120,13 +152,19 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     let mut out = io::stdout().lock();
     if let (Some(_), Some(lane)) = (&args.at, &args.lane) {
-        let state = auditor.lanes.get(lane.as_str()).with_context(|| format!("lane {lane} is not in the journal"))?;
+        let state = auditor
+            .lanes
+            .get(lane.as_str())
+            .with_context(|| format!("lane {lane} is not in the journal"))?;
         serde_json::to_writer_pretty(&mut out, state)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(id) = &args.explain {
-        let e = auditor.explanation.as_ref().with_context(|| format!("no decision for request {id} in the journal"))?;
+        let e = auditor
+            .explanation
+            .as_ref()
+            .with_context(|| format!("no decision for request {id} in the journal"))?;
         if args.json {
             serde_json::to_writer_pretty(&mut out, e)?;
             writeln!(out)?;
@@ -160,17 +198,33 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             s.mismatches
         )?;
     }
-    Ok(if s.mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if s.mismatches == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_explanation(out: &mut impl Write, e: &crate::core::audit::Explanation) -> io::Result<()> {
     let d = &e.decision;
-    writeln!(out, "request   {} (tenant {}, lane {}, seq {})", d.request_id, d.tenant_id, d.lane, d.seq)?;
+    writeln!(
+        out,
+        "request   {} (tenant {}, lane {}, seq {})",
+        d.request_id, d.tenant_id, d.lane, d.seq
+    )?;
     writeln!(out, "decided   {} at {}", j(&d.mode), d.decided_at)?;
-    writeln!(out, "profile   {}", d.profile.map_or("none".into(), |p| j(&p)))?;
+    writeln!(
+        out,
+        "profile   {}",
+        d.profile.map_or("none".into(), |p| j(&p))
+    )?;
     writeln!(out, "target    {}", d.target.as_deref().unwrap_or("none"))?;
     writeln!(out, "reason    {}", d.reason.as_str())?;
-    writeln!(out, "cost      {} micros (estimate)", d.estimated_cost_micros)?;
+    writeln!(
+        out,
+        "cost      {} micros (estimate)",
+        d.estimated_cost_micros
+    )?;
     if let Some(detail) = &d.detail {
         writeln!(out, "detail    {detail}")?;
     }
@@ -183,14 +237,22 @@ fn print_explanation(out: &mut impl Write, e: &crate::core::audit::Explanation) 
         if lane.provider_down { " DOWN" } else { "" },
         lane.report_digest.as_deref().unwrap_or("none")
     )?;
-    writeln!(out, "tenant    policy v{}{}{}", e.tenant.version, if e.tenant.known { "" } else { " (default)" }, if e.tenant.paused { ", paused" } else { "" })?;
+    writeln!(
+        out,
+        "tenant    policy v{}{}{}",
+        e.tenant.version,
+        if e.tenant.known { "" } else { " (default)" },
+        if e.tenant.paused { ", paused" } else { "" }
+    )?;
     writeln!(out, "considered:")?;
     if d.considered.is_empty() {
         writeln!(out, "  (no candidates)")?;
     }
     for c in &d.considered {
         let detail = lane.clusters.get(&c.target).map(|lc| {
-            let hb = lc.view.last_heartbeat.map_or("never".to_owned(), |t| format!("{} ms before", d.decided_at.millis() - t));
+            let hb = lc.view.last_heartbeat.map_or("never".to_owned(), |t| {
+                format!("{} ms before", d.decided_at.millis() - t)
+            });
             format!(
                 "  region {}, {:?}, reserved {}/{} (lane share), heartbeat {}{}",
                 lc.view.region,
@@ -198,13 +260,26 @@ fn print_explanation(out: &mut impl Write, e: &crate::core::audit::Explanation) 
                 lc.reserved,
                 lc.view.lane_limit,
                 hb,
-                lc.view.dedicated_to.as_ref().map_or(String::new(), |t| format!(", dedicated to {t}"))
+                lc.view
+                    .dedicated_to
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(", dedicated to {t}"))
             )
         });
-        writeln!(out, "  {:<40} {}{}", c.target, j(&c.verdict), detail.unwrap_or_default())?;
+        writeln!(
+            out,
+            "  {:<40} {}{}",
+            c.target,
+            j(&c.verdict),
+            detail.unwrap_or_default()
+        )?;
     }
     for ev in &e.other_events {
-        writeln!(out, "also      {}", serde_json::to_string(ev).unwrap_or_default())?;
+        writeln!(
+            out,
+            "also      {}",
+            serde_json::to_string(ev).unwrap_or_default()
+        )?;
     }
     Ok(())
 }
@@ -221,7 +296,10 @@ fn j<T: serde::Serialize>(v: &T) -> String {
 fn export(path: &PathBuf, out: &PathBuf, format: Option<Format>) -> anyhow::Result<ExitCode> {
     let reader = open_journal(path)?;
     let format = format.unwrap_or_else(|| Format::from_path(out));
-    let header = Header::new(format!("export of {}", path.display()), reader.header.routing.clone());
+    let header = Header::new(
+        format!("export of {}", path.display()),
+        reader.header.routing.clone(),
+    );
     let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = JournalWriter::new(BufWriter::with_capacity(1 << 20, f), format, &header)?;
     for entry in reader {
@@ -236,33 +314,35 @@ fn export(path: &PathBuf, out: &PathBuf, format: Option<Format>) -> anyhow::Resu
 fn what_if(args: &ReplayArgs, policy: &PathBuf) -> anyhow::Result<ExitCode> {
     let candidate_cfg = Config::load(Some(policy))?;
     let prices = Arc::new(candidate_cfg.price_table()?);
-    let (baseline_routing, inputs): (RoutingConfig, Vec<InputEvent>) = if let Some(path) = &args.journal {
-        let reader = open_journal(path)?;
-        let routing = reader.header.routing.clone();
-        let mut inputs = Vec::new();
-        for entry in reader {
-            if let JournalEntry::Input(e) = entry? {
-                inputs.push(e);
-            }
-        }
-        (routing, inputs)
-    } else {
-        let path = args.events.as_ref().context("give --journal or --events")?;
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let inputs = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .filter_map(|(i, l)| match decode_input(l.as_bytes()) {
-                Ok(e) => Some(e),
-                Err(err) => {
-                    eprintln!("line {}: skipped: {err}", i + 1);
-                    None
+    let (baseline_routing, inputs): (RoutingConfig, Vec<InputEvent>) =
+        if let Some(path) = &args.journal {
+            let reader = open_journal(path)?;
+            let routing = reader.header.routing.clone();
+            let mut inputs = Vec::new();
+            for entry in reader {
+                if let JournalEntry::Input(e) = entry? {
+                    inputs.push(e);
                 }
-            })
-            .collect();
-        (Config::load(args.config.config.as_deref())?.routing, inputs)
-    };
+            }
+            (routing, inputs)
+        } else {
+            let path = args.events.as_ref().context("give --journal or --events")?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let inputs = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .filter_map(|(i, l)| match decode_input(l.as_bytes()) {
+                    Ok(e) => Some(e),
+                    Err(err) => {
+                        eprintln!("line {}: skipped: {err}", i + 1);
+                        None
+                    }
+                })
+                .collect();
+            (Config::load(args.config.config.as_deref())?.routing, inputs)
+        };
     let first_ts = inputs.first().map(InputEvent::ts).unwrap_or_default();
     let baseline = Router::new(Arc::new(baseline_routing), prices.clone());
     let candidate = Router::new(candidate_cfg.routing_arc(), prices);
@@ -273,7 +353,11 @@ fn what_if(args: &ReplayArgs, policy: &PathBuf) -> anyhow::Result<ExitCode> {
         if !injected {
             injected = true;
             out.extend(activate.iter().map(|lane| {
-                InputEvent::LaneActivated(LaneActivatedV1 { lane: lane.clone(), report_digest: "what-if".into(), ts: first_ts })
+                InputEvent::LaneActivated(LaneActivatedV1 {
+                    lane: lane.clone(),
+                    report_digest: "what-if".into(),
+                    ts: first_ts,
+                })
             }));
         }
         let keep = match &e {
@@ -292,7 +376,13 @@ fn what_if(args: &ReplayArgs, policy: &PathBuf) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "what-if under {}: {} of {} decisions change", policy.display(), report.changed, report.decisions)?;
+        writeln!(
+            out,
+            "what-if under {}: {} of {} decisions change",
+            policy.display(),
+            report.changed,
+            report.decisions
+        )?;
         for (t, n) in &report.transitions {
             writeln!(out, "  {n:>8}  {t}")?;
         }

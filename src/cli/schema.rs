@@ -20,7 +20,8 @@ pub struct SchemaArgs {
 pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
     let mut drift = 0;
     if !args.check {
-        std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
     }
     for (name, s) in schema::all() {
         let path = args.out.join(format!("{name}.json"));
@@ -35,5 +36,9 @@ pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
             println!("wrote {}", path.display());
         }
     }
-    Ok(if drift > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if drift > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -29,12 +29,19 @@ pub struct SynthArgs {
 pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     let spec = match &args.spec {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         }
-        None => WorkloadSpec { requests: args.requests, rate_per_sec: args.rate, seed: args.seed, ..WorkloadSpec::default() },
+        None => WorkloadSpec {
+            requests: args.requests,
+            rate_per_sec: args.rate,
+            seed: args.seed,
+            ..WorkloadSpec::default()
+        },
     };
-    let w = Workload::new(spec).map_err(|e| anyhow::anyhow!("workload spec: field `{}`: {}", e.field, e.reason))?;
+    let w = Workload::new(spec)
+        .map_err(|e| anyhow::anyhow!("workload spec: field `{}`: {}", e.field, e.reason))?;
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
     for e in w.setup_events().into_iter().chain(w.events()) {
         out.write_all(&encode_input(&e))?;

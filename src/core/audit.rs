@@ -92,10 +92,22 @@ impl Auditor {
         self
     }
 
-    fn mismatch(&mut self, actor: String, command: serde_json::Value, recorded: serde_json::Value, recomputed: serde_json::Value) {
+    fn mismatch(
+        &mut self,
+        actor: String,
+        command: serde_json::Value,
+        recorded: serde_json::Value,
+        recomputed: serde_json::Value,
+    ) {
         self.stats.mismatches += 1;
         if self.mismatches.len() < self.max_detailed {
-            self.mismatches.push(Mismatch { index: self.stats.records - 1, actor, command, recorded, recomputed });
+            self.mismatches.push(Mismatch {
+                index: self.stats.records - 1,
+                actor,
+                command,
+                recorded,
+                recomputed,
+            });
         }
     }
 
@@ -105,21 +117,33 @@ impl Auditor {
         match entry {
             JournalEntry::Input(_) => {}
             JournalEntry::LaneCreated { lane, price } => {
-                self.lanes.insert(lane.clone(), LaneState::new(lane, *price));
+                self.lanes
+                    .insert(lane.clone(), LaneState::new(lane, *price));
             }
-            JournalEntry::Lane { lane, command, events } => {
+            JournalEntry::Lane {
+                lane,
+                command,
+                events,
+            } => {
                 self.stats.commands += 1;
                 self.stats.events += events.len() as u64;
                 let cfg = self.cfg.clone();
-                let state = self.lanes.entry(lane.clone()).or_insert_with(|| LaneState::new(lane, None));
+                let state = self
+                    .lanes
+                    .entry(lane.clone())
+                    .or_insert_with(|| LaneState::new(lane, None));
                 let recomputed = state.decide(command, &cfg);
-                if let (Some(want), LaneCommand::Route { request, tenant }) = (&self.explain, command) {
+                if let (Some(want), LaneCommand::Route { request, tenant }) =
+                    (&self.explain, command)
+                {
                     if request.request_id == *want {
                         let mut decision = None;
                         let mut other = Vec::new();
                         for e in events {
                             match e {
-                                LaneEvent::Decided { decision: d, .. } => decision = Some(d.clone()),
+                                LaneEvent::Decided { decision: d, .. } => {
+                                    decision = Some(d.clone())
+                                }
                                 e => other.push(e.clone()),
                             }
                         }
@@ -137,21 +161,39 @@ impl Auditor {
                 for e in events {
                     state.evolve(e);
                 }
-                self.stats.decisions += events.iter().filter(|e| matches!(e, LaneEvent::Decided { .. })).count() as u64;
+                self.stats.decisions += events
+                    .iter()
+                    .filter(|e| matches!(e, LaneEvent::Decided { .. }))
+                    .count() as u64;
                 if recomputed != *events {
-                    self.mismatch(format!("lane {lane}"), json(command), json(events), json(&recomputed));
+                    self.mismatch(
+                        format!("lane {lane}"),
+                        json(command),
+                        json(events),
+                        json(&recomputed),
+                    );
                 }
             }
-            JournalEntry::Cluster { cluster_id, command, events } => {
+            JournalEntry::Cluster {
+                cluster_id,
+                command,
+                events,
+            } => {
                 self.stats.commands += 1;
                 self.stats.events += events.len() as u64;
                 let cfg = self.cfg.clone();
                 if !self.clusters.contains_key(cluster_id) {
                     let ClusterCommand::Register(reg) = command else {
-                        self.mismatch(format!("cluster {cluster_id}"), json(command), json(events), json(&"cluster not registered"));
+                        self.mismatch(
+                            format!("cluster {cluster_id}"),
+                            json(command),
+                            json(events),
+                            json(&"cluster not registered"),
+                        );
                         return;
                     };
-                    self.clusters.insert(cluster_id.clone(), ClusterState::registered(reg));
+                    self.clusters
+                        .insert(cluster_id.clone(), ClusterState::registered(reg));
                 }
                 // Present: checked or inserted just above.
                 let state = self.clusters.get_mut(cluster_id).expect("cluster exists");
@@ -160,23 +202,40 @@ impl Auditor {
                     state.evolve(e, &cfg);
                 }
                 if recomputed != *events {
-                    self.mismatch(format!("cluster {cluster_id}"), json(command), json(events), json(&recomputed));
+                    self.mismatch(
+                        format!("cluster {cluster_id}"),
+                        json(command),
+                        json(events),
+                        json(&recomputed),
+                    );
                 }
             }
             JournalEntry::ClusterRemoved { cluster_id } => {
                 self.clusters.remove(cluster_id);
             }
-            JournalEntry::Tenant { tenant_id, command, events } => {
+            JournalEntry::Tenant {
+                tenant_id,
+                command,
+                events,
+            } => {
                 self.stats.commands += 1;
                 self.stats.events += events.len() as u64;
                 let cfg = self.cfg.clone();
-                let state = self.tenants.entry(tenant_id.clone()).or_insert_with(|| TenantState::new(tenant_id.clone()));
+                let state = self
+                    .tenants
+                    .entry(tenant_id.clone())
+                    .or_insert_with(|| TenantState::new(tenant_id.clone()));
                 let recomputed = state.decide(command, &cfg);
                 for e in events {
                     state.evolve(e, &cfg);
                 }
                 if recomputed != *events {
-                    self.mismatch(format!("tenant {tenant_id}"), json(command), json(events), json(&recomputed));
+                    self.mismatch(
+                        format!("tenant {tenant_id}"),
+                        json(command),
+                        json(events),
+                        json(&recomputed),
+                    );
                 }
             }
         }

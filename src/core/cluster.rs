@@ -14,7 +14,9 @@ use crate::events::{ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, Stac
 use super::config::{permille, RoutingConfig};
 
 /// The broker's judgement of a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
 pub enum Health {
     /// Registered, no heartbeat yet.
     NoHeartbeat,
@@ -32,7 +34,9 @@ pub enum Health {
 }
 
 /// Why health changed (kept in the journal for the audit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
 pub enum HealthCause {
     FirstHeartbeat,
     HeartbeatStatus(ClusterStatus),
@@ -58,7 +62,18 @@ pub struct ClusterView {
 }
 
 /// Sliding window of the last completions' outcomes (bit set = failure).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct OutcomeWindow {
     bits: u64,
     len: u32,
@@ -114,16 +129,33 @@ pub enum ClusterCommand {
     Register(ClusterRegisteredV1),
     Heartbeat(ClusterHeartbeatV1),
     /// Outcome of a request this cluster served (from a lane's completion).
-    Outcome { failed: bool, ts: Timestamp },
+    Outcome {
+        failed: bool,
+        ts: Timestamp,
+    },
 }
 
 /// Facts the cluster decider emits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum ClusterEvent {
     Registered(Box<ClusterRegisteredV1>),
-    HeartbeatRecorded { status: ClusterStatus, max_inflight: u32, streak: u32, ts: Timestamp },
-    HealthChanged { from: Health, to: Health, cause: HealthCause, slow_start: bool, ts: Timestamp },
-    OutcomeRecorded { failed: bool, ts: Timestamp },
+    HeartbeatRecorded {
+        status: ClusterStatus,
+        max_inflight: u32,
+        streak: u32,
+        ts: Timestamp,
+    },
+    HealthChanged {
+        from: Health,
+        to: Health,
+        cause: HealthCause,
+        slow_start: bool,
+        ts: Timestamp,
+    },
+    OutcomeRecorded {
+        failed: bool,
+        ts: Timestamp,
+    },
 }
 
 impl ClusterState {
@@ -176,7 +208,9 @@ impl ClusterState {
     /// Each lane counts only its own reservations against its share, so lanes on different
     /// partitions never need to coordinate. 0 for a lane the cluster does not serve.
     pub fn lane_limit(&self, lane: &str, cfg: &RoutingConfig) -> u32 {
-        let Ok(index) = self.lanes.binary_search_by(|l| (**l).cmp(lane)) else { return 0 };
+        let Ok(index) = self.lanes.binary_search_by(|l| (**l).cmp(lane)) else {
+            return 0;
+        };
         let (slots, n) = (self.slots(cfg), self.lanes.len() as u32);
         slots / n + u32::from((index as u32) < slots % n)
     }
@@ -202,7 +236,12 @@ impl ClusterState {
     }
 
     /// [`ClusterState::decide`] appending to a caller's buffer (the hot path reuses one).
-    pub fn decide_into(&self, cmd: &ClusterCommand, cfg: &RoutingConfig, out: &mut Vec<ClusterEvent>) {
+    pub fn decide_into(
+        &self,
+        cmd: &ClusterCommand,
+        cfg: &RoutingConfig,
+        out: &mut Vec<ClusterEvent>,
+    ) {
         match cmd {
             ClusterCommand::Register(e) => out.push(ClusterEvent::Registered(Box::new(e.clone()))),
             ClusterCommand::Heartbeat(hb) => out.extend(self.on_heartbeat(hb, cfg)),
@@ -218,30 +257,50 @@ impl ClusterState {
         let healthy = reports_healthy && err_permille < b.heartbeat_error_rate_permille();
         let mut out = Vec::with_capacity(2);
         let mut health = self.health;
-        let change = |from: Health, to: Health, cause: HealthCause, slow_start: bool| ClusterEvent::HealthChanged {
-            from,
-            to,
-            cause,
-            slow_start,
-            ts,
+        let change = |from: Health, to: Health, cause: HealthCause, slow_start: bool| {
+            ClusterEvent::HealthChanged {
+                from,
+                to,
+                cause,
+                slow_start,
+                ts,
+            }
         };
         if !healthy {
             let (to, cause) = match hb.status {
-                ClusterStatus::Down => (Health::Down, HealthCause::HeartbeatStatus(ClusterStatus::Down)),
-                ClusterStatus::Draining => {
-                    (Health::Draining, HealthCause::HeartbeatStatus(ClusterStatus::Draining))
-                }
-                _ => (Health::Unhealthy, HealthCause::HeartbeatErrorRate { permille: err_permille }),
+                ClusterStatus::Down => (
+                    Health::Down,
+                    HealthCause::HeartbeatStatus(ClusterStatus::Down),
+                ),
+                ClusterStatus::Draining => (
+                    Health::Draining,
+                    HealthCause::HeartbeatStatus(ClusterStatus::Draining),
+                ),
+                _ => (
+                    Health::Unhealthy,
+                    HealthCause::HeartbeatErrorRate {
+                        permille: err_permille,
+                    },
+                ),
             };
             if health != to {
                 out.push(change(health, to, cause, false));
             }
-            out.push(ClusterEvent::HeartbeatRecorded { status: hb.status, max_inflight: hb.max_inflight, streak: 0, ts });
+            out.push(ClusterEvent::HeartbeatRecorded {
+                status: hb.status,
+                max_inflight: hb.max_inflight,
+                streak: 0,
+                ts,
+            });
             return out;
         }
         let mut streak = self.healthy_streak;
         // Recovery counts *consecutive* heartbeats: a gap longer than `stale_after` restarts it.
-        if health != Health::Healthy && self.last_heartbeat.is_some_and(|last| ts.millis() - last > cfg.stale_after_ms) {
+        if health != Health::Healthy
+            && self
+                .last_heartbeat
+                .is_some_and(|last| ts.millis() - last > cfg.stale_after_ms)
+        {
             streak = 0;
         }
         // A healthy cluster that went quiet for longer than `stale_after` was out of rotation;
@@ -249,16 +308,31 @@ impl ClusterState {
         if let (Health::Healthy, Some(last)) = (health, self.last_heartbeat) {
             let gap = ts.millis() - last;
             if gap > cfg.stale_after_ms {
-                out.push(change(health, Health::Recovering, HealthCause::Stale { gap_ms: gap }, false));
+                out.push(change(
+                    health,
+                    Health::Recovering,
+                    HealthCause::Stale { gap_ms: gap },
+                    false,
+                ));
                 health = Health::Recovering;
                 streak = 0;
             }
         }
         streak += 1;
-        out.push(ClusterEvent::HeartbeatRecorded { status: hb.status, max_inflight: hb.max_inflight, streak, ts });
+        out.push(ClusterEvent::HeartbeatRecorded {
+            status: hb.status,
+            max_inflight: hb.max_inflight,
+            streak,
+            ts,
+        });
         match health {
             Health::Healthy => {}
-            Health::NoHeartbeat => out.push(change(health, Health::Healthy, HealthCause::FirstHeartbeat, false)),
+            Health::NoHeartbeat => out.push(change(
+                health,
+                Health::Healthy,
+                HealthCause::FirstHeartbeat,
+                false,
+            )),
             _ if streak >= b.recovery_heartbeats => out.push(change(
                 health,
                 Health::Healthy,
@@ -266,12 +340,23 @@ impl ClusterState {
                 b.slow_start_ms > 0,
             )),
             Health::Recovering => {}
-            _ => out.push(change(health, Health::Recovering, HealthCause::HealthyHeartbeat { streak }, false)),
+            _ => out.push(change(
+                health,
+                Health::Recovering,
+                HealthCause::HealthyHeartbeat { streak },
+                false,
+            )),
         }
         out
     }
 
-    fn on_outcome(&self, failed: bool, ts: Timestamp, cfg: &RoutingConfig, out: &mut Vec<ClusterEvent>) {
+    fn on_outcome(
+        &self,
+        failed: bool,
+        ts: Timestamp,
+        cfg: &RoutingConfig,
+        out: &mut Vec<ClusterEvent>,
+    ) {
         // Outcomes of requests that finish while the cluster is already out of rotation say
         // nothing new; the breaker window restarts when it is back.
         if self.health != Health::Healthy {
@@ -282,7 +367,9 @@ impl ClusterState {
         let mut w = self.outcomes;
         w.push(failed, b.window);
         let (failures, samples) = (w.failures(), w.samples());
-        if samples >= b.min_samples && failures as u64 * 1000 >= b.error_rate_permille() * samples as u64 {
+        if samples >= b.min_samples
+            && failures as u64 * 1000 >= b.error_rate_permille() * samples as u64
+        {
             out.push(ClusterEvent::HealthChanged {
                 from: self.health,
                 to: Health::BreakerOpen,
@@ -296,12 +383,19 @@ impl ClusterState {
     pub fn evolve(&mut self, event: &ClusterEvent, cfg: &RoutingConfig) {
         match event {
             ClusterEvent::Registered(e) => self.apply_registration(e),
-            ClusterEvent::HeartbeatRecorded { max_inflight, streak, ts, .. } => {
+            ClusterEvent::HeartbeatRecorded {
+                max_inflight,
+                streak,
+                ts,
+                ..
+            } => {
                 self.last_heartbeat = Some(ts.millis());
                 self.max_inflight = *max_inflight;
                 self.healthy_streak = *streak;
             }
-            ClusterEvent::HealthChanged { to, slow_start, ts, .. } => {
+            ClusterEvent::HealthChanged {
+                to, slow_start, ts, ..
+            } => {
                 self.health = *to;
                 if *to == Health::Healthy {
                     if *slow_start {
@@ -316,7 +410,9 @@ impl ClusterState {
                     }
                 }
             }
-            ClusterEvent::OutcomeRecorded { failed, .. } => self.outcomes.push(*failed, cfg.breaker.window),
+            ClusterEvent::OutcomeRecorded { failed, .. } => {
+                self.outcomes.push(*failed, cfg.breaker.window)
+            }
         }
     }
 }
@@ -370,7 +466,14 @@ mod tests {
         apply(&mut s, hb(ClusterStatus::Ready, 2_000), &cfg);
         assert_eq!(s.health, Health::Healthy);
         for i in 0..10 {
-            apply(&mut s, ClusterCommand::Outcome { failed: i % 2 == 0, ts: Timestamp(3_000) }, &cfg);
+            apply(
+                &mut s,
+                ClusterCommand::Outcome {
+                    failed: i % 2 == 0,
+                    ts: Timestamp(3_000),
+                },
+                &cfg,
+            );
         }
         assert_eq!(s.health, Health::BreakerOpen);
         apply(&mut s, hb(ClusterStatus::Ready, 4_000), &cfg);
@@ -403,8 +506,18 @@ mod tests {
         let cfg = RoutingConfig::default();
         let mut s = ClusterState::registered(&reg());
         apply(&mut s, hb(ClusterStatus::Ready, 2_000), &cfg);
-        let ev = apply(&mut s, hb(ClusterStatus::Ready, 2_000 + cfg.stale_after_ms + 1), &cfg);
-        assert!(matches!(ev[0], ClusterEvent::HealthChanged { cause: HealthCause::Stale { .. }, .. }));
+        let ev = apply(
+            &mut s,
+            hb(ClusterStatus::Ready, 2_000 + cfg.stale_after_ms + 1),
+            &cfg,
+        );
+        assert!(matches!(
+            ev[0],
+            ClusterEvent::HealthChanged {
+                cause: HealthCause::Stale { .. },
+                ..
+            }
+        ));
         assert_eq!(s.health, Health::Recovering);
     }
 
@@ -416,7 +529,13 @@ mod tests {
         e.max_inflight = 100;
         let s = ClusterState::registered(&e);
         // 100 × 0.9 = 90 slots over 2 lanes.
-        assert_eq!((s.view("a/x", &cfg).lane_limit, s.view("b/y", &cfg).lane_limit), (45, 45));
+        assert_eq!(
+            (
+                s.view("a/x", &cfg).lane_limit,
+                s.view("b/y", &cfg).lane_limit
+            ),
+            (45, 45)
+        );
         assert_eq!(s.view("c/z", &cfg).lane_limit, 0);
         e.lanes = vec!["a/x".into()];
         e.max_inflight = 1;
@@ -427,7 +546,10 @@ mod tests {
         e.lanes = vec!["d/w".into(), "a/x".into(), "b/y".into(), "c/z".into()];
         e.max_inflight = 2;
         let s = ClusterState::registered(&e);
-        let shares: Vec<u32> = ["a/x", "b/y", "c/z", "d/w"].iter().map(|l| s.view(l, &cfg).lane_limit).collect();
+        let shares: Vec<u32> = ["a/x", "b/y", "c/z", "d/w"]
+            .iter()
+            .map(|l| s.view(l, &cfg).lane_limit)
+            .collect();
         assert_eq!(shares, [1, 1, 0, 0]);
     }
 }

@@ -138,7 +138,10 @@ pub struct ConfigInvalid {
 }
 
 fn bad(field: &str, reason: &str) -> ConfigInvalid {
-    ConfigInvalid { field: field.to_owned(), reason: reason.to_owned() }
+    ConfigInvalid {
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 fn fraction(field: &str, v: f64) -> Result<(), ConfigInvalid> {
@@ -168,8 +171,15 @@ impl RoutingConfig {
         if seen.len() != self.escalation.len() {
             return Err(bad("routing.escalation", "names a profile twice"));
         }
-        if self.budget_thresholds_pct.iter().any(|&p| p == 0 || p > 100) {
-            return Err(bad("routing.budget_thresholds_pct", "each threshold must be 1–100"));
+        if self
+            .budget_thresholds_pct
+            .iter()
+            .any(|&p| p == 0 || p > 100)
+        {
+            return Err(bad(
+                "routing.budget_thresholds_pct",
+                "each threshold must be 1–100",
+            ));
         }
         if self.budget_thresholds_pct.len() > 8 {
             return Err(bad("routing.budget_thresholds_pct", "at most 8 thresholds"));
@@ -182,9 +192,15 @@ impl RoutingConfig {
             return Err(bad("routing.breaker.min_samples", "must be 1..=window"));
         }
         fraction("routing.breaker.error_rate", b.error_rate)?;
-        fraction("routing.breaker.heartbeat_error_rate", b.heartbeat_error_rate)?;
+        fraction(
+            "routing.breaker.heartbeat_error_rate",
+            b.heartbeat_error_rate,
+        )?;
         if b.recovery_heartbeats == 0 {
-            return Err(bad("routing.breaker.recovery_heartbeats", "must be at least 1"));
+            return Err(bad(
+                "routing.breaker.recovery_heartbeats",
+                "must be at least 1",
+            ));
         }
         if b.slow_start_ms < 0 {
             return Err(bad("routing.breaker.slow_start_ms", "must not be negative"));
@@ -236,7 +252,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let mut c = RoutingConfig { headroom: 1.5, ..RoutingConfig::default() };
+        let mut c = RoutingConfig {
+            headroom: 1.5,
+            ..RoutingConfig::default()
+        };
         assert_eq!(c.validate().unwrap_err().field, "routing.headroom");
         c.headroom = 0.9;
         c.breaker.window = 100;

@@ -71,7 +71,9 @@ impl<K: Ord + bincode::Encode, V: bincode::Encode> bincode::Encode for HashIndex
     }
 }
 
-impl<C, K: bincode::Decode<C> + Hash + Eq, V: bincode::Decode<C>> bincode::Decode<C> for HashIndex<K, V> {
+impl<C, K: bincode::Decode<C> + Hash + Eq, V: bincode::Decode<C>> bincode::Decode<C>
+    for HashIndex<K, V>
+{
     fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let len = u64::decode(decoder)? as usize;
         decoder.claim_container_read::<(K, V)>(len)?;
@@ -86,8 +88,12 @@ impl<C, K: bincode::Decode<C> + Hash + Eq, V: bincode::Decode<C>> bincode::Decod
     }
 }
 
-impl<'de, C, K: bincode::Decode<C> + Hash + Eq, V: bincode::Decode<C>> bincode::BorrowDecode<'de, C> for HashIndex<K, V> {
-    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
+impl<'de, C, K: bincode::Decode<C> + Hash + Eq, V: bincode::Decode<C>> bincode::BorrowDecode<'de, C>
+    for HashIndex<K, V>
+{
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, DecodeError> {
         <Self as bincode::Decode<C>>::decode(decoder)
     }
 }
@@ -98,7 +104,9 @@ impl<K: Ord + Serialize, V: Serialize> Serialize for HashIndex<K, V> {
     }
 }
 
-impl<'de, K: Deserialize<'de> + Hash + Eq, V: Deserialize<'de>> Deserialize<'de> for HashIndex<K, V> {
+impl<'de, K: Deserialize<'de> + Hash + Eq, V: Deserialize<'de>> Deserialize<'de>
+    for HashIndex<K, V>
+{
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         FxHashMap::deserialize(d).map(HashIndex)
     }
@@ -115,10 +123,16 @@ mod tests {
             a.insert(i, i * 2);
             b.insert(99 - i, (99 - i) * 2);
         }
-        let enc = |m: &HashIndex<u32, u32>| bincode::encode_to_vec(m, bincode::config::standard()).unwrap();
+        let enc = |m: &HashIndex<u32, u32>| {
+            bincode::encode_to_vec(m, bincode::config::standard()).unwrap()
+        };
         assert_eq!(enc(&a), enc(&b));
-        assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
-        let (back, _): (HashIndex<u32, u32>, _) = bincode::decode_from_slice(&enc(&a), bincode::config::standard()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
+        let (back, _): (HashIndex<u32, u32>, _) =
+            bincode::decode_from_slice(&enc(&a), bincode::config::standard()).unwrap();
         assert_eq!(back, a);
     }
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{
-    CompletionV1, Considered, GateReportV1, DataBoundary, DecisionV1, Mode, ModelPath, Outcome, Profile, ProfileClass,
-    ProviderStatus, Reason, RequestV1, Stack, Timestamp, Verdict,
+    CompletionV1, Considered, DataBoundary, DecisionV1, GateReportV1, Mode, ModelPath, Outcome,
+    Profile, ProfileClass, ProviderStatus, Reason, RequestV1, Stack, Timestamp, Verdict,
 };
 
 use super::cluster::{ClusterView, Health};
@@ -61,7 +61,18 @@ pub struct StoredReport {
 pub const MAX_STORED_REPORTS: usize = 16;
 
 /// Accumulators of the current demotion window of an active lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct UsageWindow {
     pub start: i64,
     /// Event time up to which the integrals below are accumulated.
@@ -107,29 +118,60 @@ pub struct LaneState {
 /// Inputs of the lane decider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum LaneCommand {
-    Route { request: RequestV1, tenant: TenantView },
+    Route {
+        request: RequestV1,
+        tenant: TenantView,
+    },
     Complete(CompletionV1),
     /// Event time reached `now`: expire reservations whose deadline passed.
-    Expire { now: Timestamp },
+    Expire {
+        now: Timestamp,
+    },
     /// The cluster's view changed at event time `ts` (registration, heartbeat, breaker).
-    ClusterUpdated { view: ClusterView, ts: Timestamp },
-    ClusterRemoved { cluster_id: Arc<str>, ts: Timestamp },
-    ProviderHealth { status: ProviderStatus, ts: Timestamp },
+    ClusterUpdated {
+        view: ClusterView,
+        ts: Timestamp,
+    },
+    ClusterRemoved {
+        cluster_id: Arc<str>,
+        ts: Timestamp,
+    },
+    ProviderHealth {
+        status: ProviderStatus,
+        ts: Timestamp,
+    },
     /// A trusted activation fact (`zumik.lane_activated.v1`, e.g. the broker's own record).
-    Activate { report_digest: String, ts: Timestamp },
+    Activate {
+        report_digest: String,
+        ts: Timestamp,
+    },
     /// The gated activation command (`zumik.lane_activate.v1`): checked against stored reports.
-    RequestActivation { report_digest: String, ts: Timestamp },
+    RequestActivation {
+        report_digest: String,
+        ts: Timestamp,
+    },
     RecordReport(Box<GateReportV1>),
-    Deactivate { reason: String, ts: Timestamp },
+    Deactivate {
+        reason: String,
+        ts: Timestamp,
+    },
 }
 
 /// Facts the lane decider emits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum LaneEvent {
     /// A decision; `reservation` is `(cluster, expires_at)` for BYOC.
-    Decided { decision: DecisionV1, reservation: Option<(Arc<str>, i64)> },
+    Decided {
+        decision: DecisionV1,
+        reservation: Option<(Arc<str>, i64)>,
+    },
     /// Audit record of an OpenRouter emergency route (DESIGN §4.7).
-    EmergencyFallback { request_id: String, tenant_id: Arc<str>, provider: Arc<str>, ts: Timestamp },
+    EmergencyFallback {
+        request_id: String,
+        tenant_id: Arc<str>,
+        provider: Arc<str>,
+        ts: Timestamp,
+    },
     /// A routed request finished. `cluster` is set when it released a BYOC reservation;
     /// `billable_micros` is what the tenant's budget is charged.
     Completed {
@@ -143,18 +185,49 @@ pub enum LaneEvent {
         ts: Timestamp,
     },
     /// A reservation outlived its deadline without a completion.
-    Expired { request_id: String, cluster: Arc<str>, ts: Timestamp },
-    ClusterUpdated { view: ClusterView, ts: Timestamp },
-    ClusterRemoved { cluster_id: Arc<str>, ts: Timestamp },
-    ProviderHealthChanged { down: bool, ts: Timestamp },
-    Activated { report_digest: String, break_even_permille: Option<u64>, stale_after_ms: i64, ts: Timestamp },
+    Expired {
+        request_id: String,
+        cluster: Arc<str>,
+        ts: Timestamp,
+    },
+    ClusterUpdated {
+        view: ClusterView,
+        ts: Timestamp,
+    },
+    ClusterRemoved {
+        cluster_id: Arc<str>,
+        ts: Timestamp,
+    },
+    ProviderHealthChanged {
+        down: bool,
+        ts: Timestamp,
+    },
+    Activated {
+        report_digest: String,
+        break_even_permille: Option<u64>,
+        stale_after_ms: i64,
+        ts: Timestamp,
+    },
     /// A `zumik.lane_activate.v1` that was refused, and why.
-    ActivationRefused { report_digest: String, reason: String, ts: Timestamp },
+    ActivationRefused {
+        report_digest: String,
+        reason: String,
+        ts: Timestamp,
+    },
     ReportStored(StoredReport),
     /// A demotion window of an active lane ended (utilisation in thousandths of capacity).
-    WindowClosed { utilisation_permille: u64, completions: u32, failures: u32, ts: Timestamp },
+    WindowClosed {
+        utilisation_permille: u64,
+        completions: u32,
+        failures: u32,
+        ts: Timestamp,
+    },
     /// Deactivated by command or demoted (`demoted: true`) by the lane itself.
-    Deactivated { reason: String, demoted: bool, ts: Timestamp },
+    Deactivated {
+        reason: String,
+        demoted: bool,
+        ts: Timestamp,
+    },
 }
 
 impl LaneEvent {
@@ -186,7 +259,8 @@ enum Byoc {
 impl LaneState {
     /// A new lane (not active, no clusters, provider assumed up).
     pub fn new(lane: &str, price: Option<ModelPrice>) -> Self {
-        let (provider, model) = ModelPath::parse(lane).map_or(("", lane), |p| (p.provider, p.model));
+        let (provider, model) =
+            ModelPath::parse(lane).map_or(("", lane), |p| (p.provider, p.model));
         LaneState {
             lane: Arc::from(lane),
             provider: Arc::from(provider),
@@ -242,19 +316,31 @@ impl LaneState {
 
     fn decide_rare(&self, cmd: &LaneCommand, cfg: &RoutingConfig) -> Vec<LaneEvent> {
         match cmd {
-            LaneCommand::Route { .. } | LaneCommand::Complete(_) => unreachable!("handled by decide_into"),
+            LaneCommand::Route { .. } | LaneCommand::Complete(_) => {
+                unreachable!("handled by decide_into")
+            }
             LaneCommand::Expire { now } => self
                 .expiry
                 .range(..=(now.millis(), u64::MAX))
                 .filter_map(|(_, id)| {
                     let r = self.reservations.get(id)?;
-                    Some(LaneEvent::Expired { request_id: id.to_string(), cluster: r.cluster.clone(), ts: *now })
+                    Some(LaneEvent::Expired {
+                        request_id: id.to_string(),
+                        cluster: r.cluster.clone(),
+                        ts: *now,
+                    })
                 })
                 .collect(),
-            LaneCommand::ClusterUpdated { view, ts } => vec![LaneEvent::ClusterUpdated { view: view.clone(), ts: *ts }],
+            LaneCommand::ClusterUpdated { view, ts } => vec![LaneEvent::ClusterUpdated {
+                view: view.clone(),
+                ts: *ts,
+            }],
             LaneCommand::ClusterRemoved { cluster_id, ts } => {
                 if self.clusters.contains_key(cluster_id) {
-                    vec![LaneEvent::ClusterRemoved { cluster_id: cluster_id.clone(), ts: *ts }]
+                    vec![LaneEvent::ClusterRemoved {
+                        cluster_id: cluster_id.clone(),
+                        ts: *ts,
+                    }]
                 } else {
                     vec![]
                 }
@@ -269,7 +355,10 @@ impl LaneState {
             }
             LaneCommand::Activate { report_digest, ts } => vec![LaneEvent::Activated {
                 report_digest: report_digest.clone(),
-                break_even_permille: self.reports.get(report_digest).and_then(|r| r.break_even_permille),
+                break_even_permille: self
+                    .reports
+                    .get(report_digest)
+                    .and_then(|r| r.break_even_permille),
                 stale_after_ms: cfg.stale_after_ms,
                 ts: *ts,
             }],
@@ -290,7 +379,11 @@ impl LaneState {
             })],
             LaneCommand::Deactivate { reason, ts } => {
                 if self.active {
-                    vec![LaneEvent::Deactivated { reason: reason.clone(), demoted: false, ts: *ts }]
+                    vec![LaneEvent::Deactivated {
+                        reason: reason.clone(),
+                        demoted: false,
+                        ts: *ts,
+                    }]
                 } else {
                     vec![]
                 }
@@ -303,7 +396,10 @@ impl LaneState {
             self.advance(ts.millis());
         }
         match event {
-            LaneEvent::Decided { decision, reservation } => {
+            LaneEvent::Decided {
+                decision,
+                reservation,
+            } => {
                 self.seq = decision.seq;
                 if let Some((cluster, expires_at)) = reservation {
                     if let Some(c) = self.clusters.get_mut(cluster) {
@@ -321,7 +417,13 @@ impl LaneState {
                 }
             }
             LaneEvent::EmergencyFallback { .. } => {}
-            LaneEvent::Completed { request_id, cluster, outcome, output_tokens, .. } => {
+            LaneEvent::Completed {
+                request_id,
+                cluster,
+                outcome,
+                output_tokens,
+                ..
+            } => {
                 if cluster.is_some() {
                     self.release(request_id);
                 }
@@ -339,7 +441,13 @@ impl LaneState {
             LaneEvent::Expired { request_id, .. } => self.release(request_id),
             LaneEvent::ClusterUpdated { view: v, .. } => {
                 let reserved = self.clusters.get(&v.cluster_id).map_or(0, |c| c.reserved);
-                self.clusters.insert(v.cluster_id.clone(), LaneCluster { view: v.clone(), reserved });
+                self.clusters.insert(
+                    v.cluster_id.clone(),
+                    LaneCluster {
+                        view: v.clone(),
+                        reserved,
+                    },
+                );
             }
             LaneEvent::ClusterRemoved { cluster_id, .. } => {
                 self.clusters.remove(cluster_id);
@@ -355,27 +463,43 @@ impl LaneState {
                 }
             }
             LaneEvent::ProviderHealthChanged { down, .. } => self.provider_down = *down,
-            LaneEvent::Activated { report_digest, break_even_permille, stale_after_ms, ts } => {
+            LaneEvent::Activated {
+                report_digest,
+                break_even_permille,
+                stale_after_ms,
+                ts,
+            } => {
                 self.active = true;
                 self.stale_after_ms = *stale_after_ms;
                 self.report_digest = Some(report_digest.clone());
                 self.break_even_permille = *break_even_permille;
-                self.window = UsageWindow { start: ts.millis(), last: ts.millis(), ..UsageWindow::default() };
+                self.window = UsageWindow {
+                    start: ts.millis(),
+                    last: ts.millis(),
+                    ..UsageWindow::default()
+                };
             }
             LaneEvent::ActivationRefused { .. } => {}
             LaneEvent::ReportStored(r) => {
                 self.reports.insert(r.digest.clone(), r.clone());
                 if self.reports.len() > MAX_STORED_REPORTS {
                     // Drop the report with the oldest window (ties: smallest digest).
-                    if let Some(oldest) =
-                        self.reports.values().min_by_key(|r| (r.window_end, r.digest.clone())).map(|r| r.digest.clone())
+                    if let Some(oldest) = self
+                        .reports
+                        .values()
+                        .min_by_key(|r| (r.window_end, r.digest.clone()))
+                        .map(|r| r.digest.clone())
                     {
                         self.reports.remove(&oldest);
                     }
                 }
             }
             LaneEvent::WindowClosed { ts, .. } => {
-                self.window = UsageWindow { start: ts.millis(), last: ts.millis(), ..UsageWindow::default() };
+                self.window = UsageWindow {
+                    start: ts.millis(),
+                    last: ts.millis(),
+                    ..UsageWindow::default()
+                };
             }
             LaneEvent::Deactivated { .. } => self.active = false,
         }
@@ -387,7 +511,9 @@ impl LaneState {
     fn slot_totals(&self, now: i64, stale_after_ms: i64) -> (u64, u64) {
         self.clusters.values().fold((0, 0), |(r, l), c| {
             let serving = c.view.health == Health::Healthy
-                && c.view.last_heartbeat.is_some_and(|t| now - t <= stale_after_ms);
+                && c.view
+                    .last_heartbeat
+                    .is_some_and(|t| now - t <= stale_after_ms);
             let cap = if serving { c.view.lane_limit as u64 } else { 0 };
             (r + c.reserved as u64, l + cap)
         })
@@ -418,7 +544,11 @@ impl LaneState {
         let unused: u64 = self
             .expiry
             .range(..(to, 0))
-            .filter(|(_, id)| self.reservations.get(*id).is_some_and(|r| self.clusters.contains_key(&r.cluster)))
+            .filter(|(_, id)| {
+                self.reservations
+                    .get(*id)
+                    .is_some_and(|r| self.clusters.contains_key(&r.cluster))
+            })
             .map(|((t, _), _)| (to - (*t).max(from)) as u64)
             .sum();
         full.saturating_sub(unused)
@@ -434,10 +564,16 @@ impl LaneState {
         }
         let dt = (now.millis() - self.window.last).max(0) as u64;
         let (_, limit) = self.slot_totals(now.millis(), cfg.stale_after_ms);
-        let busy = self.window.busy_slot_ms.saturating_add(self.busy_between(self.window.last, now.millis()));
+        let busy = self
+            .window
+            .busy_slot_ms
+            .saturating_add(self.busy_between(self.window.last, now.millis()));
         let capacity = self.window.capacity_slot_ms.saturating_add(limit * dt);
-        let utilisation_permille =
-            if capacity == 0 { 0 } else { (busy as u128 * 1000 / capacity as u128).min(1000) as u64 };
+        let utilisation_permille = if capacity == 0 {
+            0
+        } else {
+            (busy as u128 * 1000 / capacity as u128).min(1000) as u64
+        };
         let w = &self.window;
         let mut out = vec![LaneEvent::WindowClosed {
             utilisation_permille,
@@ -449,7 +585,9 @@ impl LaneState {
             .break_even_permille
             .map(|be| be * (1000 - super::config::permille(g.demotion_hysteresis)) / 1000);
         // No healthy capacity in the whole window says nothing about demand: that is failover.
-        let reason = if let Some(floor) = floor.filter(|&f| capacity > 0 && utilisation_permille < f) {
+        let reason = if let Some(floor) =
+            floor.filter(|&f| capacity > 0 && utilisation_permille < f)
+        {
             Some(format!(
                 "demoted: BYOC utilisation {:.1}% below break-even {:.1}% less the hysteresis margin ({:.1}%)",
                 utilisation_permille as f64 / 10.0,
@@ -470,19 +608,33 @@ impl LaneState {
             None
         };
         if let Some(reason) = reason {
-            out.push(LaneEvent::Deactivated { reason, demoted: true, ts: now });
+            out.push(LaneEvent::Deactivated {
+                reason,
+                demoted: true,
+                ts: now,
+            });
         }
         Some(out)
     }
 
     /// Accepts a gated activation only for a stored, passing, untampered, fresh report.
     fn check_activation(&self, digest: &str, ts: Timestamp, cfg: &RoutingConfig) -> LaneEvent {
-        let refuse = |reason: String| LaneEvent::ActivationRefused { report_digest: digest.to_owned(), reason, ts };
+        let refuse = |reason: String| LaneEvent::ActivationRefused {
+            report_digest: digest.to_owned(),
+            reason,
+            ts,
+        };
         let Some(r) = self.reports.get(digest) else {
-            return refuse(format!("no gate report {digest} is stored for lane {}", self.lane));
+            return refuse(format!(
+                "no gate report {digest} is stored for lane {}",
+                self.lane
+            ));
         };
         if !r.digest_ok {
-            return refuse("the stored report does not match its digest (altered after the gate ran)".to_owned());
+            return refuse(
+                "the stored report does not match its digest (altered after the gate ran)"
+                    .to_owned(),
+            );
         }
         if !r.passed {
             return refuse("the report did not pass the gate".to_owned());
@@ -517,7 +669,8 @@ impl LaneState {
     pub fn estimate_micros(&self, r: &RequestV1) -> u64 {
         let Some(price) = &self.price else { return 0 };
         let expected_output = if self.output_tokens_count > 0 {
-            (self.output_tokens_sum / self.output_tokens_count).min(r.max_output_tokens as u64) as u32
+            (self.output_tokens_sum / self.output_tokens_count).min(r.max_output_tokens as u64)
+                as u32
         } else {
             r.max_output_tokens
         };
@@ -529,7 +682,10 @@ impl LaneState {
         let reservation = held.map(|(_, r)| r);
         let profile = match (c.profile, reservation) {
             (Some(p), _) => p,
-            (None, Some(r)) => self.clusters.get(&r.cluster).map_or(Profile::ByocDynamo, |lc| byoc_profile(lc.view.stack)),
+            (None, Some(r)) => self
+                .clusters
+                .get(&r.cluster)
+                .map_or(Profile::ByocDynamo, |lc| byoc_profile(lc.view.stack)),
             (None, None) => Profile::ManagedProvider,
         };
         // The platform bills managed traffic; BYOC is paid per cluster-hour, subscriptions are
@@ -560,7 +716,10 @@ impl LaneState {
     fn invalid_reason(&self, r: &RequestV1) -> Option<String> {
         if let Some(held) = self.reservations.get(r.request_id.as_str()) {
             // A resend of a request still in flight: answering twice would reserve twice.
-            return Some(format!("request_id {} is already in flight on {}", r.request_id, held.cluster));
+            return Some(format!(
+                "request_id {} is already in flight on {}",
+                r.request_id, held.cluster
+            ));
         }
         if r.cached_input_tokens > r.input_tokens {
             return Some(format!(
@@ -573,16 +732,28 @@ impl LaneState {
         }
         if let Some(p) = &self.price {
             if let Some(max) = p.max_input_tokens.filter(|&m| r.input_tokens > m) {
-                return Some(format!("input_tokens ({}) exceeds the model's {max}", r.input_tokens));
+                return Some(format!(
+                    "input_tokens ({}) exceeds the model's {max}",
+                    r.input_tokens
+                ));
             }
             if let Some(max) = p.max_output_tokens.filter(|&m| r.max_output_tokens > m) {
-                return Some(format!("max_output_tokens ({}) exceeds the model's {max}", r.max_output_tokens));
+                return Some(format!(
+                    "max_output_tokens ({}) exceeds the model's {max}",
+                    r.max_output_tokens
+                ));
             }
         }
         None
     }
 
-    fn route(&self, r: &RequestV1, tenant: &TenantView, cfg: &RoutingConfig, events: &mut Vec<LaneEvent>) {
+    fn route(
+        &self,
+        r: &RequestV1,
+        tenant: &TenantView,
+        cfg: &RoutingConfig,
+        events: &mut Vec<LaneEvent>,
+    ) {
         let seq = self.seq + 1;
         let tenant_id: Arc<str> = tenant.tenant_id.clone();
         let mut d = DecisionV1 {
@@ -608,7 +779,11 @@ impl LaneState {
             Some(Reason::InvalidRequest)
         } else if !tenant.known && cfg.unknown_tenant == super::config::UnknownTenant::Reject {
             Some(Reason::UnknownTenant)
-        } else if r.region.as_deref().is_some_and(|reg| !policy.region_allowed(reg)) {
+        } else if r
+            .region
+            .as_deref()
+            .is_some_and(|reg| !policy.region_allowed(reg))
+        {
             Some(Reason::RegionNotAllowed)
         } else if tenant.paused {
             Some(Reason::QuotaExceeded)
@@ -617,14 +792,16 @@ impl LaneState {
         };
         if let Some(reason) = rejection {
             d.reason = reason;
-            events.push(LaneEvent::Decided { decision: d, reservation: None });
+            events.push(LaneEvent::Decided {
+                decision: d,
+                reservation: None,
+            });
             return;
         }
 
-        let allowed = r
-            .allowed_profiles
-            .as_deref()
-            .map_or(policy.profiles, |p| policy.profiles.intersect(ProfileSet::from_slice(p)));
+        let allowed = r.allowed_profiles.as_deref().map_or(policy.profiles, |p| {
+            policy.profiles.intersect(ProfileSet::from_slice(p))
+        });
         let order = policy.escalation.as_deref().unwrap_or(&cfg.escalation);
         let provider = &*self.provider;
         let estimate = self.estimate_micros(r);
@@ -638,9 +815,19 @@ impl LaneState {
             match step {
                 ProfileClass::Subscription | ProfileClass::Byok => {
                     let (has, profile, reason, prefix) = if step == ProfileClass::Subscription {
-                        (policy.has_subscription(provider), Profile::Subscription, Reason::Subscription, "subscription")
+                        (
+                            policy.has_subscription(provider),
+                            Profile::Subscription,
+                            Reason::Subscription,
+                            "subscription",
+                        )
                     } else {
-                        (policy.has_byok(provider), Profile::Byok, Reason::Byok, "byok")
+                        (
+                            policy.has_byok(provider),
+                            Profile::Byok,
+                            Reason::Byok,
+                            "byok",
+                        )
                     };
                     if !has {
                         continue;
@@ -658,25 +845,38 @@ impl LaneState {
                     d.target = Some(self.lane.clone());
                     d.reason = reason;
                     // Bundled allowance costs nothing at the margin; BYOK is the provider's list price.
-                    d.estimated_cost_micros = if profile == Profile::Byok { estimate } else { 0 };
+                    d.estimated_cost_micros = if profile == Profile::Byok {
+                        estimate
+                    } else {
+                        0
+                    };
                     d.considered.append(&mut skipped_credentials);
-                    events.push(LaneEvent::Decided { decision: d, reservation: None });
+                    events.push(LaneEvent::Decided {
+                        decision: d,
+                        reservation: None,
+                    });
                     return;
                 }
-                ProfileClass::Byoc => match self.byoc(r, &tenant_id, tenant, &mut d.considered, cfg) {
-                    Byoc::Chosen { cluster, stack } => {
-                        d.profile = Some(byoc_profile(stack));
-                        d.mode = Mode::Live;
-                        d.target = Some(cluster.clone());
-                        d.reason = Reason::HotLane;
-                        let deadline = r.qos.deadline_ms.unwrap_or(cfg.default_deadline_ms) as i64;
-                        let reservation = Some((cluster, r.ts.millis() + deadline));
-                        d.considered.append(&mut skipped_credentials);
-                        events.push(LaneEvent::Decided { decision: d, reservation });
-                        return;
+                ProfileClass::Byoc => {
+                    match self.byoc(r, &tenant_id, tenant, &mut d.considered, cfg) {
+                        Byoc::Chosen { cluster, stack } => {
+                            d.profile = Some(byoc_profile(stack));
+                            d.mode = Mode::Live;
+                            d.target = Some(cluster.clone());
+                            d.reason = Reason::HotLane;
+                            let deadline =
+                                r.qos.deadline_ms.unwrap_or(cfg.default_deadline_ms) as i64;
+                            let reservation = Some((cluster, r.ts.millis() + deadline));
+                            d.considered.append(&mut skipped_credentials);
+                            events.push(LaneEvent::Decided {
+                                decision: d,
+                                reservation,
+                            });
+                            return;
+                        }
+                        Byoc::NotServed(reason) => byoc_reason = Some(reason),
                     }
-                    Byoc::NotServed(reason) => byoc_reason = Some(reason),
-                },
+                }
                 ProfileClass::ManagedProvider => {
                     d.reason = byoc_reason.unwrap_or_else(|| self.reason_without_byoc());
                     d.profile = Some(Profile::ManagedProvider);
@@ -684,7 +884,9 @@ impl LaneState {
                     if !self.provider_down {
                         d.mode = Mode::Live;
                         d.target = Some(self.lane.clone());
-                    } else if cfg.openrouter_fallback && policy.data_boundary == DataBoundary::Project {
+                    } else if cfg.openrouter_fallback
+                        && policy.data_boundary == DataBoundary::Project
+                    {
                         d.mode = Mode::OpenrouterFallback;
                         d.reason = Reason::ManagedDown;
                         d.target = Some(self.openrouter_target.clone());
@@ -701,7 +903,10 @@ impl LaneState {
                         d.estimated_cost_micros = 0;
                     }
                     d.considered.append(&mut skipped_credentials);
-                    events.push(LaneEvent::Decided { decision: d, reservation: None });
+                    events.push(LaneEvent::Decided {
+                        decision: d,
+                        reservation: None,
+                    });
                     events.extend(fallback);
                     return;
                 }
@@ -716,7 +921,10 @@ impl LaneState {
         };
         d.detail = Some("no profile allowed for this tenant and request could serve it".to_owned());
         d.considered.append(&mut skipped_credentials);
-        events.push(LaneEvent::Decided { decision: d, reservation: None });
+        events.push(LaneEvent::Decided {
+            decision: d,
+            reservation: None,
+        });
     }
 
     /// The reason a managed decision carries when the BYOC step did not run (not allowed or not
@@ -741,7 +949,11 @@ impl LaneState {
         cfg: &RoutingConfig,
     ) -> Byoc {
         if !self.active {
-            return Byoc::NotServed(if self.clusters.is_empty() { Reason::Tail } else { Reason::NotActivated });
+            return Byoc::NotServed(if self.clusters.is_empty() {
+                Reason::Tail
+            } else {
+                Reason::NotActivated
+            });
         }
         if self.clusters.is_empty() {
             return Byoc::NotServed(Reason::Failover);
@@ -763,14 +975,25 @@ impl LaneState {
             } else if let Some(h) = health_verdict(v.health) {
                 saw_health = true;
                 h
-            } else if v.last_heartbeat.is_none_or(|t| now - t > cfg.stale_after_ms) {
+            } else if v
+                .last_heartbeat
+                .is_none_or(|t| now - t > cfg.stale_after_ms)
+            {
                 saw_health = true;
-                if v.last_heartbeat.is_none() { Verdict::NoHeartbeat } else { Verdict::Stale }
+                if v.last_heartbeat.is_none() {
+                    Verdict::NoHeartbeat
+                } else {
+                    Verdict::Stale
+                }
             } else {
                 let limit = effective_limit(v, now, cfg);
                 if c.reserved >= limit {
                     saw_capacity = true;
-                    if limit < v.lane_limit { Verdict::SlowStart } else { Verdict::Saturated }
+                    if limit < v.lane_limit {
+                        Verdict::SlowStart
+                    } else {
+                        Verdict::Saturated
+                    }
                 } else {
                     let idx = considered.len();
                     // Dedicated beats shared; then lower utilisation (reserved/limit, compared by
@@ -779,7 +1002,9 @@ impl LaneState {
                         None => true,
                         Some((_, bd, br, bl)) => {
                             (dedicated && !bd)
-                                || (dedicated == bd && (c.reserved as u64) * (bl as u64) < (br as u64) * (limit as u64))
+                                || (dedicated == bd
+                                    && (c.reserved as u64) * (bl as u64)
+                                        < (br as u64) * (limit as u64))
                         }
                     };
                     if better {
@@ -788,7 +1013,10 @@ impl LaneState {
                     Verdict::NotChosen
                 }
             };
-            considered.push(Considered { target: id.clone(), verdict });
+            considered.push(Considered {
+                target: id.clone(),
+                verdict,
+            });
         }
         debug_assert!(considered.len() > first);
         match best {

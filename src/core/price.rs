@@ -16,7 +16,18 @@ use crate::events::ModelPath;
 pub const EMBEDDED_TABLE: &[u8] = include_bytes!("../../data/model-prices.json");
 
 /// Price of one model, pico-dollars per token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct ModelPrice {
     pub input_pd: u64,
     pub output_pd: u64,
@@ -29,7 +40,12 @@ pub struct ModelPrice {
 impl ModelPrice {
     /// Cost in micros of a request, rounded half up: uncached input at the input price, cached
     /// input at the cache-read price, output at the output price.
-    pub fn cost_micros(&self, input_tokens: u32, cached_input_tokens: u32, output_tokens: u32) -> u64 {
+    pub fn cost_micros(
+        &self,
+        input_tokens: u32,
+        cached_input_tokens: u32,
+        output_tokens: u32,
+    ) -> u64 {
         let cached = cached_input_tokens.min(input_tokens) as u128;
         let uncached = input_tokens as u128 - cached;
         let pd = uncached * self.input_pd as u128
@@ -53,11 +69,18 @@ pub struct PriceAliases {
 impl PriceAliases {
     /// The provider names Zumik lanes use that LiteLLM spells differently.
     pub fn with_builtin_providers() -> Self {
-        let providers = [("fireworks", "fireworks_ai"), ("together", "together_ai"), ("google", "gemini")]
-            .into_iter()
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            .collect();
-        PriceAliases { providers, models: BTreeMap::new() }
+        let providers = [
+            ("fireworks", "fireworks_ai"),
+            ("together", "together_ai"),
+            ("google", "gemini"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        PriceAliases {
+            providers,
+            models: BTreeMap::new(),
+        }
     }
 }
 
@@ -112,9 +135,10 @@ impl PriceTable {
         let mut entries = BTreeMap::new();
         let mut skipped = 0;
         for (key, v) in raw {
-            let (Some(input_pd), Some(output_pd)) =
-                (to_pd(v.get("input_cost_per_token")), to_pd(v.get("output_cost_per_token")))
-            else {
+            let (Some(input_pd), Some(output_pd)) = (
+                to_pd(v.get("input_cost_per_token")),
+                to_pd(v.get("output_cost_per_token")),
+            ) else {
                 skipped += 1;
                 continue;
             };
@@ -125,7 +149,10 @@ impl PriceTable {
                 max_input_tokens: to_tokens(v.get("max_input_tokens")),
                 max_output_tokens: to_tokens(v.get("max_output_tokens")),
             };
-            let provider = v.get("litellm_provider").and_then(Value::as_str).map(str::to_owned);
+            let provider = v
+                .get("litellm_provider")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             entries.insert(key, Entry { provider, price });
         }
         if entries.is_empty() {
@@ -135,10 +162,17 @@ impl PriceTable {
         for (key, e) in &entries {
             if let (Some(p), Some((_, last))) = (&e.provider, key.rsplit_once('/')) {
                 // BTreeMap iteration is sorted, so the first key seen is the smallest.
-                by_suffix.entry((p.clone(), last.to_owned())).or_insert_with(|| key.clone());
+                by_suffix
+                    .entry((p.clone(), last.to_owned()))
+                    .or_insert_with(|| key.clone());
             }
         }
-        Ok(PriceTable { entries, by_suffix, aliases, skipped })
+        Ok(PriceTable {
+            entries,
+            by_suffix,
+            aliases,
+            skipped,
+        })
     }
 
     /// The table shipped in the binary, with the built-in provider aliases.
@@ -163,14 +197,20 @@ impl PriceTable {
     }
 
     fn hit(&self, key: &str) -> Option<PriceMatch> {
-        self.entries.get(key).map(|e| PriceMatch { key: key.to_owned(), price: e.price })
+        self.entries.get(key).map(|e| PriceMatch {
+            key: key.to_owned(),
+            price: e.price,
+        })
     }
 
     fn hit_with_provider(&self, key: &str, provider: &str) -> Option<PriceMatch> {
         self.entries
             .get(key)
             .filter(|e| e.provider.as_deref() == Some(provider))
-            .map(|e| PriceMatch { key: key.to_owned(), price: e.price })
+            .map(|e| PriceMatch {
+                key: key.to_owned(),
+                price: e.price,
+            })
     }
 
     /// Finds the price of a lane `provider/model[@rev]`, in this order:
@@ -188,7 +228,11 @@ impl PriceTable {
         if let Some(m) = self.hit(&plain) {
             return Some(m);
         }
-        let provider = self.aliases.providers.get(path.provider).map_or(path.provider, String::as_str);
+        let provider = self
+            .aliases
+            .providers
+            .get(path.provider)
+            .map_or(path.provider, String::as_str);
         for p in [path.provider, provider] {
             if let Some(m) = self.hit_with_provider(path.model, p) {
                 return Some(m);
@@ -198,7 +242,9 @@ impl PriceTable {
             return Some(m);
         }
         let last = path.model.rsplit('/').next().unwrap_or(path.model);
-        self.by_suffix.get(&(provider.to_owned(), last.to_owned())).and_then(|k| self.hit(k))
+        self.by_suffix
+            .get(&(provider.to_owned(), last.to_owned()))
+            .and_then(|k| self.hit(k))
     }
 }
 
@@ -221,10 +267,20 @@ mod tests {
         assert_eq!(m.price.input_pd, 2_500_000);
         assert_eq!(m.price.cache_read_pd, Some(1_250_000));
         // Revision is ignored for pricing.
-        assert_eq!(t.resolve("anthropic/claude-sonnet-4-5@2025-09").unwrap().key, "claude-sonnet-4-5");
+        assert_eq!(
+            t.resolve("anthropic/claude-sonnet-4-5@2025-09")
+                .unwrap()
+                .key,
+            "claude-sonnet-4-5"
+        );
         // Rule 5 via the provider alias.
-        let m = t.resolve("fireworks/qwen3-coder-480b-a35b-instruct").unwrap();
-        assert_eq!(m.key, "fireworks_ai/accounts/fireworks/models/qwen3-coder-480b-a35b-instruct");
+        let m = t
+            .resolve("fireworks/qwen3-coder-480b-a35b-instruct")
+            .unwrap();
+        assert_eq!(
+            m.key,
+            "fireworks_ai/accounts/fireworks/models/qwen3-coder-480b-a35b-instruct"
+        );
         // Wrong provider does not borrow another provider's price.
         assert!(t.resolve("anthropic/gpt-4o").is_none());
         assert!(t.resolve("acme/house-model").is_none());
@@ -233,14 +289,21 @@ mod tests {
     #[test]
     fn config_alias_wins() {
         let mut aliases = PriceAliases::with_builtin_providers();
-        aliases.models.insert("acme/house-model".into(), "gpt-4o-mini".into());
+        aliases
+            .models
+            .insert("acme/house-model".into(), "gpt-4o-mini".into());
         let t = PriceTable::from_litellm_json(EMBEDDED_TABLE, aliases).unwrap();
         assert_eq!(t.resolve("acme/house-model").unwrap().key, "gpt-4o-mini");
     }
 
     #[test]
     fn cost_uses_cache_read_price_and_rounds() {
-        let p = ModelPrice { input_pd: 2_500_000, output_pd: 10_000_000, cache_read_pd: Some(1_250_000), ..Default::default() };
+        let p = ModelPrice {
+            input_pd: 2_500_000,
+            output_pd: 10_000_000,
+            cache_read_pd: Some(1_250_000),
+            ..Default::default()
+        };
         // 1000 uncached × 2.5 µ$ + 1000 cached × 1.25 µ$ + 100 out × 10 µ$ = 2500 + 1250 + 1000.
         assert_eq!(p.cost_micros(2000, 1000, 100), 4750);
         // Cached beyond input is clamped.
@@ -249,7 +312,13 @@ mod tests {
 
     #[test]
     fn garbage_tables_fail_clearly() {
-        assert!(matches!(PriceTable::from_litellm_json(b"[1,2]", PriceAliases::default()), Err(PriceError::Format(_))));
-        assert!(matches!(PriceTable::from_litellm_json(b"{\"a\":{}}", PriceAliases::default()), Err(PriceError::Empty)));
+        assert!(matches!(
+            PriceTable::from_litellm_json(b"[1,2]", PriceAliases::default()),
+            Err(PriceError::Format(_))
+        ));
+        assert!(matches!(
+            PriceTable::from_litellm_json(b"{\"a\":{}}", PriceAliases::default()),
+            Err(PriceError::Empty)
+        ));
     }
 }

@@ -36,12 +36,27 @@ pub enum JournalEntry {
     /// An input event as the router received it (what-if replays start from these).
     Input(InputEvent),
     /// A lane came into existence with this price.
-    LaneCreated { lane: Arc<str>, price: Option<ModelPrice> },
-    Lane { lane: Arc<str>, command: LaneCommand, events: Vec<LaneEvent> },
-    Cluster { cluster_id: Arc<str>, command: ClusterCommand, events: Vec<ClusterEvent> },
+    LaneCreated {
+        lane: Arc<str>,
+        price: Option<ModelPrice>,
+    },
+    Lane {
+        lane: Arc<str>,
+        command: LaneCommand,
+        events: Vec<LaneEvent>,
+    },
+    Cluster {
+        cluster_id: Arc<str>,
+        command: ClusterCommand,
+        events: Vec<ClusterEvent>,
+    },
     /// A cluster was deregistered and its state dropped.
     ClusterRemoved { cluster_id: Arc<str> },
-    Tenant { tenant_id: Arc<str>, command: TenantCommand, events: Vec<TenantEvent> },
+    Tenant {
+        tenant_id: Arc<str>,
+        command: TenantCommand,
+        events: Vec<TenantEvent>,
+    },
 }
 
 /// Something an operator should know that is not a decision.
@@ -64,7 +79,10 @@ pub struct Output {
 
 impl Output {
     pub fn with_journal() -> Self {
-        Output { record_journal: true, ..Output::default() }
+        Output {
+            record_journal: true,
+            ..Output::default()
+        }
     }
 
     pub fn clear(&mut self) {
@@ -75,7 +93,9 @@ impl Output {
 }
 
 /// The state of all actors of one router, serializable for snapshots.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
 pub struct RouterState {
     /// Lanes and tenants are hash maps: they are looked up on every event and never iterated
     /// into an output without sorting first.
@@ -139,20 +159,30 @@ impl Router {
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = vec![SNAPSHOT_VERSION];
         // Plain data with no maps keyed by non-serializable types: encoding cannot fail.
-        let body = bincode::encode_to_vec(&self.state, bincode::config::standard()).expect("router state encodes");
+        let body = bincode::encode_to_vec(&self.state, bincode::config::standard())
+            .expect("router state encodes");
         out.extend_from_slice(&body);
         out
     }
 
     /// A router continuing from [`Router::snapshot`] bytes.
-    pub fn restore(cfg: Arc<RoutingConfig>, prices: Arc<PriceTable>, bytes: &[u8]) -> Result<Self, SnapshotError> {
+    pub fn restore(
+        cfg: Arc<RoutingConfig>,
+        prices: Arc<PriceTable>,
+        bytes: &[u8],
+    ) -> Result<Self, SnapshotError> {
         let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version { found: version, expected: SNAPSHOT_VERSION });
+            return Err(SnapshotError::Version {
+                found: version,
+                expected: SNAPSHOT_VERSION,
+            });
         }
         let (state, used) = bincode::decode_from_slice(body, bincode::config::standard())?;
         if used != body.len() {
-            return Err(SnapshotError::Trailing { bytes: body.len() - used });
+            return Err(SnapshotError::Trailing {
+                bytes: body.len() - used,
+            });
         }
         let mut r = Router::new(cfg, prices);
         r.state = state;
@@ -179,13 +209,27 @@ impl Router {
             }
             InputEvent::ProviderHealth(p) => {
                 let provider: Arc<str> = Arc::from(p.provider.as_str());
-                self.state.providers.insert(provider.clone(), (p.status, p.ts));
-                let mut lanes: Vec<Arc<str>> =
-                    self.state.lanes.values().filter(|l| l.provider == provider).map(|l| l.lane.clone()).collect();
+                self.state
+                    .providers
+                    .insert(provider.clone(), (p.status, p.ts));
+                let mut lanes: Vec<Arc<str>> = self
+                    .state
+                    .lanes
+                    .values()
+                    .filter(|l| l.provider == provider)
+                    .map(|l| l.lane.clone())
+                    .collect();
                 // Hash order must not decide the order of the journal: lanes go in id order.
                 lanes.sort_unstable();
                 for lane in lanes {
-                    self.lane_cmd(&lane, LaneCommand::ProviderHealth { status: p.status, ts: p.ts }, out);
+                    self.lane_cmd(
+                        &lane,
+                        LaneCommand::ProviderHealth {
+                            status: p.status,
+                            ts: p.ts,
+                        },
+                        out,
+                    );
                 }
             }
             InputEvent::TenantPolicy(p) => {
@@ -194,15 +238,32 @@ impl Router {
             }
             InputEvent::LaneActivated(a) => {
                 let lane = self.lane_key(&a.lane, out);
-                self.lane_cmd(&lane, LaneCommand::Activate { report_digest: a.report_digest, ts: a.ts }, out);
+                self.lane_cmd(
+                    &lane,
+                    LaneCommand::Activate {
+                        report_digest: a.report_digest,
+                        ts: a.ts,
+                    },
+                    out,
+                );
             }
             InputEvent::LaneDeactivated(a) => {
                 let lane = self.lane_key(&a.lane, out);
-                self.lane_cmd(&lane, LaneCommand::Deactivate { reason: a.reason, ts: a.ts }, out);
+                self.lane_cmd(
+                    &lane,
+                    LaneCommand::Deactivate {
+                        reason: a.reason,
+                        ts: a.ts,
+                    },
+                    out,
+                );
             }
             InputEvent::LaneActivate(a) => {
                 let lane = self.lane_key(&a.lane, out);
-                let cmd = LaneCommand::RequestActivation { report_digest: a.report_digest, ts: a.ts };
+                let cmd = LaneCommand::RequestActivation {
+                    report_digest: a.report_digest,
+                    ts: a.ts,
+                };
                 self.lane_cmd(&lane, cmd, out);
             }
             InputEvent::GateReport(r) => {
@@ -215,7 +276,10 @@ impl Router {
     fn on_request(&mut self, r: RequestV1, out: &mut Output) {
         let now = r.ts;
         let (lane, expire) = match self.state.lanes.get_key_value(r.model.as_str()) {
-            Some((k, l)) => (k.clone(), l.next_expiry().is_some_and(|t| t <= now.millis())),
+            Some((k, l)) => (
+                k.clone(),
+                l.next_expiry().is_some_and(|t| t <= now.millis()),
+            ),
             None => (self.lane_key(&r.model, out), false),
         };
         if expire {
@@ -239,7 +303,9 @@ impl Router {
         let old_lanes = match self.state.clusters.get(&id) {
             Some(c) => c.lanes.clone(),
             None => {
-                self.state.clusters.insert(id.clone(), ClusterState::registered(&e));
+                self.state
+                    .clusters
+                    .insert(id.clone(), ClusterState::registered(&e));
                 vec![]
             }
         };
@@ -247,7 +313,14 @@ impl Router {
         self.cluster_cmd(&id, ClusterCommand::Register(e), out);
         let new_lanes = self.state.clusters[&id].lanes.clone();
         for lane in old_lanes.iter().filter(|l| !new_lanes.contains(l)) {
-            self.lane_cmd(lane, LaneCommand::ClusterRemoved { cluster_id: id.clone(), ts }, out);
+            self.lane_cmd(
+                lane,
+                LaneCommand::ClusterRemoved {
+                    cluster_id: id.clone(),
+                    ts,
+                },
+                out,
+            );
         }
     }
 
@@ -260,10 +333,19 @@ impl Router {
             return;
         };
         if out.record_journal {
-            out.journal.push(JournalEntry::ClusterRemoved { cluster_id: c.cluster_id.clone() });
+            out.journal.push(JournalEntry::ClusterRemoved {
+                cluster_id: c.cluster_id.clone(),
+            });
         }
         for lane in &c.lanes {
-            self.lane_cmd(lane, LaneCommand::ClusterRemoved { cluster_id: c.cluster_id.clone(), ts: e.ts }, out);
+            self.lane_cmd(
+                lane,
+                LaneCommand::ClusterRemoved {
+                    cluster_id: c.cluster_id.clone(),
+                    ts: e.ts,
+                },
+                out,
+            );
         }
     }
 
@@ -286,7 +368,10 @@ impl Router {
         let state = LaneState::new(lane, price.map(|m| m.price));
         let key = state.lane.clone();
         if out.record_journal {
-            out.journal.push(JournalEntry::LaneCreated { lane: key.clone(), price: state.price });
+            out.journal.push(JournalEntry::LaneCreated {
+                lane: key.clone(),
+                price: state.price,
+            });
         }
         let provider = state.provider.clone();
         self.state.lanes.insert(key.clone(), state);
@@ -300,7 +385,12 @@ impl Router {
             .clusters
             .values()
             .filter(|c| c.lanes.iter().any(|l| **l == *lane))
-            .map(|c| (c.view(lane, &self.cfg), Timestamp(c.last_heartbeat.unwrap_or(c.registered_at))))
+            .map(|c| {
+                (
+                    c.view(lane, &self.cfg),
+                    Timestamp(c.last_heartbeat.unwrap_or(c.registered_at)),
+                )
+            })
             .collect();
         for (view, ts) in views {
             self.lane_cmd(&key, LaneCommand::ClusterUpdated { view, ts }, out);
@@ -325,28 +415,57 @@ impl Router {
             state.evolve(event);
         }
         if out.record_journal {
-            out.journal.push(JournalEntry::Lane { lane: lane.clone(), command: cmd, events: events.clone() });
+            out.journal.push(JournalEntry::Lane {
+                lane: lane.clone(),
+                command: cmd,
+                events: events.clone(),
+            });
         }
         // At most one completion per command: its two possible follow-ups need no allocation.
         let (mut to_cluster, mut to_tenant) = (None, None);
         for event in events.drain(..) {
             match event {
                 LaneEvent::Decided { decision, .. } => out.decisions.push(decision),
-                LaneEvent::ActivationRefused { report_digest, reason, .. } => out.warnings.push(Warning {
+                LaneEvent::ActivationRefused {
+                    report_digest,
+                    reason,
+                    ..
+                } => out.warnings.push(Warning {
                     code: "activation_refused",
-                    message: format!("lane {lane}: activation with report {report_digest} refused: {reason}"),
+                    message: format!(
+                        "lane {lane}: activation with report {report_digest} refused: {reason}"
+                    ),
                 }),
-                LaneEvent::Deactivated { reason, demoted: true, .. } => out.warnings.push(Warning {
+                LaneEvent::Deactivated {
+                    reason,
+                    demoted: true,
+                    ..
+                } => out.warnings.push(Warning {
                     code: "lane_demoted",
                     message: format!("lane {lane}: {reason}"),
                 }),
-                LaneEvent::Completed { request_id, tenant_id, cluster, outcome, billable_micros, ts, .. } => {
+                LaneEvent::Completed {
+                    request_id,
+                    tenant_id,
+                    cluster,
+                    outcome,
+                    billable_micros,
+                    ts,
+                    ..
+                } => {
                     if let Some(c) = cluster {
                         let failed = matches!(outcome, Outcome::Failed | Outcome::Expired);
                         to_cluster = Some((c, ClusterCommand::Outcome { failed, ts }));
                     }
                     if billable_micros > 0 {
-                        to_tenant = Some((tenant_id, TenantCommand::RecordUsage { request_id, cost_micros: billable_micros, ts }));
+                        to_tenant = Some((
+                            tenant_id,
+                            TenantCommand::RecordUsage {
+                                request_id,
+                                cost_micros: billable_micros,
+                                ts,
+                            },
+                        ));
                     }
                 }
                 _ => {}
@@ -381,9 +500,15 @@ impl Router {
         }
         // What lanes see of a cluster (its view) changes only with a registration, a heartbeat
         // or a health change; a plain completion outcome leaves it as it was.
-        let changed = events.iter().any(|e| !matches!(e, ClusterEvent::OutcomeRecorded { .. }));
+        let changed = events
+            .iter()
+            .any(|e| !matches!(e, ClusterEvent::OutcomeRecorded { .. }));
         let views: Vec<(Arc<str>, ClusterView)> = if changed {
-            state.lanes.iter().map(|l| (l.clone(), state.view(l, &self.cfg))).collect()
+            state
+                .lanes
+                .iter()
+                .map(|l| (l.clone(), state.view(l, &self.cfg)))
+                .collect()
         } else {
             Vec::new()
         };
@@ -394,7 +519,11 @@ impl Router {
             ClusterCommand::Outcome { ts, .. } => *ts,
         };
         if out.record_journal {
-            out.journal.push(JournalEntry::Cluster { cluster_id: key, command: cmd, events: events.clone() });
+            out.journal.push(JournalEntry::Cluster {
+                cluster_id: key,
+                command: cmd,
+                events: events.clone(),
+            });
         }
         self.cluster_events = events;
         for (lane, view) in views {
@@ -404,7 +533,9 @@ impl Router {
 
     fn tenant_cmd(&mut self, id: &Arc<str>, cmd: TenantCommand, out: &mut Output) {
         if !self.state.tenants.contains_key(id) {
-            self.state.tenants.insert(id.clone(), TenantState::new(id.clone()));
+            self.state
+                .tenants
+                .insert(id.clone(), TenantState::new(id.clone()));
         }
         // Present: inserted just above if it was missing.
         let t = self.state.tenants.get_mut(id).expect("tenant exists");
@@ -415,9 +546,12 @@ impl Router {
             t.evolve(event, &self.cfg);
         }
         if out.record_journal {
-            out.journal.push(JournalEntry::Tenant { tenant_id: id.clone(), command: cmd, events: events.clone() });
+            out.journal.push(JournalEntry::Tenant {
+                tenant_id: id.clone(),
+                command: cmd,
+                events: events.clone(),
+            });
         }
         self.tenant_events = events;
     }
 }
-

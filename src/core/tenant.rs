@@ -13,7 +13,9 @@ use crate::events::{DataBoundary, OverageMode, ProfileClass, TenantPolicyV1, Tim
 use super::config::RoutingConfig;
 
 /// A set of [`ProfileClass`]es as a bitmask (cheap to copy and to intersect).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
 pub struct ProfileSet(u8);
 
 impl ProfileSet {
@@ -64,7 +66,10 @@ pub struct TenantPolicy {
 
 /// Sorted, deduplicated, lowercased (provider names in lanes are lowercase).
 fn sorted(v: &[String]) -> Vec<Arc<str>> {
-    let mut out: Vec<Arc<str>> = v.iter().map(|s| Arc::from(s.to_ascii_lowercase().as_str())).collect();
+    let mut out: Vec<Arc<str>> = v
+        .iter()
+        .map(|s| Arc::from(s.to_ascii_lowercase().as_str()))
+        .collect();
     out.sort();
     out.dedup();
     out
@@ -88,7 +93,10 @@ impl TenantPolicy {
     pub fn from_event(e: &TenantPolicyV1) -> Self {
         TenantPolicy {
             allowed_regions: e.allowed_regions.as_deref().map(sorted),
-            profiles: e.allowed_profiles.as_deref().map_or(ProfileSet::ALL, ProfileSet::from_slice),
+            profiles: e
+                .allowed_profiles
+                .as_deref()
+                .map_or(ProfileSet::ALL, ProfileSet::from_slice),
             data_boundary: e.data_boundary.unwrap_or_default(),
             subscriptions: sorted(&e.subscriptions),
             byok: sorted(&e.byok),
@@ -99,11 +107,15 @@ impl TenantPolicy {
     }
 
     pub fn region_allowed(&self, region: &str) -> bool {
-        self.allowed_regions.as_ref().is_none_or(|rs| rs.binary_search_by(|r| (**r).cmp(region)).is_ok())
+        self.allowed_regions
+            .as_ref()
+            .is_none_or(|rs| rs.binary_search_by(|r| (**r).cmp(region)).is_ok())
     }
 
     pub fn has_subscription(&self, provider: &str) -> bool {
-        self.subscriptions.binary_search_by(|p| (**p).cmp(provider)).is_ok()
+        self.subscriptions
+            .binary_search_by(|p| (**p).cmp(provider))
+            .is_ok()
     }
 
     pub fn has_byok(&self, provider: &str) -> bool {
@@ -147,16 +159,36 @@ pub struct TenantState {
 pub enum TenantCommand {
     SetPolicy(TenantPolicyV1),
     /// Billable cost of a completed request.
-    RecordUsage { request_id: Arc<str>, cost_micros: u64, ts: Timestamp },
+    RecordUsage {
+        request_id: Arc<str>,
+        cost_micros: u64,
+        ts: Timestamp,
+    },
 }
 
 /// Facts the tenant decider emits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum TenantEvent {
-    PolicySet { policy: Arc<TenantPolicy>, version: u64, ts: Timestamp },
-    MonthStarted { month: u32 },
-    UsageRecorded { request_id: Arc<str>, cost_micros: u64, spent_micros: u64, ts: Timestamp },
-    BudgetThresholdCrossed { pct: u8, spent_micros: u64, budget_micros: u64, ts: Timestamp },
+    PolicySet {
+        policy: Arc<TenantPolicy>,
+        version: u64,
+        ts: Timestamp,
+    },
+    MonthStarted {
+        month: u32,
+    },
+    UsageRecorded {
+        request_id: Arc<str>,
+        cost_micros: u64,
+        spent_micros: u64,
+        ts: Timestamp,
+    },
+    BudgetThresholdCrossed {
+        pct: u8,
+        spent_micros: u64,
+        budget_micros: u64,
+        ts: Timestamp,
+    },
 }
 
 /// `[start, end)` in ms of the UTC calendar month `yyyymm`.
@@ -203,8 +235,17 @@ impl TenantState {
         // Spend from an earlier month does not count against this month's budget (the calendar
         // is only consulted for tenants that can be paused at all).
         let paused = policy.overage_mode == OverageMode::Pause
-            && policy.monthly_budget_micros.is_some_and(|b| self.spent_micros >= b && (self.month_start_ms..self.month_end_ms).contains(&now.millis()));
-        TenantView { tenant_id: self.tenant_id.clone(), known: self.policy.is_some(), version: self.version, policy, paused }
+            && policy.monthly_budget_micros.is_some_and(|b| {
+                self.spent_micros >= b
+                    && (self.month_start_ms..self.month_end_ms).contains(&now.millis())
+            });
+        TenantView {
+            tenant_id: self.tenant_id.clone(),
+            known: self.policy.is_some(),
+            version: self.version,
+            policy,
+            paused,
+        }
     }
 
     pub fn decide(&self, cmd: &TenantCommand, cfg: &RoutingConfig) -> Vec<TenantEvent> {
@@ -214,16 +255,33 @@ impl TenantState {
     }
 
     /// [`TenantState::decide`] appending to a caller's buffer (the hot path reuses one).
-    pub fn decide_into(&self, cmd: &TenantCommand, cfg: &RoutingConfig, out: &mut Vec<TenantEvent>) {
+    pub fn decide_into(
+        &self,
+        cmd: &TenantCommand,
+        cfg: &RoutingConfig,
+        out: &mut Vec<TenantEvent>,
+    ) {
         match cmd {
             TenantCommand::SetPolicy(p) => {
                 let policy = Arc::new(TenantPolicy::from_event(p));
                 // A new budget may put the current spend past thresholds not yet reported.
-                let spent = if p.ts.year_month() == self.month { self.spent_micros } else { 0 };
-                let now_crossed = crossed_mask(spent, policy.monthly_budget_micros, &cfg.budget_thresholds_pct);
+                let spent = if p.ts.year_month() == self.month {
+                    self.spent_micros
+                } else {
+                    0
+                };
+                let now_crossed = crossed_mask(
+                    spent,
+                    policy.monthly_budget_micros,
+                    &cfg.budget_thresholds_pct,
+                );
                 let fresh = now_crossed & !self.crossed;
                 let budget = policy.monthly_budget_micros.unwrap_or(0);
-                out.push(TenantEvent::PolicySet { policy, version: self.version + 1, ts: p.ts });
+                out.push(TenantEvent::PolicySet {
+                    policy,
+                    version: self.version + 1,
+                    ts: p.ts,
+                });
                 for (i, &pct) in cfg.budget_thresholds_pct.iter().enumerate() {
                     if fresh & (1 << i) != 0 {
                         out.push(TenantEvent::BudgetThresholdCrossed {
@@ -235,12 +293,18 @@ impl TenantState {
                     }
                 }
             }
-            TenantCommand::RecordUsage { request_id, cost_micros, ts } => {
+            TenantCommand::RecordUsage {
+                request_id,
+                cost_micros,
+                ts,
+            } => {
                 let in_month = (self.month_start_ms..self.month_end_ms).contains(&ts.millis());
                 let (spent_before, crossed_before) = if in_month {
                     (self.spent_micros, self.crossed)
                 } else {
-                    out.push(TenantEvent::MonthStarted { month: ts.year_month() });
+                    out.push(TenantEvent::MonthStarted {
+                        month: ts.year_month(),
+                    });
                     (0, 0)
                 };
                 let spent = spent_before.saturating_add(*cost_micros);
@@ -268,12 +332,24 @@ impl TenantState {
 
     pub fn evolve(&mut self, event: &TenantEvent, cfg: &RoutingConfig) {
         match event {
-            TenantEvent::PolicySet { policy, version, ts } => {
+            TenantEvent::PolicySet {
+                policy,
+                version,
+                ts,
+            } => {
                 self.policy = Some(policy.clone());
                 self.version = *version;
                 // A new budget re-arms the thresholds the current spend no longer crosses.
-                let spent = if ts.year_month() == self.month { self.spent_micros } else { 0 };
-                self.crossed = crossed_mask(spent, policy.monthly_budget_micros, &cfg.budget_thresholds_pct);
+                let spent = if ts.year_month() == self.month {
+                    self.spent_micros
+                } else {
+                    0
+                };
+                self.crossed = crossed_mask(
+                    spent,
+                    policy.monthly_budget_micros,
+                    &cfg.budget_thresholds_pct,
+                );
             }
             TenantEvent::MonthStarted { month } => {
                 self.month = *month;

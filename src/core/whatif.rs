@@ -30,7 +30,10 @@ pub struct WhatIf {
 
 fn label(d: &DecisionV1) -> String {
     let profile = d.profile.map_or("none".to_owned(), |p| {
-        serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        serde_json::to_value(p)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
     });
     format!("{profile}/{}", d.reason.as_str())
 }
@@ -38,14 +41,26 @@ fn label(d: &DecisionV1) -> String {
 impl WhatIf {
     fn add(&mut self, base: &DecisionV1, cand: &DecisionV1) {
         self.decisions += 1;
-        *self.baseline_reasons.entry(base.reason.as_str().to_owned()).or_default() += 1;
-        *self.candidate_reasons.entry(cand.reason.as_str().to_owned()).or_default() += 1;
+        *self
+            .baseline_reasons
+            .entry(base.reason.as_str().to_owned())
+            .or_default() += 1;
+        *self
+            .candidate_reasons
+            .entry(cand.reason.as_str().to_owned())
+            .or_default() += 1;
         self.baseline_cost_micros += base.estimated_cost_micros;
         self.candidate_cost_micros += cand.estimated_cost_micros;
-        let same = base.profile == cand.profile && base.mode == cand.mode && base.target == cand.target && base.reason == cand.reason;
+        let same = base.profile == cand.profile
+            && base.mode == cand.mode
+            && base.target == cand.target
+            && base.reason == cand.reason;
         if !same {
             self.changed += 1;
-            *self.transitions.entry(format!("{} -> {}", label(base), label(cand))).or_default() += 1;
+            *self
+                .transitions
+                .entry(format!("{} -> {}", label(base), label(cand)))
+                .or_default() += 1;
         }
     }
 }
@@ -72,6 +87,7 @@ pub fn compare(
         a.clear();
         b.clear();
     }
-    report.cost_delta_micros = report.candidate_cost_micros as i64 - report.baseline_cost_micros as i64;
+    report.cost_delta_micros =
+        report.candidate_cost_micros as i64 - report.baseline_cost_micros as i64;
     report
 }

@@ -21,7 +21,10 @@ pub enum DecodeError {
     #[error("not a valid event: {0}")]
     Json(#[from] serde_json::Error),
     #[error("invalid {schema} event: {invalid}")]
-    Invalid { schema: &'static str, invalid: Invalid },
+    Invalid {
+        schema: &'static str,
+        invalid: Invalid,
+    },
 }
 
 impl DecodeError {
@@ -38,12 +41,16 @@ impl DecodeError {
 /// Parses and validates one JSON input event.
 pub fn decode_input(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
     if bytes.len() > MAX_EVENT_BYTES {
-        return Err(DecodeError::TooLarge { size: bytes.len(), max: MAX_EVENT_BYTES });
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max: MAX_EVENT_BYTES,
+        });
     }
     let event: InputEvent = serde_json::from_slice(bytes)?;
-    event
-        .validate()
-        .map_err(|invalid| DecodeError::Invalid { schema: event.schema_name(), invalid })?;
+    event.validate().map_err(|invalid| DecodeError::Invalid {
+        schema: event.schema_name(),
+        invalid,
+    })?;
     Ok(event)
 }
 
@@ -97,7 +104,10 @@ mod tests {
         };
         let ours = encode_decision(&d);
         let via_enum = serde_json::to_vec(&OutputEvent::Decision(d.clone())).unwrap();
-        assert_eq!(String::from_utf8(ours.clone()).unwrap(), String::from_utf8(via_enum).unwrap());
+        assert_eq!(
+            String::from_utf8(ours.clone()).unwrap(),
+            String::from_utf8(via_enum).unwrap()
+        );
         let back: OutputEvent = serde_json::from_slice(&ours).unwrap();
         assert_eq!(back, OutputEvent::Decision(d));
     }
@@ -123,8 +133,12 @@ mod tests {
         let base = r#"{"schema":"zumik.request.v1","request_id":"r","tenant_id":"t","model":"openai/gpt-4o","input_tokens":IN,"cached_input_tokens":0,"max_output_tokens":5,"qos":{"class":"interactive"},"ts":"2026-01-01T00:00:00Z"EXTRA}"#;
         assert!(decode_input(base.replace("IN", "10").replace("EXTRA", "").as_bytes()).is_ok());
         assert!(decode_input(base.replace("IN", "-1").replace("EXTRA", "").as_bytes()).is_err());
-        let e = decode_input(base.replace("IN", "1").replace("EXTRA", r#","colour":1"#).as_bytes())
-            .unwrap_err();
+        let e = decode_input(
+            base.replace("IN", "1")
+                .replace("EXTRA", r#","colour":1"#)
+                .as_bytes(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
     }
 }

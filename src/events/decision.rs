@@ -11,7 +11,21 @@ use serde::{Deserialize, Serialize};
 use super::time::Timestamp;
 
 /// Who serves a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
     ByocDynamo,
@@ -22,7 +36,21 @@ pub enum Profile {
 }
 
 /// How it is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Served normally.
@@ -36,7 +64,21 @@ pub enum Mode {
 }
 
 /// Stable machine code for *why* (DESIGN §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Served by a BYOC cluster of an active lane.
@@ -99,7 +141,21 @@ impl Reason {
 }
 
 /// Why a candidate was or was not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The candidate that serves the request.
@@ -135,7 +191,17 @@ pub enum Verdict {
 }
 
 /// One candidate the decision looked at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Considered {
     /// Cluster id, or `subscription:<provider>` / `byok:<provider>` for credential routes.
@@ -144,7 +210,17 @@ pub struct Considered {
 }
 
 /// Where the input that caused a decision was read (runtime only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     pub topic: String,
@@ -153,7 +229,17 @@ pub struct Source {
 }
 
 /// `zumik.decision.v1` — where one request runs and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionV1 {
     pub request_id: String,

@@ -9,10 +9,26 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::time::Timestamp;
-use super::validate::{check_fraction, check_id, check_model_path, check_name, check_provider, check_region, Invalid};
+use super::validate::{
+    check_fraction, check_id, check_model_path, check_name, check_provider, check_region, Invalid,
+};
 
 /// Coarse profile classes a tenant or a request may allow (and order, for escalation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProfileClass {
     /// A BYOC hot-lane cluster (`byoc_dynamo` or `byoc_epp`).
@@ -26,7 +42,17 @@ pub enum ProfileClass {
 }
 
 /// Quality-of-service hints of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Qos {
     /// Service class, e.g. `interactive` or `batch` (free text, 1–32 chars).
@@ -45,7 +71,17 @@ pub struct Qos {
 }
 
 /// `zumik.request.v1` — one inference request to route (topic `zumik.requests`, key = lane).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct RequestV1 {
     /// Caller's id for the request; the decision carries it back.
@@ -77,7 +113,18 @@ pub struct RequestV1 {
 }
 
 /// How a routed request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Completed,
@@ -87,7 +134,9 @@ pub enum Outcome {
 }
 
 /// `zumik.completion.v1` — the outcome of a routed request (topic `zumik.completions`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionV1 {
     #[schemars(length(min = 1, max = 128))]
@@ -118,7 +167,20 @@ pub struct CompletionV1 {
 }
 
 /// Serving stack of a BYOC cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Stack {
     /// NVIDIA Dynamo.
@@ -128,7 +190,17 @@ pub enum Stack {
 }
 
 /// `zumik.cluster_registered.v1` — a BYOC cluster joins (topic `zumik.control`, key = cluster).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterRegisteredV1 {
     /// `byc_…`
@@ -156,7 +228,17 @@ pub struct ClusterRegisteredV1 {
 }
 
 /// `zumik.cluster_deregistered.v1` — a cluster leaves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterDeregisteredV1 {
     #[schemars(length(min = 1, max = 128))]
@@ -165,7 +247,20 @@ pub struct ClusterDeregisteredV1 {
 }
 
 /// Status a cluster reports about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterStatus {
     Ready,
@@ -175,7 +270,9 @@ pub enum ClusterStatus {
 }
 
 /// `zumik.cluster_heartbeat.v1` — periodic cluster telemetry (topic `zumik.telemetry`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterHeartbeatV1 {
     #[schemars(length(min = 1, max = 128))]
@@ -202,7 +299,20 @@ pub struct ClusterHeartbeatV1 {
 }
 
 /// Health of a managed provider as the gateway sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderStatus {
     Ok,
@@ -211,7 +321,9 @@ pub enum ProviderStatus {
 }
 
 /// `zumik.provider_health.v1` — managed-provider health from the gateway (topic `zumik.telemetry`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderHealthV1 {
     /// Provider name as used in lanes (`openai`, `fireworks`, …).
@@ -225,7 +337,21 @@ pub struct ProviderHealthV1 {
 }
 
 /// Where a tenant's data may go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DataBoundary {
     /// The project's providers and, in an emergency, OpenRouter.
@@ -239,7 +365,21 @@ pub enum DataBoundary {
 }
 
 /// What happens when the monthly budget is spent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OverageMode {
     /// Reject further requests with `quota_exceeded` until the next month.
@@ -251,7 +391,17 @@ pub enum OverageMode {
 
 /// `zumik.tenant_policy.v1` — a tenant's routing policy (topic `zumik.control`, key = tenant).
 /// Each one replaces the previous policy whole.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPolicyV1 {
     #[schemars(length(min = 1, max = 128))]
@@ -281,7 +431,17 @@ pub struct TenantPolicyV1 {
 }
 
 /// `zumik.lane_activated.v1` — a lane becomes a hot lane after passing the gate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct LaneActivatedV1 {
     #[schemars(length(min = 3, max = 256))]
@@ -295,7 +455,17 @@ pub struct LaneActivatedV1 {
 /// `zumik.lane_activate.v1` — the command to make a lane hot, naming the gate report that
 /// justifies it. The broker accepts it only if that report is stored for the lane, passed, its
 /// digest verifies and it is not stale; otherwise the refusal is journaled with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct LaneActivateV1 {
     #[schemars(length(min = 3, max = 256))]
@@ -307,7 +477,17 @@ pub struct LaneActivateV1 {
 }
 
 /// `zumik.lane_deactivated.v1` — a lane goes back to managed (demotion or operator command).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct LaneDeactivatedV1 {
     #[schemars(length(min = 3, max = 256))]
@@ -467,7 +647,10 @@ impl InputEvent {
                     seen.sort();
                     seen.dedup();
                     if order.is_empty() || seen.len() != order.len() {
-                        return Err(Invalid::new("escalation", "must name each profile at most once, at least one"));
+                        return Err(Invalid::new(
+                            "escalation",
+                            "must name each profile at most once, at least one",
+                        ));
                     }
                 }
                 Ok(())

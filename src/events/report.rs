@@ -13,7 +13,18 @@ use sha2::{Digest, Sha256};
 use super::time::Timestamp;
 
 /// The time window of history a report replayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     pub start: Timestamp,
@@ -49,16 +60,23 @@ pub struct GateReportV1 {
 // In binary (journal, snapshots) a report travels as its JSON text: its free-form fields are
 // JSON values, which a non-self-describing format cannot carry.
 impl bincode::Encode for GateReportV1 {
-    fn encode<E: bincode::enc::Encoder>(&self, encoder: &mut E) -> Result<(), bincode::error::EncodeError> {
-        let text = serde_json::to_string(self).map_err(|e| bincode::error::EncodeError::OtherString(e.to_string()))?;
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        let text = serde_json::to_string(self)
+            .map_err(|e| bincode::error::EncodeError::OtherString(e.to_string()))?;
         text.encode(encoder)
     }
 }
 
 impl<C> bincode::Decode<C> for GateReportV1 {
-    fn decode<D: bincode::de::Decoder<Context = C>>(decoder: &mut D) -> Result<Self, bincode::error::DecodeError> {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
         let text = String::decode(decoder)?;
-        serde_json::from_str(&text).map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))
+        serde_json::from_str(&text)
+            .map_err(|e| bincode::error::DecodeError::OtherString(e.to_string()))
     }
 }
 
@@ -86,7 +104,10 @@ impl GateReportV1 {
     pub fn to_value(&self) -> Value {
         let mut v = serde_json::to_value(self).expect("reports serialize");
         if let Value::Object(map) = &mut v {
-            map.insert("schema".into(), Value::String("zumik.gate_report.v1".into()));
+            map.insert(
+                "schema".into(),
+                Value::String("zumik.gate_report.v1".into()),
+            );
         }
         v
     }
@@ -116,7 +137,10 @@ mod tests {
         GateReportV1 {
             lane: "openai/gpt-4o".into(),
             passed: true,
-            window: Window { start: Timestamp(1_700_000_000_000), end: Timestamp(1_700_003_600_000) },
+            window: Window {
+                start: Timestamp(1_700_000_000_000),
+                end: Timestamp(1_700_003_600_000),
+            },
             inputs: json!({"requests": 10}),
             config: json!({"gpus": 8}),
             results: json!({"baseline_micros": 100, "blended_micros": 80}),

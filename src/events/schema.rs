@@ -13,7 +13,10 @@ use super::report::GateReportV1;
 fn tagged<T: JsonSchema>(name: &str, title: &str) -> Schema {
     let mut schema = schemars::schema_for!(T);
     let obj = schema.as_object_mut().expect("struct schemas are objects");
-    obj.insert("$id".into(), Value::String(format!("https://zumik.dev/schemas/{name}.json")));
+    obj.insert(
+        "$id".into(),
+        Value::String(format!("https://zumik.dev/schemas/{name}.json")),
+    );
     obj.insert("title".into(), Value::String(title.into()));
     if let Some(Value::Object(props)) = obj.get_mut("properties") {
         let mut with_tag = serde_json::Map::new();
@@ -33,8 +36,14 @@ fn tagged<T: JsonSchema>(name: &str, title: &str) -> Schema {
 /// Every public schema as `(schema name, JSON Schema)`, in a stable order.
 pub fn all() -> Vec<(&'static str, Schema)> {
     vec![
-        ("zumik.request.v1", tagged::<RequestV1>("zumik.request.v1", "Request")),
-        ("zumik.completion.v1", tagged::<CompletionV1>("zumik.completion.v1", "Completion")),
+        (
+            "zumik.request.v1",
+            tagged::<RequestV1>("zumik.request.v1", "Request"),
+        ),
+        (
+            "zumik.completion.v1",
+            tagged::<CompletionV1>("zumik.completion.v1", "Completion"),
+        ),
         (
             "zumik.cluster_registered.v1",
             tagged::<ClusterRegisteredV1>("zumik.cluster_registered.v1", "ClusterRegistered"),
@@ -47,16 +56,34 @@ pub fn all() -> Vec<(&'static str, Schema)> {
             "zumik.cluster_heartbeat.v1",
             tagged::<ClusterHeartbeatV1>("zumik.cluster_heartbeat.v1", "ClusterHeartbeat"),
         ),
-        ("zumik.provider_health.v1", tagged::<ProviderHealthV1>("zumik.provider_health.v1", "ProviderHealth")),
-        ("zumik.tenant_policy.v1", tagged::<TenantPolicyV1>("zumik.tenant_policy.v1", "TenantPolicy")),
-        ("zumik.lane_activated.v1", tagged::<LaneActivatedV1>("zumik.lane_activated.v1", "LaneActivated")),
+        (
+            "zumik.provider_health.v1",
+            tagged::<ProviderHealthV1>("zumik.provider_health.v1", "ProviderHealth"),
+        ),
+        (
+            "zumik.tenant_policy.v1",
+            tagged::<TenantPolicyV1>("zumik.tenant_policy.v1", "TenantPolicy"),
+        ),
+        (
+            "zumik.lane_activated.v1",
+            tagged::<LaneActivatedV1>("zumik.lane_activated.v1", "LaneActivated"),
+        ),
         (
             "zumik.lane_deactivated.v1",
             tagged::<LaneDeactivatedV1>("zumik.lane_deactivated.v1", "LaneDeactivated"),
         ),
-        ("zumik.lane_activate.v1", tagged::<LaneActivateV1>("zumik.lane_activate.v1", "LaneActivate")),
-        ("zumik.gate_report.v1", tagged::<GateReportV1>("zumik.gate_report.v1", "GateReport")),
-        ("zumik.decision.v1", tagged::<DecisionV1>("zumik.decision.v1", "Decision")),
+        (
+            "zumik.lane_activate.v1",
+            tagged::<LaneActivateV1>("zumik.lane_activate.v1", "LaneActivate"),
+        ),
+        (
+            "zumik.gate_report.v1",
+            tagged::<GateReportV1>("zumik.gate_report.v1", "GateReport"),
+        ),
+        (
+            "zumik.decision.v1",
+            tagged::<DecisionV1>("zumik.decision.v1", "Decision"),
+        ),
     ]
 }
 

@@ -18,7 +18,19 @@ pub const MAX_EVENT_MS: i64 = 4_102_444_800_000;
 
 /// An instant in event time (UTC, ms). Serialized as RFC 3339 with millisecond precision and a
 /// `Z` suffix, so the same instant always prints the same bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -29,7 +41,8 @@ impl Timestamp {
 
     /// Parses RFC 3339 (any offset; normalised to UTC).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let dt = DateTime::parse_from_rfc3339(s).map_err(|e| format!("not an RFC 3339 time ({e})"))?;
+        let dt =
+            DateTime::parse_from_rfc3339(s).map_err(|e| format!("not an RFC 3339 time ({e})"))?;
         let ms = dt.timestamp_millis();
         if !(MIN_EVENT_MS..MAX_EVENT_MS).contains(&ms) {
             return Err("time outside 2000-01-01..2100-01-01".to_owned());

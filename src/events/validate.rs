@@ -17,7 +17,10 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Invalid { field, reason: reason.into() }
+        Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -35,7 +38,10 @@ pub fn check_id(field: &'static str, v: &str) -> Result<(), Invalid> {
         return Err(Invalid::new(field, "must be 1–128 characters"));
     }
     if v.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Invalid::new(field, "must not contain whitespace or control characters"));
+        return Err(Invalid::new(
+            field,
+            "must not contain whitespace or control characters",
+        ));
     }
     Ok(())
 }
@@ -44,11 +50,16 @@ pub fn check_id(field: &'static str, v: &str) -> Result<(), Invalid> {
 pub fn check_provider(field: &'static str, v: &str) -> Result<(), Invalid> {
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+        && v.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        });
     if ok {
         Ok(())
     } else {
-        Err(Invalid::new(field, "must be 1–64 characters of a-z, 0-9, '_', '-', '.' (as in lanes)"))
+        Err(Invalid::new(
+            field,
+            "must be 1–64 characters of a-z, 0-9, '_', '-', '.' (as in lanes)",
+        ))
     }
 }
 
@@ -64,11 +75,15 @@ pub fn check_name(field: &'static str, v: &str) -> Result<(), Invalid> {
 pub fn check_region(field: &'static str, v: &str) -> Result<(), Invalid> {
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(Invalid::new(field, "must be 1–64 characters of a-z, 0-9 and '-'"))
+        Err(Invalid::new(
+            field,
+            "must be 1–64 characters of a-z, 0-9 and '-'",
+        ))
     }
 }
 
@@ -98,18 +113,25 @@ impl<'a> ModelPath<'a> {
             None => (rest, None),
         };
         let provider_ok = !provider.is_empty()
-            && provider
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+            && provider.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+            });
         let model_ok = !model.is_empty() && !model.starts_with('/') && !model.ends_with('/');
         let rev_ok = revision.is_none_or(|r| !r.is_empty());
-        (provider_ok && model_ok && rev_ok).then_some(ModelPath { provider, model, revision })
+        (provider_ok && model_ok && rev_ok).then_some(ModelPath {
+            provider,
+            model,
+            revision,
+        })
     }
 }
 
 pub fn check_model_path(field: &'static str, v: &str) -> Result<(), Invalid> {
     if v.len() > 256 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Invalid::new(field, "must be at most 256 characters without whitespace"));
+        return Err(Invalid::new(
+            field,
+            "must be at most 256 characters without whitespace",
+        ));
     }
     match ModelPath::parse(v) {
         Some(_) => Ok(()),
@@ -127,9 +149,15 @@ mod tests {
     #[test]
     fn model_paths_split_into_provider_model_revision() {
         let p = ModelPath::parse("fireworks/qwen3-coder-480b@2025-07").unwrap();
-        assert_eq!((p.provider, p.model, p.revision), ("fireworks", "qwen3-coder-480b", Some("2025-07")));
+        assert_eq!(
+            (p.provider, p.model, p.revision),
+            ("fireworks", "qwen3-coder-480b", Some("2025-07"))
+        );
         let p = ModelPath::parse("openai/gpt-4o").unwrap();
-        assert_eq!((p.provider, p.model, p.revision), ("openai", "gpt-4o", None));
+        assert_eq!(
+            (p.provider, p.model, p.revision),
+            ("openai", "gpt-4o", None)
+        );
         for bad in ["gpt-4o", "/gpt-4o", "openai/", "OpenAI/gpt", "openai/gpt@"] {
             assert!(ModelPath::parse(bad).is_none(), "{bad} should be rejected");
         }

@@ -82,7 +82,12 @@ fn share(part: u64, whole: u64) -> f64 {
 }
 
 /// Runs the diagnostic; `cfg` supplies the headroom.
-pub fn diagnose(trace: &Trace, prices: &PriceTable, spec: &ClusterSpec, cfg: &RoutingConfig) -> Diagnosis {
+pub fn diagnose(
+    trace: &Trace,
+    prices: &PriceTable,
+    spec: &ClusterSpec,
+    cfg: &RoutingConfig,
+) -> Diagnosis {
     let (start, end) = trace.span().unwrap_or((0, 0));
     let buckets = Buckets::covering(start, end, MINUTE_MS);
     let window_ms = (end - start).max(1) as u64;
@@ -103,7 +108,9 @@ pub fn diagnose(trace: &Trace, prices: &PriceTable, spec: &ClusterSpec, cfg: &Ro
         per_min[l][buckets.index(r.ts_ms)] += r.input_tokens as u64 + r.output_tokens as u64;
         busy[l] += spec.service_ms(r.input_tokens, r.output_tokens);
         if let Some(p) = &lane_prices[l] {
-            cost[l] += p.price.cost_micros(r.input_tokens, r.cached_input_tokens, r.output_tokens);
+            cost[l] += p
+                .price
+                .cost_micros(r.input_tokens, r.cached_input_tokens, r.output_tokens);
         }
     }
     let total_requests: u64 = requests.iter().sum();
@@ -115,10 +122,14 @@ pub fn diagnose(trace: &Trace, prices: &PriceTable, spec: &ClusterSpec, cfg: &Ro
             let mut sorted = per_min[l].clone();
             sorted.sort_unstable();
             let offered = busy[l] as f64 / window_ms as f64;
-            let utilisation = if slots == 0 { 1.0 } else { (offered / slots as f64).min(1.0) };
-            let be = lane_prices[l]
-                .as_ref()
-                .and_then(|_| break_even_utilisation(spec.cost_per_hour_micros(), slots, cost[l], busy[l]));
+            let utilisation = if slots == 0 {
+                1.0
+            } else {
+                (offered / slots as f64).min(1.0)
+            };
+            let be = lane_prices[l].as_ref().and_then(|_| {
+                break_even_utilisation(spec.cost_per_hour_micros(), slots, cost[l], busy[l])
+            });
             LaneDiagnosis {
                 lane: trace.lanes[l].clone(),
                 requests: requests[l],
@@ -175,13 +186,18 @@ mod tests {
             2024-01-01 12:02:20,1000,0\n\
             2024-01-01 12:02:30,1000,0\n";
         let mut b = TraceBuilder::new();
-        b.add_azure_csv("steady.csv", steady.as_bytes(), "openai/gpt-4o").unwrap();
-        b.add_azure_csv("bursty.csv", bursty.as_bytes(), "acme/house-model").unwrap();
+        b.add_azure_csv("steady.csv", steady.as_bytes(), "openai/gpt-4o")
+            .unwrap();
+        b.add_azure_csv("bursty.csv", bursty.as_bytes(), "acme/house-model")
+            .unwrap();
         b.finish().unwrap()
     }
 
     fn full() -> RoutingConfig {
-        RoutingConfig { headroom: 1.0, ..RoutingConfig::default() }
+        RoutingConfig {
+            headroom: 1.0,
+            ..RoutingConfig::default()
+        }
     }
 
     fn spec() -> ClusterSpec {
@@ -199,16 +215,27 @@ mod tests {
     fn shares_rates_and_burstiness_per_lane() {
         let d = diagnose(&trace(), &PriceTable::embedded(), &spec(), &full());
         assert_eq!((d.minutes, d.requests, d.tokens), (3, 6, 6000));
-        let bursty = &d.lanes.iter().find(|l| l.lane == "acme/house-model").unwrap();
+        let bursty = &d
+            .lanes
+            .iter()
+            .find(|l| l.lane == "acme/house-model")
+            .unwrap();
         let steady = &d.lanes.iter().find(|l| l.lane == "openai/gpt-4o").unwrap();
         assert_eq!((steady.request_share, steady.token_share), (0.5, 0.5));
         assert_eq!(
-            (steady.tokens_per_min_p50, steady.tokens_per_min_p95, steady.tokens_per_min_peak),
+            (
+                steady.tokens_per_min_p50,
+                steady.tokens_per_min_p95,
+                steady.tokens_per_min_peak
+            ),
             (1000, 1000, 1000)
         );
         assert_eq!((steady.peak_to_mean, steady.cv), (1.0, 0.0));
         // Minutes [0, 0, 3000]: p50 = 0, p95 = 3000, mean 1000, peak/mean 3, cv = sqrt(2).
-        assert_eq!((bursty.tokens_per_min_p50, bursty.tokens_per_min_p95), (0, 3000));
+        assert_eq!(
+            (bursty.tokens_per_min_p50, bursty.tokens_per_min_p95),
+            (0, 3000)
+        );
         assert_eq!(bursty.peak_to_mean, 3.0);
         assert_eq!(bursty.cv, round_to(2f64.sqrt(), 4));
         assert_eq!(bursty.price_key, None);
@@ -229,7 +256,21 @@ mod tests {
         assert_eq!(steady.break_even_utilisation, Some(0.0171));
         assert!(!steady.flagged);
         // A free cluster clears any break-even above 0.
-        let free = diagnose(&trace(), &PriceTable::embedded(), &ClusterSpec { gpu_hour_micros: 0, ..spec() }, &full());
-        assert!(free.lanes.iter().find(|l| l.lane == "openai/gpt-4o").unwrap().flagged);
+        let free = diagnose(
+            &trace(),
+            &PriceTable::embedded(),
+            &ClusterSpec {
+                gpu_hour_micros: 0,
+                ..spec()
+            },
+            &full(),
+        );
+        assert!(
+            free.lanes
+                .iter()
+                .find(|l| l.lane == "openai/gpt-4o")
+                .unwrap()
+                .flagged
+        );
     }
 }

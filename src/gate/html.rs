@@ -32,7 +32,9 @@ fn f(v: &Value) -> f64 {
 }
 
 fn nums(v: &Value) -> Vec<f64> {
-    v.as_array().map(|a| a.iter().map(f).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().map(f).collect())
+        .unwrap_or_default()
 }
 
 fn pct(x: f64) -> String {
@@ -64,13 +66,23 @@ fn load_chart(r: &GateReportV1) -> String {
     let s = &r.series;
     let bucket_ms = f(&s["bucket_ms"]).max(1.0);
     let minutes = bucket_ms / 60_000.0;
-    let busy: Vec<f64> = nums(&s["busy_slot_ms"]).iter().map(|b| b / bucket_ms).collect();
+    let busy: Vec<f64> = nums(&s["busy_slot_ms"])
+        .iter()
+        .map(|b| b / bucket_ms)
+        .collect();
     let peak = nums(&s["peak_busy"]);
     let slots = f(&s["usable_slots"]);
     let max_inflight = f(&s["max_inflight"]);
     let n = busy.len().max(1) as f64;
     let ymax = nice_max(peak.iter().copied().fold(max_inflight.max(slots), f64::max));
-    let mut c = Chart::new("chart-load", "Load vs capacity over time", 1080.0, 320.0, (0.0, n * minutes), (0.0, ymax));
+    let mut c = Chart::new(
+        "chart-load",
+        "Load vs capacity over time",
+        1080.0,
+        320.0,
+        (0.0, n * minutes),
+        (0.0, ymax),
+    );
     // Each bucket's value is drawn at its middle.
     let at = |i: usize| (i as f64 + 0.5) * minutes;
     let mean_pts: Vec<(f64, f64)> = busy.iter().enumerate().map(|(i, &v)| (at(i), v)).collect();
@@ -80,12 +92,22 @@ fn load_chart(r: &GateReportV1) -> String {
     c.line(&peak_pts, ORANGE, 1.5, None);
     c.hline(slots, RED, "6 4", &format!("usable slots {slots:.0}"));
     if max_inflight > slots {
-        c.hline(max_inflight, GREY, "2 3", &format!("max_inflight {max_inflight:.0}"));
+        c.hline(
+            max_inflight,
+            GREY,
+            "2 3",
+            &format!("max_inflight {max_inflight:.0}"),
+        );
     }
     c.legend("mean busy sequences", BLUE, false);
     c.legend("peak busy sequences", ORANGE, false);
     c.legend("usable slots (max_inflight × headroom)", RED, true);
-    c.finish("minutes since window start", "concurrent sequences", &|x| format!("{x:.0}"), &|y| format!("{y:.0}"))
+    c.finish(
+        "minutes since window start",
+        "concurrent sequences",
+        &|x| format!("{x:.0}"),
+        &|y| format!("{y:.0}"),
+    )
 }
 
 fn traffic_chart(r: &GateReportV1) -> String {
@@ -111,7 +133,12 @@ fn traffic_chart(r: &GateReportV1) -> String {
     }
     c.legend("served by the cluster", BLUE, false);
     c.legend("overflow to managed", ORANGE, false);
-    c.finish("minutes since window start", "requests", &|x| format!("{x:.0}"), &|y| format!("{y:.0}"))
+    c.finish(
+        "minutes since window start",
+        "requests",
+        &|x| format!("{x:.0}"),
+        &|y| format!("{y:.0}"),
+    )
 }
 
 fn cost_chart(r: &GateReportV1) -> String {
@@ -123,22 +150,52 @@ fn cost_chart(r: &GateReportV1) -> String {
     let cluster = nums(&s["cluster_micros"]);
     let managed = nums(&s["managed_micros"]);
     let blended = nums(&s["blended_micros"]);
-    let passed: Vec<bool> =
-        s["passed"].as_array().map(|a| a.iter().map(|v| v.as_bool() == Some(true)).collect()).unwrap_or_default();
+    let passed: Vec<bool> = s["passed"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_bool() == Some(true)).collect())
+        .unwrap_or_default();
     let baseline = f(&r.series["baseline_micros"]);
     let threshold = f(&r.series["threshold_micros"]);
     let xmax = replicas.iter().copied().fold(1.0, f64::max);
     let ymax = nice_max(blended.iter().copied().fold(baseline, f64::max));
-    let mut c =
-        Chart::new("chart-cost", "Cost vs cluster size (window)", 1080.0, 380.0, (0.0, xmax + 0.5), (0.0, ymax));
-    let pts = |ys: &[f64]| -> Vec<(f64, f64)> { replicas.iter().copied().zip(ys.iter().copied()).collect() };
+    let mut c = Chart::new(
+        "chart-cost",
+        "Cost vs cluster size (window)",
+        1080.0,
+        380.0,
+        (0.0, xmax + 0.5),
+        (0.0, ymax),
+    );
+    let pts = |ys: &[f64]| -> Vec<(f64, f64)> {
+        replicas.iter().copied().zip(ys.iter().copied()).collect()
+    };
     c.line(&pts(&cluster), GREY, 1.5, Some("5 3"));
     c.line(&pts(&managed), ORANGE, 1.5, Some("5 3"));
     c.line(&pts(&blended), BLUE, 2.5, None);
-    c.hline(baseline, BLACK, "8 4", &format!("baseline all-managed {}", usd(baseline as u64)));
-    c.hline(threshold, GREEN, "3 3", &format!("pass threshold {}", usd(threshold as u64)));
+    c.hline(
+        baseline,
+        BLACK,
+        "8 4",
+        &format!("baseline all-managed {}", usd(baseline as u64)),
+    );
+    c.hline(
+        threshold,
+        GREEN,
+        "3 3",
+        &format!("pass threshold {}", usd(threshold as u64)),
+    );
     for (i, (&x, &y)) in replicas.iter().zip(&blended).enumerate() {
-        c.marker(x, y, if passed.get(i) == Some(&true) { GREEN } else { RED }, 4.0, None);
+        c.marker(
+            x,
+            y,
+            if passed.get(i) == Some(&true) {
+                GREEN
+            } else {
+                RED
+            },
+            4.0,
+            None,
+        );
     }
     for x in break_even_crossings(&replicas, &blended, baseline) {
         c.vline(x, baseline, BLACK, &format!("break-even ≈ {x:.1} replicas"));
@@ -146,14 +203,25 @@ fn cost_chart(r: &GateReportV1) -> String {
     }
     let cand = f(&r.results["candidate_replicas"]);
     if let Some(i) = replicas.iter().position(|&x| x == cand) {
-        c.marker(cand, blended[i], if r.passed { GREEN } else { RED }, 7.0, Some("candidate"));
+        c.marker(
+            cand,
+            blended[i],
+            if r.passed { GREEN } else { RED },
+            7.0,
+            Some("candidate"),
+        );
     }
     c.legend("blended (cluster + overflow)", BLUE, false);
     c.legend("cluster", GREY, true);
     c.legend("managed overflow", ORANGE, true);
     c.legend("passes", GREEN, false);
     c.legend("fails", RED, false);
-    c.finish("replicas", "cost over the window", &|x| format!("{x:.0}"), &dollars_axis)
+    c.finish(
+        "replicas",
+        "cost over the window",
+        &|x| format!("{x:.0}"),
+        &dollars_axis,
+    )
 }
 
 fn row(out: &mut String, k: &str, v: &str) {
@@ -164,18 +232,38 @@ fn numbers_table(r: &GateReportV1) -> String {
     let res = &r.results;
     let cfg = &r.config["cluster"];
     let mut t = String::from("<table class=\"kv\">\n");
-    row(&mut t, "baseline (all managed)", &usd(u(&res["baseline_cost_micros"])));
+    row(
+        &mut t,
+        "baseline (all managed)",
+        &usd(u(&res["baseline_cost_micros"])),
+    );
     row(&mut t, "cluster cost", &usd(u(&res["cluster_cost_micros"])));
-    row(&mut t, "managed overflow cost", &usd(u(&res["overflow_cost_micros"])));
+    row(
+        &mut t,
+        "managed overflow cost",
+        &usd(u(&res["overflow_cost_micros"])),
+    );
     row(&mut t, "blended cost", &usd(u(&res["blended_cost_micros"])));
     row(
         &mut t,
         "pass threshold",
-        &format!("{} (margin {})", usd(u(&res["threshold_cost_micros"])), pct(f(&r.config["margin"]))),
+        &format!(
+            "{} (margin {})",
+            usd(u(&res["threshold_cost_micros"])),
+            pct(f(&r.config["margin"]))
+        ),
     );
     let savings = res["savings_micros"].as_i64().unwrap_or(0);
     let sign = if savings < 0 { "−" } else { "" };
-    row(&mut t, "savings", &format!("{sign}{} ({})", usd(savings.unsigned_abs()), pct(f(&res["savings_share"]))));
+    row(
+        &mut t,
+        "savings",
+        &format!(
+            "{sign}{} ({})",
+            usd(savings.unsigned_abs()),
+            pct(f(&res["savings_share"]))
+        ),
+    );
     let q = &res["requests"];
     row(
         &mut t,
@@ -189,8 +277,14 @@ fn numbers_table(r: &GateReportV1) -> String {
             u(&q["rejected"])
         ),
     );
-    let be = res["break_even_utilisation"].as_f64().map_or("n/a".to_owned(), pct);
-    row(&mut t, "utilisation vs break-even", &format!("{} vs {be}", pct(f(&res["utilisation"]))));
+    let be = res["break_even_utilisation"]
+        .as_f64()
+        .map_or("n/a".to_owned(), pct);
+    row(
+        &mut t,
+        "utilisation vs break-even",
+        &format!("{} vs {be}", pct(f(&res["utilisation"]))),
+    );
     let rel = &res["reliability"];
     row(
         &mut t,
@@ -208,7 +302,11 @@ fn numbers_table(r: &GateReportV1) -> String {
     row(
         &mut t,
         "estimated BYOC TTFT p50 / p95",
-        &format!("{} ms / {} ms", u(&res["ttft_ms"]["byoc_p50"]), u(&res["ttft_ms"]["byoc_p95"])),
+        &format!(
+            "{} ms / {} ms",
+            u(&res["ttft_ms"]["byoc_p50"]),
+            u(&res["ttft_ms"]["byoc_p95"])
+        ),
     );
     let cap = &res["capacity"];
     row(
@@ -329,7 +427,9 @@ pub fn render(r: &GateReportV1) -> String {
     h.push_str(&traffic_chart(r));
     h.push_str("<h2>Cost vs cluster size</h2>\n");
     h.push_str(&cost_chart(r));
-    let be = res["break_even_utilisation"].as_f64().map_or("n/a".to_owned(), pct);
+    let be = res["break_even_utilisation"]
+        .as_f64()
+        .map_or("n/a".to_owned(), pct);
     let _ = writeln!(
         h,
         "<p class=\"note\">Break-even utilisation of the candidate: {be} of its usable slots must be busy for the managed \
@@ -347,7 +447,9 @@ pub fn render(r: &GateReportV1) -> String {
         esc(&r.digest)
     );
     // `</` must not appear inside a script element; JSON allows escaping the slash.
-    let json = serde_json::to_string(&r.to_value()).unwrap_or_default().replace("</", "<\\/");
+    let json = serde_json::to_string(&r.to_value())
+        .unwrap_or_default()
+        .replace("</", "<\\/");
     let _ = write!(
         h,
         "<script type=\"application/json\" id=\"report\">{json}</script>\n<script>{MEASURE}</script>\n</body></html>\n"

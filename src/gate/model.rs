@@ -62,13 +62,19 @@ impl ClusterSpec {
         ];
         for (field, v) in positive {
             if v == 0 {
-                return Err(SpecError { field, reason: "must be at least 1" });
+                return Err(SpecError {
+                    field,
+                    reason: "must be at least 1",
+                });
             }
         }
         if self.replicas.checked_mul(self.seqs_per_replica).is_none()
             || self.replicas.checked_mul(self.gpus_per_replica).is_none()
         {
-            return Err(SpecError { field: "replicas", reason: "is too large" });
+            return Err(SpecError {
+                field: "replicas",
+                reason: "is too large",
+            });
         }
         Ok(())
     }
@@ -103,7 +109,9 @@ impl ClusterSpec {
             dedicated_to: None,
             ts: Timestamp(0),
         };
-        ClusterState::registered(&reg).view("spec/lane", cfg).lane_limit
+        ClusterState::registered(&reg)
+            .view("spec/lane", cfg)
+            .lane_limit
     }
 
     /// Cluster cost per hour, micros.
@@ -124,7 +132,10 @@ impl ClusterSpec {
 
     /// Service time of a request: `input / prefill + output / decode`, ms, rounded up, ≥ 1 ms.
     pub fn service_ms(&self, input_tokens: u32, output_tokens: u32) -> u64 {
-        let (p, d) = (self.prefill_tokens_per_s as u128, self.decode_tokens_per_s as u128);
+        let (p, d) = (
+            self.prefill_tokens_per_s as u128,
+            self.decode_tokens_per_s as u128,
+        );
         let num = input_tokens as u128 * 1000 * d + output_tokens as u128 * 1000 * p;
         (num.div_ceil(p * d) as u64).max(1)
     }
@@ -135,7 +146,12 @@ impl ClusterSpec {
 /// `managed_micros` and `busy_ms` are the managed cost and the service time of the same
 /// requests. `None` when it is undefined (no usable slots, no managed cost). Values above 1 mean
 /// the cluster cannot pay for itself even fully busy.
-pub fn break_even_utilisation(cost_per_hour_micros: u64, slots: u32, managed_micros: u64, busy_ms: u64) -> Option<f64> {
+pub fn break_even_utilisation(
+    cost_per_hour_micros: u64,
+    slots: u32,
+    managed_micros: u64,
+    busy_ms: u64,
+) -> Option<f64> {
     if slots == 0 || managed_micros == 0 {
         return None;
     }
@@ -153,11 +169,20 @@ pub fn parse_usd_micros(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?} is not a dollar amount like 2.50"));
     }
     if frac.len() > 6 {
-        return Err(format!("{s:?} has more than 6 decimals (1 micro = $0.000001)"));
+        return Err(format!(
+            "{s:?} has more than 6 decimals (1 micro = $0.000001)"
+        ));
     }
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| format!("{s:?} is too large"))? };
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| format!("{s:?} is too large"))?
+    };
     let frac_micros: u64 = format!("{frac:0<6}").parse().unwrap_or(0);
-    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac_micros)).ok_or_else(|| format!("{s:?} is too large"))
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(frac_micros))
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Formats micros as dollars with cents, rounded half up: `$1,234.57`.
@@ -212,9 +237,22 @@ mod tests {
 
     #[test]
     fn invalid_specs_name_the_field() {
-        let e = ClusterSpec { decode_tokens_per_s: 0, ..spec() }.validate().unwrap_err();
-        assert_eq!(e.to_string(), "cluster spec: decode_tokens_per_s must be at least 1");
-        assert!(ClusterSpec { replicas: u32::MAX, ..spec() }.validate().is_err());
+        let e = ClusterSpec {
+            decode_tokens_per_s: 0,
+            ..spec()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cluster spec: decode_tokens_per_s must be at least 1"
+        );
+        assert!(ClusterSpec {
+            replicas: u32::MAX,
+            ..spec()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

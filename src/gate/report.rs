@@ -27,7 +27,9 @@ use crate::core::{PriceTable, RoutingConfig};
 use crate::events::{GateReportV1, Timestamp, Window};
 
 use super::model::{break_even_utilisation, usd, ClusterSpec, SpecError};
-use super::simulate::{replay, replay_config, LaneRequest, ReplayResult, REPLAY_CLUSTER, REPLAY_TENANT};
+use super::simulate::{
+    replay, replay_config, LaneRequest, ReplayResult, REPLAY_CLUSTER, REPLAY_TENANT,
+};
 use super::stats::{percentile, round_to, Buckets};
 use super::trace::Trace;
 
@@ -128,9 +130,17 @@ struct Rate {
 fn rate(ok: u64, failed: u64, configured: f64, min_samples: u64) -> Rate {
     let samples = ok + failed;
     if samples > 0 && samples >= min_samples {
-        Rate { ppm: ok * 1_000_000 / samples, observed: true, samples }
+        Rate {
+            ppm: ok * 1_000_000 / samples,
+            observed: true,
+            samples,
+        }
     } else {
-        Rate { ppm: (configured * 1e6).round() as u64, observed: false, samples }
+        Rate {
+            ppm: (configured * 1e6).round() as u64,
+            observed: false,
+            samples,
+        }
     }
 }
 
@@ -139,7 +149,10 @@ fn fraction_ok(name: &str, v: f64, allow_zero: bool) -> Result<(), GateError> {
     if v.is_finite() && lower_ok && v <= 1.0 {
         Ok(())
     } else {
-        Err(GateError::Options(format!("{name} must be a fraction in {}0, 1]", if allow_zero { "[" } else { "(" })))
+        Err(GateError::Options(format!(
+            "{name} must be a fraction in {}0, 1]",
+            if allow_zero { "[" } else { "(" }
+        )))
     }
 }
 
@@ -163,10 +176,14 @@ impl<'a> GatePlan<'a> {
         prices: Arc<PriceTable>,
         opts: GateOptions,
     ) -> Result<Self, GateError> {
-        opts.spec.with_replicas(opts.candidate_replicas.unwrap_or(1).max(1)).validate()?;
+        opts.spec
+            .with_replicas(opts.candidate_replicas.unwrap_or(1).max(1))
+            .validate()?;
         opts.spec.with_replicas(opts.sweep.max(1)).validate()?;
         if opts.candidate_replicas == Some(0) {
-            return Err(GateError::Options("--replicas must be at least 1".to_owned()));
+            return Err(GateError::Options(
+                "--replicas must be at least 1".to_owned(),
+            ));
         }
         if opts.sweep == 0 && opts.candidate_replicas.is_none() {
             return Err(GateError::Options(
@@ -178,10 +195,16 @@ impl<'a> GatePlan<'a> {
         fraction_ok("cluster reliability", opts.cluster_reliability, false)?;
         let lane_idx = trace
             .lane_index(&opts.lane)
-            .ok_or_else(|| GateError::UnknownLane { lane: opts.lane.clone(), known: trace.lanes.join(", ") })?;
+            .ok_or_else(|| GateError::UnknownLane {
+                lane: opts.lane.clone(),
+                known: trace.lanes.join(", "),
+            })?;
         let m = prices
             .resolve(&opts.lane)
-            .ok_or_else(|| GateError::NoPrice { lane: opts.lane.clone(), table: opts.price_source.clone() })?;
+            .ok_or_else(|| GateError::NoPrice {
+                lane: opts.lane.clone(),
+                table: opts.price_source.clone(),
+            })?;
         let spec = opts.spec;
         let requests: Vec<LaneRequest> = trace
             .lane_requests(lane_idx)
@@ -192,12 +215,19 @@ impl<'a> GatePlan<'a> {
                 output_tokens: r.output_tokens,
                 service_ms: spec.service_ms(r.input_tokens, r.output_tokens),
                 prefill_ms: spec.prefill_ms(r.input_tokens),
-                managed_micros: m.price.cost_micros(r.input_tokens, r.cached_input_tokens, r.output_tokens),
+                managed_micros: m.price.cost_micros(
+                    r.input_tokens,
+                    r.cached_input_tokens,
+                    r.output_tokens,
+                ),
             })
             .collect();
         if requests.is_empty() {
             // The lane is known only from completions: nothing to replay.
-            return Err(GateError::UnknownLane { lane: opts.lane.clone(), known: trace.lanes.join(", ") });
+            return Err(GateError::UnknownLane {
+                lane: opts.lane.clone(),
+                known: trace.lanes.join(", "),
+            });
         }
         let mut sizes: Vec<u32> = (1..=opts.sweep).collect();
         if let Some(n) = opts.candidate_replicas {
@@ -224,7 +254,10 @@ impl<'a> GatePlan<'a> {
     }
 
     fn window(&self) -> (i64, i64) {
-        (self.requests[0].ts_ms, self.requests[self.requests.len() - 1].ts_ms)
+        (
+            self.requests[0].ts_ms,
+            self.requests[self.requests.len() - 1].ts_ms,
+        )
     }
 
     fn buckets(&self) -> Buckets {
@@ -239,7 +272,12 @@ impl<'a> GatePlan<'a> {
         let o = &self.trace.observed[self.lane_idx as usize];
         let min = self.opts.min_observed_samples;
         (
-            rate(o.managed_ok, o.managed_failed, self.opts.managed_reliability, min),
+            rate(
+                o.managed_ok,
+                o.managed_failed,
+                self.opts.managed_reliability,
+                min,
+            ),
             rate(o.byoc_ok, o.byoc_failed, self.opts.cluster_reliability, min),
         )
     }
@@ -252,7 +290,8 @@ impl<'a> GatePlan<'a> {
     fn baseline(&self, rejected_micros: u64) -> (u64, u64) {
         let total: u64 = self.requests.iter().map(|r| r.managed_micros).sum();
         let baseline = total - rejected_micros;
-        let threshold = (baseline as u128 * (1_000_000 - self.margin_ppm()) as u128 / 1_000_000) as u64;
+        let threshold =
+            (baseline as u128 * (1_000_000 - self.margin_ppm()) as u128 / 1_000_000) as u64;
         (baseline, threshold)
     }
 
@@ -265,13 +304,26 @@ impl<'a> GatePlan<'a> {
         let (_, threshold) = self.baseline(r.rejected_micros);
         let (managed, cluster) = self.rates();
         let admitted = r.byoc + r.overflow + r.other;
-        let weighted = r.byoc as u128 * cluster.ppm as u128 + (r.overflow + r.other) as u128 * managed.ppm as u128;
+        let weighted = r.byoc as u128 * cluster.ppm as u128
+            + (r.overflow + r.other) as u128 * managed.ppm as u128;
         let reliability_ok = weighted >= admitted as u128 * managed.ppm as u128;
-        let reliability_ppm = if admitted == 0 { managed.ppm } else { (weighted / admitted as u128) as u64 };
-        let utilisation =
-            if r.slots == 0 || window_ms == 0 { 0.0 } else { r.busy_ms as f64 / (r.slots as f64 * window_ms as f64) };
+        let reliability_ppm = if admitted == 0 {
+            managed.ppm
+        } else {
+            (weighted / admitted as u128) as u64
+        };
+        let utilisation = if r.slots == 0 || window_ms == 0 {
+            0.0
+        } else {
+            r.busy_ms as f64 / (r.slots as f64 * window_ms as f64)
+        };
         let (admitted_micros, admitted_busy) = self.admitted_totals(r.rejected_micros);
-        let break_even = break_even_utilisation(spec.cost_per_hour_micros(), r.slots, admitted_micros, admitted_busy);
+        let break_even = break_even_utilisation(
+            spec.cost_per_hour_micros(),
+            r.slots,
+            admitted_micros,
+            admitted_busy,
+        );
         SizeResult {
             replicas,
             spec,
@@ -302,7 +354,16 @@ impl<'a> GatePlan<'a> {
         let mut results: BTreeMap<u32, SizeResult> = BTreeMap::new();
         for &n in &self.sizes {
             let spec = self.opts.spec.with_replicas(n);
-            let r = replay(&self.cfg, &self.prices, &self.opts.lane, &self.requests, &spec, window, &buckets, progress);
+            let r = replay(
+                &self.cfg,
+                &self.prices,
+                &self.opts.lane,
+                &self.requests,
+                &spec,
+                window,
+                &buckets,
+                progress,
+            );
             results.insert(n, self.price_size(n, r));
         }
         let sweep: Vec<&SizeResult> = (1..=self.opts.sweep).map(|n| &results[&n]).collect();
@@ -336,7 +397,13 @@ impl<'a> GatePlan<'a> {
         let (managed, cluster) = self.rates();
         let r = &c.replay;
         let admitted = r.byoc + r.overflow + r.other;
-        let share = |n: u64| if admitted == 0 { 0.0 } else { round_to(n as f64 / admitted as f64, 6) };
+        let share = |n: u64| {
+            if admitted == 0 {
+                0.0
+            } else {
+                round_to(n as f64 / admitted as f64, 6)
+            }
+        };
         let pct = |ppm: u64| format!("{:.4}%", ppm as f64 / 10_000.0);
         let margin_pct = round_to(self.opts.margin * 100.0, 4);
         let mut reasons = vec![
@@ -356,9 +423,15 @@ impl<'a> GatePlan<'a> {
         ];
         reasons.push(match cheapest_passing {
             Some(n) => {
-                format!("cheapest passing size of the sweep: {n} replicas ({})", usd(results[&n].blended_micros))
+                format!(
+                    "cheapest passing size of the sweep: {n} replicas ({})",
+                    usd(results[&n].blended_micros)
+                )
             }
-            None if self.opts.sweep > 0 => format!("no size in the sweep 1..={} replicas passes", self.opts.sweep),
+            None if self.opts.sweep > 0 => format!(
+                "no size in the sweep 1..={} replicas passes",
+                self.opts.sweep
+            ),
             None => "no sweep was run".to_owned(),
         });
         let side = |x: &Rate| {
@@ -386,9 +459,14 @@ impl<'a> GatePlan<'a> {
                 "passed": s.passed(),
             })
         };
-        let sweep: Vec<Value> = (1..=self.opts.sweep).map(|n| size_json(&results[&n])).collect();
-        let warnings: BTreeMap<&str, Value> =
-            r.warnings.iter().map(|(k, (n, msg))| (*k, json!({"count": n, "example": msg}))).collect();
+        let sweep: Vec<Value> = (1..=self.opts.sweep)
+            .map(|n| size_json(&results[&n]))
+            .collect();
+        let warnings: BTreeMap<&str, Value> = r
+            .warnings
+            .iter()
+            .map(|(k, (n, msg))| (*k, json!({"count": n, "example": msg})))
+            .collect();
         let results_json = json!({
             "passed": c.passed(),
             "verdict": { "passed": c.passed(), "reasons": reasons },
@@ -507,7 +585,10 @@ impl<'a> GatePlan<'a> {
         let mut report = GateReportV1 {
             lane: self.opts.lane.clone(),
             passed: c.passed(),
-            window: Window { start: Timestamp(start), end: Timestamp(end) },
+            window: Window {
+                start: Timestamp(start),
+                end: Timestamp(end),
+            },
             inputs,
             config,
             results: results_json,
@@ -537,10 +618,16 @@ mod tests {
         let mut csv = String::from("TIMESTAMP,ContextTokens,GeneratedTokens\n");
         for i in 0..600 {
             let ms = i * 500;
-            csv.push_str(&format!("2024-01-01 12:{:02}:{:02}.{:03},3000,20\n", ms / 60_000, ms / 1000 % 60, ms % 1000));
+            csv.push_str(&format!(
+                "2024-01-01 12:{:02}:{:02}.{:03},3000,20\n",
+                ms / 60_000,
+                ms / 1000 % 60,
+                ms % 1000
+            ));
         }
         let mut b = TraceBuilder::new();
-        b.add_azure_csv("t.csv", csv.as_bytes(), "anthropic/claude-sonnet-4-5").unwrap();
+        b.add_azure_csv("t.csv", csv.as_bytes(), "anthropic/claude-sonnet-4-5")
+            .unwrap();
         b.finish().unwrap()
     }
 
@@ -560,7 +647,10 @@ mod tests {
         let t = trace();
         let plan = GatePlan::new(
             &t,
-            &RoutingConfig { headroom: 1.0, ..RoutingConfig::default() },
+            &RoutingConfig {
+                headroom: 1.0,
+                ..RoutingConfig::default()
+            },
             Arc::new(PriceTable::embedded()),
             opts,
         )
@@ -599,11 +689,20 @@ mod tests {
 
     #[test]
     fn without_a_candidate_the_cheapest_passing_size_is_chosen() {
-        let r = gate(GateOptions { sweep: 6, ..GateOptions::new("anthropic/claude-sonnet-4-5", spec()) });
+        let r = gate(GateOptions {
+            sweep: 6,
+            ..GateOptions::new("anthropic/claude-sonnet-4-5", spec())
+        });
         assert_eq!(r.results["candidate_replicas"], 2);
         assert_eq!(r.results["cheapest_passing"]["replicas"], 2);
         assert_eq!(r.config["cluster"]["replicas_chosen_by"], "sweep");
-        assert_eq!(r.series["cost_by_size"]["replicas"].as_array().unwrap().len(), 6);
+        assert_eq!(
+            r.series["cost_by_size"]["replicas"]
+                .as_array()
+                .unwrap()
+                .len(),
+            6
+        );
     }
 
     #[test]
@@ -615,14 +714,27 @@ mod tests {
             t
         };
         let mut opts = GateOptions::new("anthropic/claude-sonnet-4-5", spec());
-        (opts.candidate_replicas, opts.sweep, opts.min_observed_samples) = (Some(2), 0, 100);
-        let plan = GatePlan::new(&t, &RoutingConfig::default(), Arc::new(PriceTable::embedded()), opts).unwrap();
+        (
+            opts.candidate_replicas,
+            opts.sweep,
+            opts.min_observed_samples,
+        ) = (Some(2), 0, 100);
+        let plan = GatePlan::new(
+            &t,
+            &RoutingConfig::default(),
+            Arc::new(PriceTable::embedded()),
+            opts,
+        )
+        .unwrap();
         let r = plan.run(&mut |_| {});
         assert!(!r.passed);
         assert_eq!(r.results["reliability"]["managed"]["source"], "observed");
         assert_eq!(r.results["reliability"]["cluster"]["ppm"], 950_000);
         let reasons = r.results["verdict"]["reasons"].to_string();
-        assert!(reasons.contains("candidate reliability") && reasons.contains(" < baseline 100.0000%"), "{reasons}");
+        assert!(
+            reasons.contains("candidate reliability") && reasons.contains(" < baseline 100.0000%"),
+            "{reasons}"
+        );
     }
 
     #[test]
@@ -630,7 +742,12 @@ mod tests {
         let t = trace();
         let cfg = RoutingConfig::default();
         let p = Arc::new(PriceTable::embedded());
-        let e = |o: GateOptions| GatePlan::new(&t, &cfg, p.clone(), o).err().unwrap().to_string();
+        let e = |o: GateOptions| {
+            GatePlan::new(&t, &cfg, p.clone(), o)
+                .err()
+                .unwrap()
+                .to_string()
+        };
         assert!(e(GateOptions::new("openai/gpt-4o", spec())).contains("no requests"));
         let mut o = GateOptions::new("anthropic/claude-sonnet-4-5", spec());
         o.sweep = 0;

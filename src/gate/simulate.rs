@@ -24,8 +24,9 @@ use std::sync::Arc;
 
 use crate::core::{Output, PriceTable, Router, RoutingConfig};
 use crate::events::{
-    ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, CompletionV1, InputEvent, LaneActivatedV1, Mode, Outcome,
-    Profile, ProfileClass, Qos, Reason, RequestV1, Stack, TenantPolicyV1, Timestamp,
+    ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, CompletionV1, InputEvent,
+    LaneActivatedV1, Mode, Outcome, Profile, ProfileClass, Qos, Reason, RequestV1, Stack,
+    TenantPolicyV1, Timestamp,
 };
 
 use super::model::ClusterSpec;
@@ -80,7 +81,6 @@ pub struct ReplayResult {
     /// Router warnings (code: message), deduplicated by code with a count.
     pub warnings: BTreeMap<&'static str, (u64, String)>,
 }
-
 
 /// The routing config a replay runs under: the production one without demotion.
 pub fn replay_config(cfg: &RoutingConfig) -> Arc<RoutingConfig> {
@@ -162,8 +162,12 @@ pub fn replay(
     for e in setup_events(lane, spec, t0) {
         router.apply(e, &mut out);
     }
-    let slots =
-        router.state().lanes.get(lane).and_then(|l| l.clusters.get(REPLAY_CLUSTER)).map_or(0, |c| c.view.lane_limit);
+    let slots = router
+        .state()
+        .lanes
+        .get(lane)
+        .and_then(|l| l.clusters.get(REPLAY_CLUSTER))
+        .map_or(0, |c| c.view.lane_limit);
     let hb_every = (cfg.stale_after_ms / 3).max(1);
     let mut next_hb = t0 - 1 + hb_every;
     let mut res = ReplayResult {
@@ -196,8 +200,13 @@ pub fn replay(
         loop {
             let next_done = due.peek().map(|Reverse((t, _))| *t);
             if next_done.is_some_and(|t| t <= r.ts_ms && t <= next_hb) {
-                let Some(Reverse((t_done, k))) = due.pop() else { break };
-                router.apply(InputEvent::Completion(completion(k, &tenant, &lane_s, &requests[k], t_done)), &mut out);
+                let Some(Reverse((t_done, k))) = due.pop() else {
+                    break;
+                };
+                router.apply(
+                    InputEvent::Completion(completion(k, &tenant, &lane_s, &requests[k], t_done)),
+                    &mut out,
+                );
                 inflight -= 1;
             } else if next_hb <= r.ts_ms {
                 router.apply(heartbeat(spec, next_hb), &mut out);
@@ -206,7 +215,10 @@ pub fn replay(
                 break;
             }
         }
-        router.apply(InputEvent::Request(request(i, &tenant, &lane_s, r)), &mut out);
+        router.apply(
+            InputEvent::Request(request(i, &tenant, &lane_s, r)),
+            &mut out,
+        );
         let b = buckets.index(r.ts_ms);
         res.arrivals[b] += 1;
         // One request, one decision (the router never drops one).
@@ -364,7 +376,14 @@ mod tests {
         // Two requests an hour apart: without heartbeats the cluster would be stale.
         let mut reqs = requests(2);
         reqs[1].ts_ms = reqs[0].ts_ms + 3_600_000;
-        let r = run(1, &reqs, RoutingConfig { headroom: 1.0, ..RoutingConfig::default() });
+        let r = run(
+            1,
+            &reqs,
+            RoutingConfig {
+                headroom: 1.0,
+                ..RoutingConfig::default()
+            },
+        );
         assert_eq!((r.slots, r.byoc, r.overflow), (1, 2, 0));
     }
 

@@ -27,7 +27,11 @@ impl Buckets {
     pub fn covering(start: i64, end: i64, width: i64) -> Self {
         let width = width.max(1);
         let count = ((end - start).max(0) / width + 1) as usize;
-        Buckets { start, width, count }
+        Buckets {
+            start,
+            width,
+            count,
+        }
     }
 
     /// Bucket of an instant, clamped into range.
@@ -65,15 +69,33 @@ pub struct Burstiness {
 
 pub fn burstiness(values: &[u64]) -> Burstiness {
     if values.is_empty() {
-        return Burstiness { mean: 0.0, peak: 0, peak_to_mean: 0.0, cv: 0.0 };
+        return Burstiness {
+            mean: 0.0,
+            peak: 0,
+            peak_to_mean: 0.0,
+            cv: 0.0,
+        };
     }
     let n = values.len() as f64;
     let sum: u128 = values.iter().map(|&v| v as u128).sum();
     let mean = sum as f64 / n;
     let peak = values.iter().copied().max().unwrap_or(0);
-    let var = values.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>() / n;
-    let (peak_to_mean, cv) = if mean > 0.0 { (peak as f64 / mean, var.sqrt() / mean) } else { (0.0, 0.0) };
-    Burstiness { mean, peak, peak_to_mean, cv }
+    let var = values
+        .iter()
+        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+        .sum::<f64>()
+        / n;
+    let (peak_to_mean, cv) = if mean > 0.0 {
+        (peak as f64 / mean, var.sqrt() / mean)
+    } else {
+        (0.0, 0.0)
+    };
+    Burstiness {
+        mean,
+        peak,
+        peak_to_mean,
+        cv,
+    }
 }
 
 /// Rounds to `digits` decimals, so reports print short, stable numbers.
@@ -101,7 +123,15 @@ mod tests {
     fn buckets_cover_the_window_and_spread_intervals() {
         let b = Buckets::covering(1_000, 1_000 + 120_000, 60_000);
         assert_eq!(b.count, 3);
-        assert_eq!((b.index(1_000), b.index(60_999), b.index(61_000), b.index(999_999)), (0, 0, 1, 2));
+        assert_eq!(
+            (
+                b.index(1_000),
+                b.index(60_999),
+                b.index(61_000),
+                b.index(999_999)
+            ),
+            (0, 0, 1, 2)
+        );
         let mut acc = vec![0; 3];
         b.spread(50_000, 71_000, &mut acc);
         b.spread(180_000, 999_999, &mut acc);
@@ -111,9 +141,15 @@ mod tests {
     #[test]
     fn burstiness_of_a_flat_and_a_spiky_series() {
         let flat = burstiness(&[5, 5, 5, 5]);
-        assert_eq!((flat.mean, flat.peak, flat.peak_to_mean, flat.cv), (5.0, 5, 1.0, 0.0));
+        assert_eq!(
+            (flat.mean, flat.peak, flat.peak_to_mean, flat.cv),
+            (5.0, 5, 1.0, 0.0)
+        );
         let spiky = burstiness(&[0, 0, 0, 40]);
-        assert_eq!((spiky.mean, spiky.peak, spiky.peak_to_mean), (10.0, 40, 4.0));
+        assert_eq!(
+            (spiky.mean, spiky.peak, spiky.peak_to_mean),
+            (10.0, 40, 4.0)
+        );
         // σ = sqrt((3·100 + 900)/4) = sqrt(300); cv = σ/10.
         assert!((spiky.cv - 300f64.sqrt() / 10.0).abs() < 1e-12);
         assert_eq!(burstiness(&[]).peak, 0);

@@ -27,7 +27,11 @@ pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     }
     let raw = (hi - lo) / n.max(1) as f64;
     let mag = 10f64.powi(raw.log10().floor() as i32);
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
     (first..=last).map(|k| k as f64 * step).collect()
@@ -60,7 +64,14 @@ pub struct Chart {
 }
 
 impl Chart {
-    pub fn new(id: &str, title: &str, width: f64, height: f64, x: (f64, f64), y: (f64, f64)) -> Self {
+    pub fn new(
+        id: &str,
+        title: &str,
+        width: f64,
+        height: f64,
+        x: (f64, f64),
+        y: (f64, f64),
+    ) -> Self {
         let x = if x.1 > x.0 { x } else { (x.0, x.0 + 1.0) };
         let y = if y.1 > y.0 { y } else { (y.0, y.0 + 1.0) };
         Chart {
@@ -85,20 +96,29 @@ impl Chart {
 
     pub fn py(&self, y: f64) -> f64 {
         let y = y.clamp(self.y.0, self.y.1);
-        self.height - self.bottom - (y - self.y.0) / (self.y.1 - self.y.0) * (self.height - self.top - self.bottom)
+        self.height
+            - self.bottom
+            - (y - self.y.0) / (self.y.1 - self.y.0) * (self.height - self.top - self.bottom)
     }
 
     fn path_d(&self, pts: &[(f64, f64)]) -> String {
         let mut d = String::with_capacity(pts.len() * 14);
         for (i, (x, y)) in pts.iter().enumerate() {
-            let _ = write!(d, "{}{:.1},{:.1}", if i == 0 { "M" } else { "L" }, self.px(*x), self.py(*y));
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1}",
+                if i == 0 { "M" } else { "L" },
+                self.px(*x),
+                self.py(*y)
+            );
         }
         d
     }
 
     /// Adds a legend entry (`dashed` draws the swatch dashed).
     pub fn legend(&mut self, label: &str, color: &str, dashed: bool) {
-        self.legend.push((label.to_owned(), color.to_owned(), dashed));
+        self.legend
+            .push((label.to_owned(), color.to_owned(), dashed));
     }
 
     /// A data polyline (class `data`, so the page can measure what the browser drew).
@@ -106,7 +126,9 @@ impl Chart {
         if pts.is_empty() {
             return;
         }
-        let dash = dash.map(|d| format!(" stroke-dasharray=\"{d}\"")).unwrap_or_default();
+        let dash = dash
+            .map(|d| format!(" stroke-dasharray=\"{d}\""))
+            .unwrap_or_default();
         let _ = writeln!(
             self.body,
             "<path class=\"data\" d=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\"{dash} stroke-linejoin=\"round\"/>",
@@ -208,8 +230,18 @@ impl Chart {
             esc(&self.id),
             esc(&self.title)
         );
-        let _ = writeln!(s, "<text x=\"{}\" y=\"20\" class=\"title\">{}</text>", self.left, esc(&self.title));
-        let (px0, px1, py0, py1) = (self.px(self.x.0), self.px(self.x.1), self.py(self.y.0), self.py(self.y.1));
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"20\" class=\"title\">{}</text>",
+            self.left,
+            esc(&self.title)
+        );
+        let (px0, px1, py0, py1) = (
+            self.px(self.x.0),
+            self.px(self.x.1),
+            self.py(self.y.0),
+            self.py(self.y.1),
+        );
         for t in nice_ticks(self.y.0, self.y.1, 5) {
             let y = self.py(t);
             let _ = writeln!(
@@ -230,7 +262,10 @@ impl Chart {
                 esc(&fx(t))
             );
         }
-        let _ = writeln!(s, "<path d=\"M{px0:.1},{py1:.1}L{px0:.1},{py0:.1}L{px1:.1},{py0:.1}\" class=\"axis\"/>");
+        let _ = writeln!(
+            s,
+            "<path d=\"M{px0:.1},{py1:.1}L{px0:.1},{py0:.1}L{px1:.1},{py0:.1}\" class=\"axis\"/>"
+        );
         s.push_str(&self.body);
         let _ = writeln!(
             s,
@@ -247,7 +282,11 @@ impl Chart {
         );
         let mut lx = self.left;
         for (label, color, dashed) in &self.legend {
-            let dash = if *dashed { " stroke-dasharray=\"5 3\"" } else { "" };
+            let dash = if *dashed {
+                " stroke-dasharray=\"5 3\""
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
                 "<path d=\"M{lx:.1},36L{:.1},36\" stroke=\"{color}\" stroke-width=\"3\"{dash}/><text x=\"{:.1}\" y=\"40\" class=\"tick\">{}</text>",
@@ -268,7 +307,10 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(nice_ticks(0.0, 10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        assert_eq!(
+            nice_ticks(0.0, 10.0, 5),
+            vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+        );
         assert_eq!(nice_ticks(0.0, 57.0, 5), vec![0.0, 20.0, 40.0]);
         assert_eq!(nice_max(57.0), 60.0);
         assert_eq!(nice_max(0.0), 1.0);

@@ -116,7 +116,11 @@ impl Trace {
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     #[error("{file}:{line}: {message}")]
-    Row { file: String, line: usize, message: String },
+    Row {
+        file: String,
+        line: usize,
+        message: String,
+    },
     #[error("{file}: {message}")]
     File { file: String, message: String },
     #[error("no requests in the given traces")]
@@ -124,7 +128,11 @@ pub enum TraceError {
 }
 
 fn row_err(file: &str, line: usize, message: impl Into<String>) -> TraceError {
-    TraceError::Row { file: file.to_owned(), line, message: message.into() }
+    TraceError::Row {
+        file: file.to_owned(),
+        line,
+        message: message.into(),
+    }
 }
 
 /// A completion waiting to be matched with its request.
@@ -166,7 +174,9 @@ pub fn parse_trace_time(s: &str) -> Result<i64, String> {
         Ok(t) => t.and_utc().timestamp_millis(),
         Err(_) => {
             Timestamp::parse(s)
-                .map_err(|_| format!("bad timestamp {s:?} (expected e.g. 2023-11-16 18:17:03.9799600)"))?
+                .map_err(|_| {
+                    format!("bad timestamp {s:?} (expected e.g. 2023-11-16 18:17:03.9799600)")
+                })?
                 .0
         }
     };
@@ -182,7 +192,10 @@ pub fn is_jsonl(name: &str, bytes: &[u8]) -> bool {
     let lower = name.to_ascii_lowercase();
     if lower.ends_with(".csv") {
         false
-    } else if [".jsonl", ".ndjson", ".json"].iter().any(|e| lower.ends_with(e)) {
+    } else if [".jsonl", ".ndjson", ".json"]
+        .iter()
+        .any(|e| lower.ends_with(e))
+    {
         true
     } else {
         bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
@@ -205,7 +218,13 @@ impl TraceBuilder {
         id
     }
 
-    fn add_source(&mut self, name: &str, format: TraceFormat, lane: Option<&str>, bytes: &[u8]) -> u32 {
+    fn add_source(
+        &mut self,
+        name: &str,
+        format: TraceFormat,
+        lane: Option<&str>,
+        bytes: &[u8],
+    ) -> u32 {
         self.trace.sources.push(Source {
             name: name.to_owned(),
             format,
@@ -220,7 +239,12 @@ impl TraceBuilder {
     }
 
     /// Adds a file in the format [`is_jsonl`] picks. CSV files need a lane.
-    pub fn add_file(&mut self, name: &str, bytes: &[u8], lane: Option<&str>) -> Result<(), TraceError> {
+    pub fn add_file(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        lane: Option<&str>,
+    ) -> Result<(), TraceError> {
         if is_jsonl(name, bytes) {
             self.add_jsonl(name, bytes)
         } else {
@@ -233,36 +257,68 @@ impl TraceBuilder {
     }
 
     /// Adds an Azure LLM inference trace CSV whose rows all belong to `lane`.
-    pub fn add_azure_csv(&mut self, name: &str, bytes: &[u8], lane: &str) -> Result<(), TraceError> {
-        check_model_path("lane", lane)
-            .map_err(|e| TraceError::File { file: name.to_owned(), message: format!("lane {lane:?}: {}", e.reason) })?;
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| TraceError::File { file: name.to_owned(), message: format!("not UTF-8 text: {e}") })?;
+    pub fn add_azure_csv(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        lane: &str,
+    ) -> Result<(), TraceError> {
+        check_model_path("lane", lane).map_err(|e| TraceError::File {
+            file: name.to_owned(),
+            message: format!("lane {lane:?}: {}", e.reason),
+        })?;
+        let text = std::str::from_utf8(bytes).map_err(|e| TraceError::File {
+            file: name.to_owned(),
+            message: format!("not UTF-8 text: {e}"),
+        })?;
         let source = self.add_source(name, TraceFormat::AzureCsv, Some(lane), bytes);
         let lane_id = self.lane_id(lane);
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let Some((_, header)) = lines.next() else {
-            return Err(TraceError::File { file: name.to_owned(), message: "empty file (no header)".to_owned() });
+            return Err(TraceError::File {
+                file: name.to_owned(),
+                message: "empty file (no header)".to_owned(),
+            });
         };
-        let cols: Vec<String> =
-            header.split(',').map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()).collect();
+        let cols: Vec<String> = header
+            .split(',')
+            .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+            .collect();
         let col = |want: &str| cols.iter().position(|c| c == want);
-        let (Some(c_ts), Some(c_in), Some(c_out)) = (col("timestamp"), col("contexttokens"), col("generatedtokens"))
-        else {
-            return Err(row_err(name, 1, format!("header {header:?} lacks TIMESTAMP, ContextTokens, GeneratedTokens")));
+        let (Some(c_ts), Some(c_in), Some(c_out)) = (
+            col("timestamp"),
+            col("contexttokens"),
+            col("generatedtokens"),
+        ) else {
+            return Err(row_err(
+                name,
+                1,
+                format!("header {header:?} lacks TIMESTAMP, ContextTokens, GeneratedTokens"),
+            ));
         };
         let mut count = 0u64;
         for (idx, line) in lines {
             let line_no = idx + 1;
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
             if fields.len() != cols.len() {
-                return Err(row_err(name, line_no, format!("{} fields, the header has {}", fields.len(), cols.len())));
+                return Err(row_err(
+                    name,
+                    line_no,
+                    format!("{} fields, the header has {}", fields.len(), cols.len()),
+                ));
             }
             let ts_ms = parse_trace_time(fields[c_ts]).map_err(|m| row_err(name, line_no, m))?;
             let tokens = |i: usize, what: &str| {
-                fields[i]
-                    .parse::<u32>()
-                    .map_err(|_| row_err(name, line_no, format!("{what} {:?} is not a token count", fields[i])))
+                fields[i].parse::<u32>().map_err(|_| {
+                    row_err(
+                        name,
+                        line_no,
+                        format!("{what} {:?} is not a token count", fields[i]),
+                    )
+                })
             };
             let input_tokens = tokens(c_in, "ContextTokens")?;
             let output_tokens = tokens(c_out, "GeneratedTokens")?;
@@ -296,13 +352,17 @@ impl TraceBuilder {
                 InputEvent::Request(r) => {
                     let lane = self.lane_id(&r.model);
                     let at = self.trace.requests.len();
-                    if let Some((_, file, line)) =
-                        self.request_ids.insert(r.request_id.clone(), (at, name.to_owned(), line_no))
+                    if let Some((_, file, line)) = self
+                        .request_ids
+                        .insert(r.request_id.clone(), (at, name.to_owned(), line_no))
                     {
                         return Err(row_err(
                             name,
                             line_no,
-                            format!("duplicate request_id {:?} (first at {file}:{line})", r.request_id),
+                            format!(
+                                "duplicate request_id {:?} (first at {file}:{line})",
+                                r.request_id
+                            ),
                         ));
                     }
                     self.trace.requests.push(RequestRecord {
@@ -371,7 +431,8 @@ impl TraceBuilder {
                 matched[at] = true;
             }
         }
-        let jsonl = |r: &RequestRecord| self.trace.sources[r.source as usize].format == TraceFormat::Jsonl;
+        let jsonl =
+            |r: &RequestRecord| self.trace.sources[r.source as usize].format == TraceFormat::Jsonl;
         for (r, m) in self.trace.requests.iter().zip(&matched) {
             if jsonl(r) {
                 if *m {
@@ -384,7 +445,9 @@ impl TraceBuilder {
         if self.trace.requests.is_empty() {
             return Err(TraceError::Empty);
         }
-        self.trace.requests.sort_by_key(|r| (r.ts_ms, r.source, r.line));
+        self.trace
+            .requests
+            .sort_by_key(|r| (r.ts_ms, r.source, r.line));
         for o in &mut self.trace.observed {
             o.managed_ttft_ms.sort_unstable();
         }
@@ -403,14 +466,22 @@ mod tests {
     #[test]
     fn azure_csv_rows_become_utc_millisecond_records_in_arrival_order() {
         let mut b = TraceBuilder::new();
-        b.add_file("a.csv", CSV.as_bytes(), Some("anthropic/claude-sonnet-4-5")).unwrap();
+        b.add_file("a.csv", CSV.as_bytes(), Some("anthropic/claude-sonnet-4-5"))
+            .unwrap();
         let t = b.finish().unwrap();
         assert_eq!(t.lanes, vec!["anthropic/claude-sonnet-4-5"]);
         assert_eq!(t.requests.len(), 2);
         // 2023-11-16T18:17:03Z = 1700158623 s; the 0.9799600 s fraction is truncated to 979 ms.
         assert_eq!(t.requests[0].ts_ms, 1_700_158_623_000);
         assert_eq!(t.requests[1].ts_ms, 1_700_158_623_979);
-        assert_eq!((t.requests[1].input_tokens, t.requests[1].output_tokens, t.requests[1].line), (4808, 10, 2));
+        assert_eq!(
+            (
+                t.requests[1].input_tokens,
+                t.requests[1].output_tokens,
+                t.requests[1].line
+            ),
+            (4808, 10, 2)
+        );
         assert_eq!(t.sources[0].requests, 2);
         assert!(t.sources[0].sha256.starts_with("sha256:"));
     }
@@ -433,17 +504,32 @@ mod tests {
     #[test]
     fn bad_rows_name_file_and_line() {
         let bad = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,1,1\n\n2023-11-16 18:17:04,x,1\n";
-        let e = TraceBuilder::new().add_azure_csv("t.csv", bad.as_bytes(), "x/a").unwrap_err();
-        assert_eq!(e.to_string(), "t.csv:4: ContextTokens \"x\" is not a token count");
         let e = TraceBuilder::new()
-            .add_azure_csv("t.csv", b"TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,1\n", "x/a")
+            .add_azure_csv("t.csv", bad.as_bytes(), "x/a")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.csv:4: ContextTokens \"x\" is not a token count"
+        );
+        let e = TraceBuilder::new()
+            .add_azure_csv(
+                "t.csv",
+                b"TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,1\n",
+                "x/a",
+            )
             .unwrap_err();
         assert!(e.to_string().starts_with("t.csv:2: bad timestamp"), "{e}");
-        let e = TraceBuilder::new().add_azure_csv("t.csv", b"a,b\n", "x/a").unwrap_err();
+        let e = TraceBuilder::new()
+            .add_azure_csv("t.csv", b"a,b\n", "x/a")
+            .unwrap_err();
         assert!(e.to_string().starts_with("t.csv:1: header"), "{e}");
-        let e = TraceBuilder::new().add_file("t.csv", CSV.as_bytes(), None).unwrap_err();
+        let e = TraceBuilder::new()
+            .add_file("t.csv", CSV.as_bytes(), None)
+            .unwrap_err();
         assert!(e.to_string().contains("needs a lane"), "{e}");
-        let e = TraceBuilder::new().add_jsonl("e.jsonl", b"{\"schema\":\"zumik.request.v1\"}\n").unwrap_err();
+        let e = TraceBuilder::new()
+            .add_jsonl("e.jsonl", b"{\"schema\":\"zumik.request.v1\"}\n")
+            .unwrap_err();
         assert!(e.to_string().starts_with("e.jsonl:1: "), "{e}");
     }
 
@@ -472,29 +558,49 @@ mod tests {
             done("r7", "cancelled", "managed_provider", 0),
         ];
         let mut b = TraceBuilder::new();
-        b.add_file("h.jsonl", lines.join("\n").as_bytes(), None).unwrap();
+        b.add_file("h.jsonl", lines.join("\n").as_bytes(), None)
+            .unwrap();
         let t = b.finish().unwrap();
         assert_eq!(t.requests[0].output_tokens, 120);
         assert_eq!(t.requests[0].cached_input_tokens, 500);
         assert_eq!(t.requests[1].output_tokens, 900);
         assert_eq!((t.output_from_completions, t.output_from_max), (1, 1));
         let o = &t.observed[0];
-        assert_eq!((o.managed_ok, o.managed_failed, o.byoc_ok, o.byoc_failed), (1, 1, 1, 0));
+        assert_eq!(
+            (o.managed_ok, o.managed_failed, o.byoc_ok, o.byoc_failed),
+            (1, 1, 1, 0)
+        );
         assert_eq!(o.managed_ttft_ms, vec![300]);
-        assert_eq!((t.sources[0].requests, t.sources[0].completions, t.sources[0].other_events), (2, 4, 1));
+        assert_eq!(
+            (
+                t.sources[0].requests,
+                t.sources[0].completions,
+                t.sources[0].other_events
+            ),
+            (2, 4, 1)
+        );
     }
 
     #[test]
     fn duplicate_request_ids_are_an_error() {
-        let lines = [req("r1", "2026-01-01T00:00:01Z", 1, 0, 1), req("r1", "2026-01-01T00:00:02Z", 1, 0, 1)];
-        let e = TraceBuilder::new().add_jsonl("h.jsonl", lines.join("\n").as_bytes()).unwrap_err();
-        assert_eq!(e.to_string(), "h.jsonl:2: duplicate request_id \"r1\" (first at h.jsonl:1)");
+        let lines = [
+            req("r1", "2026-01-01T00:00:01Z", 1, 0, 1),
+            req("r1", "2026-01-01T00:00:02Z", 1, 0, 1),
+        ];
+        let e = TraceBuilder::new()
+            .add_jsonl("h.jsonl", lines.join("\n").as_bytes())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "h.jsonl:2: duplicate request_id \"r1\" (first at h.jsonl:1)"
+        );
     }
 
     #[test]
     fn empty_history_is_an_error() {
         let mut b = TraceBuilder::new();
-        b.add_azure_csv("a.csv", b"TIMESTAMP,ContextTokens,GeneratedTokens\n", "x/a").unwrap();
+        b.add_azure_csv("a.csv", b"TIMESTAMP,ContextTokens,GeneratedTokens\n", "x/a")
+            .unwrap();
         assert!(matches!(b.finish(), Err(TraceError::Empty)));
     }
 }

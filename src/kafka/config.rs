@@ -65,7 +65,10 @@ impl Default for KafkaConfig {
 
 impl KafkaConfig {
     pub fn validate(&self) -> Result<(), ConfigInvalid> {
-        let bad = |field: &str, reason: &str| ConfigInvalid { field: field.into(), reason: reason.into() };
+        let bad = |field: &str, reason: &str| ConfigInvalid {
+            field: field.into(),
+            reason: reason.into(),
+        };
         if self.brokers.trim().is_empty() {
             return Err(bad("kafka.brokers", "must name at least one broker"));
         }
@@ -79,7 +82,10 @@ impl KafkaConfig {
             return Err(bad("kafka.batch_max", "must be at least 1"));
         }
         if self.group_id.is_empty() || self.transactional_id.is_empty() {
-            return Err(bad("kafka.group_id", "group and transactional ids must not be empty"));
+            return Err(bad(
+                "kafka.group_id",
+                "group and transactional ids must not be empty",
+            ));
         }
         Ok(())
     }

@@ -44,7 +44,12 @@ impl Topics {
 
     /// The input topics the broker consumes.
     pub fn inputs(&self) -> [&str; 4] {
-        [&self.requests, &self.completions, &self.telemetry, &self.control]
+        [
+            &self.requests,
+            &self.completions,
+            &self.telemetry,
+            &self.control,
+        ]
     }
 
     /// Where a producer puts an input event.
@@ -78,7 +83,10 @@ impl Topics {
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
     #[error("kafka admin client for {brokers}: {source}")]
-    Client { brokers: String, source: rdkafka::error::KafkaError },
+    Client {
+        brokers: String,
+        source: rdkafka::error::KafkaError,
+    },
     #[error("creating topic {topic}: {message}")]
     Create { topic: String, message: String },
 }
@@ -88,12 +96,19 @@ pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicErro
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .create()
-        .map_err(|source| TopicError::Client { brokers: cfg.brokers.clone(), source })?;
+        .map_err(|source| TopicError::Client {
+            brokers: cfg.brokers.clone(),
+            source,
+        })?;
     let specs = topics.all();
     let new: Vec<NewTopic> = specs
         .iter()
         .map(|(name, compact)| {
-            let t = NewTopic::new(name, cfg.partitions, TopicReplication::Fixed(cfg.replication));
+            let t = NewTopic::new(
+                name,
+                cfg.partitions,
+                TopicReplication::Fixed(cfg.replication),
+            );
             if *compact {
                 t.set("cleanup.policy", "compact")
             } else {
@@ -102,12 +117,21 @@ pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicErro
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures_executor::block_on(admin.create_topics(&new, &opts))
-        .map_err(|e| TopicError::Create { topic: "*".into(), message: e.to_string() })?;
+    let results = futures_executor::block_on(admin.create_topics(&new, &opts)).map_err(|e| {
+        TopicError::Create {
+            topic: "*".into(),
+            message: e.to_string(),
+        }
+    })?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(TopicError::Create { topic, message: code.to_string() }),
+            Err((topic, code)) => {
+                return Err(TopicError::Create {
+                    topic,
+                    message: code.to_string(),
+                })
+            }
         }
     }
     Ok(())

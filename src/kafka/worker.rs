@@ -51,15 +51,20 @@ impl JournalRecord {
         out.clear();
         out.push(JOURNAL_RECORD_VERSION);
         // Plain data: encoding into a Vec cannot fail.
-        bincode::encode_into_std_write(self, out, bincode::config::standard()).expect("journal records encode");
+        bincode::encode_into_std_write(self, out, bincode::config::standard())
+            .expect("journal records encode");
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         match bytes.split_first() {
-            Some((&JOURNAL_RECORD_VERSION, body)) => bincode::decode_from_slice(body, bincode::config::standard())
-                .map(|(r, _)| r)
-                .map_err(|e| e.to_string()),
-            Some((v, _)) => Err(format!("journal record version {v}, this build reads {JOURNAL_RECORD_VERSION}")),
+            Some((&JOURNAL_RECORD_VERSION, body)) => {
+                bincode::decode_from_slice(body, bincode::config::standard())
+                    .map(|(r, _)| r)
+                    .map_err(|e| e.to_string())
+            }
+            Some((v, _)) => Err(format!(
+                "journal record version {v}, this build reads {JOURNAL_RECORD_VERSION}"
+            )),
             None => Err("empty journal record".into()),
         }
     }
@@ -69,7 +74,8 @@ impl JournalRecord {
         match &self.entry {
             JournalEntry::Input(e) => e.key(),
             JournalEntry::LaneCreated { lane, .. } | JournalEntry::Lane { lane, .. } => lane,
-            JournalEntry::Cluster { cluster_id, .. } | JournalEntry::ClusterRemoved { cluster_id } => cluster_id,
+            JournalEntry::Cluster { cluster_id, .. }
+            | JournalEntry::ClusterRemoved { cluster_id } => cluster_id,
             JournalEntry::Tenant { tenant_id, .. } => tenant_id,
         }
     }
@@ -95,9 +101,17 @@ pub enum BrokerError {
     #[error(transparent)]
     Topics(#[from] TopicError),
     #[error("kafka {what}: {source}")]
-    Kafka { what: &'static str, source: KafkaError },
+    Kafka {
+        what: &'static str,
+        source: KafkaError,
+    },
     #[error("journal topic {topic} partition {partition} offset {offset}: {message}")]
-    Journal { topic: String, partition: i32, offset: i64, message: String },
+    Journal {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        message: String,
+    },
     #[error("{failed} output records were not delivered; offsets not committed")]
     Delivery { failed: u64 },
 }
@@ -123,7 +137,10 @@ impl ProducerContext for Delivery {
     }
 }
 
-fn send(producer: &ThreadedProducer<Delivery>, mut record: BaseRecord<'_, str, [u8]>) -> Result<(), BrokerError> {
+fn send(
+    producer: &ThreadedProducer<Delivery>,
+    mut record: BaseRecord<'_, str, [u8]>,
+) -> Result<(), BrokerError> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -132,14 +149,23 @@ fn send(producer: &ThreadedProducer<Delivery>, mut record: BaseRecord<'_, str, [
                 record = r;
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err((e, _)) => return Err(BrokerError::Kafka { what: "produce", source: e }),
+            Err((e, _)) => {
+                return Err(BrokerError::Kafka {
+                    what: "produce",
+                    source: e,
+                })
+            }
         }
     }
 }
 
 /// Watermarks of a partition; right after topic creation the leader may not be elected yet,
 /// so transient errors are retried for a while.
-fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64), BrokerError> {
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), BrokerError> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
@@ -148,7 +174,12 @@ fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<(i
                 let _ = e;
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Err(e) => return Err(BrokerError::Kafka { what: "journal watermarks", source: e }),
+            Err(e) => {
+                return Err(BrokerError::Kafka {
+                    what: "journal watermarks",
+                    source: e,
+                })
+            }
         }
     }
 }
@@ -164,14 +195,17 @@ pub fn read_journal(cfg: &KafkaConfig, topics: &Topics) -> Result<Vec<JournalRec
         .set("isolation.level", "read_committed")
         .create()
         .map_err(kafka("journal consumer"))?;
-    let meta = consumer.fetch_metadata(Some(&topics.journal), TIMEOUT).map_err(kafka("journal metadata"))?;
+    let meta = consumer
+        .fetch_metadata(Some(&topics.journal), TIMEOUT)
+        .map_err(kafka("journal metadata"))?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for t in meta.topics() {
         for p in t.partitions() {
             let (low, high) = watermarks(&consumer, &topics.journal, p.id())?;
             if high > low {
-                tpl.add_partition_offset(&topics.journal, p.id(), Offset::Beginning).map_err(kafka("journal assign"))?;
+                tpl.add_partition_offset(&topics.journal, p.id(), Offset::Beginning)
+                    .map_err(kafka("journal assign"))?;
                 ends.insert(p.id(), high);
             }
         }
@@ -187,18 +221,26 @@ pub fn read_journal(cfg: &KafkaConfig, topics: &Topics) -> Result<Vec<JournalRec
     while done.len() < ends.len() {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
-                let rec = JournalRecord::decode(m.payload().unwrap_or_default()).map_err(|message| BrokerError::Journal {
-                    topic: topics.journal.clone(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    message,
-                })?;
+                let rec =
+                    JournalRecord::decode(m.payload().unwrap_or_default()).map_err(|message| {
+                        BrokerError::Journal {
+                            topic: topics.journal.clone(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            message,
+                        }
+                    })?;
                 records.push((rec.input_seq, m.partition(), m.offset(), rec));
                 if m.offset() + 1 >= ends[&m.partition()] {
                     done.insert(m.partition(), ());
                 }
             }
-            Some(Err(e)) => return Err(BrokerError::Kafka { what: "journal read", source: e }),
+            Some(Err(e)) => {
+                return Err(BrokerError::Kafka {
+                    what: "journal read",
+                    source: e,
+                })
+            }
             None => {
                 // Past the last stable offset only markers remain: check positions.
                 let pos = consumer.position().map_err(kafka("journal position"))?;
@@ -249,14 +291,21 @@ pub fn run_broker(
 
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
     let mut pc = ClientConfig::new();
-    pc.set("bootstrap.servers", &cfg.brokers).set("enable.idempotence", "true").set("linger.ms", "1");
+    pc.set("bootstrap.servers", &cfg.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1");
     if exactly_once {
-        pc.set("transactional.id", &cfg.transactional_id).set("transaction.timeout.ms", "60000");
+        pc.set("transactional.id", &cfg.transactional_id)
+            .set("transaction.timeout.ms", "60000");
     }
-    let producer: ThreadedProducer<Delivery> = pc.create_with_context(Delivery::default()).map_err(kafka("producer"))?;
+    let producer: ThreadedProducer<Delivery> = pc
+        .create_with_context(Delivery::default())
+        .map_err(kafka("producer"))?;
     if exactly_once {
         // Fences any older instance with the same transactional id (a zombie after a crash).
-        producer.init_transactions(TIMEOUT).map_err(kafka("init transactions"))?;
+        producer
+            .init_transactions(TIMEOUT)
+            .map_err(kafka("init transactions"))?;
     }
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
@@ -267,17 +316,23 @@ pub fn run_broker(
         .set("partition.assignment.strategy", "range")
         .create()
         .map_err(kafka("consumer"))?;
-    consumer.subscribe(&topics.inputs()).map_err(kafka("subscribe"))?;
+    consumer
+        .subscribe(&topics.inputs())
+        .map_err(kafka("subscribe"))?;
     stats.ready.store(true, Ordering::Relaxed);
 
     let mut out = Output::with_journal();
     let (mut buf, mut rec_buf) = (Vec::with_capacity(512), Vec::with_capacity(512));
     let wait = Duration::from_millis(cfg.batch_wait_ms);
     while !stop.load(Ordering::Relaxed) {
-        let Some(first) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(first) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let started = Instant::now();
         if exactly_once {
-            producer.begin_transaction().map_err(kafka("begin transaction"))?;
+            producer
+                .begin_transaction()
+                .map_err(kafka("begin transaction"))?;
         }
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut next = Some(first);
@@ -295,13 +350,27 @@ pub fn run_broker(
                     for entry in out.journal.drain(..) {
                         let rec = JournalRecord { input_seq, entry };
                         rec.encode(&mut rec_buf);
-                        send(&producer, BaseRecord::to(&topics.journal).key(rec.key()).payload(&rec_buf[..]))?;
+                        send(
+                            &producer,
+                            BaseRecord::to(&topics.journal)
+                                .key(rec.key())
+                                .payload(&rec_buf[..]),
+                        )?;
                     }
                     for mut d in out.decisions.drain(..) {
-                        d.source = Some(Source { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() });
+                        d.source = Some(Source {
+                            topic: m.topic().to_owned(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                        });
                         buf.clear();
                         encode_decision_into(&d, &mut buf);
-                        send(&producer, BaseRecord::to(&topics.decisions).key(&*d.lane).payload(&buf[..]))?;
+                        send(
+                            &producer,
+                            BaseRecord::to(&topics.decisions)
+                                .key(&*d.lane)
+                                .payload(&buf[..]),
+                        )?;
                         stats.decisions.fetch_add(1, Ordering::Relaxed);
                     }
                     out.clear();
@@ -310,11 +379,29 @@ pub fn run_broker(
                     let source = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
                     let reason = e.to_string();
                     let headers = OwnedHeaders::new()
-                        .insert(Header { key: "zumik.error", value: Some(reason.as_str()) })
-                        .insert(Header { key: "zumik.error_code", value: Some(e.code()) })
-                        .insert(Header { key: "zumik.source", value: Some(source.as_str()) });
-                    let key = m.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("");
-                    send(&producer, BaseRecord::to(&topics.dlq).key(key).payload(payload).headers(headers))?;
+                        .insert(Header {
+                            key: "zumik.error",
+                            value: Some(reason.as_str()),
+                        })
+                        .insert(Header {
+                            key: "zumik.error_code",
+                            value: Some(e.code()),
+                        })
+                        .insert(Header {
+                            key: "zumik.source",
+                            value: Some(source.as_str()),
+                        });
+                    let key = m
+                        .key()
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .unwrap_or("");
+                    send(
+                        &producer,
+                        BaseRecord::to(&topics.dlq)
+                            .key(key)
+                            .payload(payload)
+                            .headers(headers),
+                    )?;
                     stats.dlq.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -324,22 +411,29 @@ pub fn run_broker(
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(kafka("offsets"))?;
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(kafka("offsets"))?;
         }
         if exactly_once {
             let group = consumer.group_metadata().ok_or(BrokerError::Kafka {
                 what: "group metadata",
                 source: KafkaError::Subscription("no consumer group metadata".into()),
             })?;
-            producer.send_offsets_to_transaction(&tpl, &group, TIMEOUT).map_err(kafka("send offsets"))?;
-            producer.commit_transaction(TIMEOUT).map_err(kafka("commit transaction"))?;
+            producer
+                .send_offsets_to_transaction(&tpl, &group, TIMEOUT)
+                .map_err(kafka("send offsets"))?;
+            producer
+                .commit_transaction(TIMEOUT)
+                .map_err(kafka("commit transaction"))?;
         } else {
             producer.flush(TIMEOUT).map_err(kafka("flush"))?;
             let failed = producer.context().failed.swap(0, Ordering::Relaxed);
             if failed > 0 {
                 return Err(BrokerError::Delivery { failed });
             }
-            consumer.commit(&tpl, CommitMode::Sync).map_err(kafka("commit offsets"))?;
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(kafka("commit offsets"))?;
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
     }

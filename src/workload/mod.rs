@@ -32,7 +32,9 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use crate::events::{ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, InputEvent, LaneActivatedV1, Timestamp};
+use crate::events::{
+    ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, InputEvent, LaneActivatedV1, Timestamp,
+};
 
 use plan::Plan;
 pub use spec::{Burst, Outage, SpecInvalid, WorkloadSpec};
@@ -52,7 +54,10 @@ impl Workload {
     pub fn new(spec: WorkloadSpec) -> Result<Self, SpecInvalid> {
         spec.validate()?;
         let plan = Plan::new(&spec);
-        Ok(Workload { spec: Arc::new(spec), plan: Arc::new(plan) })
+        Ok(Workload {
+            spec: Arc::new(spec),
+            plan: Arc::new(plan),
+        })
     }
 
     pub fn spec(&self) -> &WorkloadSpec {
@@ -71,7 +76,10 @@ impl Workload {
 
     /// Tenant ids, most traffic first.
     pub fn tenant_ids(&self) -> impl Iterator<Item = &str> {
-        self.plan.tenants.iter().map(|t| t.policy.tenant_id.as_str())
+        self.plan
+            .tenants
+            .iter()
+            .map(|t| t.policy.tenant_id.as_str())
     }
 
     /// Cluster registrations: hot lane 0's clusters first, then lane 1's, … ([`Outage::cluster`]).
@@ -90,9 +98,18 @@ impl Workload {
     pub fn setup_events(&self) -> Vec<InputEvent> {
         let start = self.spec.start.millis();
         let plan = &self.plan;
-        let mut out = Vec::with_capacity(plan.tenants.len() + 2 * plan.clusters.len() + plan.hot.len());
-        out.extend(plan.tenants.iter().map(|t| InputEvent::TenantPolicy(t.policy.clone())));
-        out.extend(plan.clusters.iter().map(|c| InputEvent::ClusterRegistered(c.clone())));
+        let mut out =
+            Vec::with_capacity(plan.tenants.len() + 2 * plan.clusters.len() + plan.hot.len());
+        out.extend(
+            plan.tenants
+                .iter()
+                .map(|t| InputEvent::TenantPolicy(t.policy.clone())),
+        );
+        out.extend(
+            plan.clusters
+                .iter()
+                .map(|c| InputEvent::ClusterRegistered(c.clone())),
+        );
         out.extend(plan.clusters.iter().map(|c| {
             InputEvent::ClusterHeartbeat(ClusterHeartbeatV1 {
                 cluster_id: c.cluster_id.clone(),
@@ -146,7 +163,11 @@ mod tests {
     use crate::events::Reason;
 
     fn small() -> WorkloadSpec {
-        WorkloadSpec { requests: 20_000, rate_per_sec: 500, ..WorkloadSpec::default() }
+        WorkloadSpec {
+            requests: 20_000,
+            rate_per_sec: 500,
+            ..WorkloadSpec::default()
+        }
     }
 
     fn all(spec: &WorkloadSpec) -> Vec<InputEvent> {
@@ -156,7 +177,10 @@ mod tests {
 
     #[test]
     fn same_seed_same_events_other_seed_other_events() {
-        let spec = WorkloadSpec { requests: 5_000, ..WorkloadSpec::default() };
+        let spec = WorkloadSpec {
+            requests: 5_000,
+            ..WorkloadSpec::default()
+        };
         let a = all(&spec);
         assert_eq!(a, all(&spec));
         let b = all(&WorkloadSpec { seed: 7, ..spec });
@@ -165,7 +189,11 @@ mod tests {
 
     #[test]
     fn every_event_validates_and_time_never_goes_back() {
-        let spec = WorkloadSpec { provider_health_interval_ms: 1_000, cluster_outage_permille: 50, ..small() };
+        let spec = WorkloadSpec {
+            provider_health_interval_ms: 1_000,
+            cluster_outage_permille: 50,
+            ..small()
+        };
         let events = all(&spec);
         let mut last = Timestamp(0);
         for e in &events {
@@ -192,14 +220,24 @@ mod tests {
 
     #[test]
     fn the_mix_exercises_the_main_routing_paths() {
-        let spec = WorkloadSpec { dedicated_permille: 1000, ..small() };
+        let spec = WorkloadSpec {
+            dedicated_permille: 1000,
+            ..small()
+        };
         let w = Workload::new(spec).unwrap();
-        let mut router = Router::new(Arc::new(RoutingConfig::default()), Arc::new(PriceTable::embedded()));
+        let mut router = Router::new(
+            Arc::new(RoutingConfig::default()),
+            Arc::new(PriceTable::embedded()),
+        );
         let mut out = Output::default();
         for e in w.setup_events().into_iter().chain(w.events()) {
             router.apply(e, &mut out);
         }
-        assert!(out.warnings.is_empty(), "{:?}", &out.warnings[..out.warnings.len().min(3)]);
+        assert!(
+            out.warnings.is_empty(),
+            "{:?}",
+            &out.warnings[..out.warnings.len().min(3)]
+        );
         let hot: BTreeSet<&str> = w.hot_lanes().iter().map(String::as_str).collect();
         let mut reasons: BTreeMap<Reason, u64> = BTreeMap::new();
         let (mut on_hot, mut served_hot) = (0u64, 0u64);
@@ -213,9 +251,19 @@ mod tests {
             }
         }
         assert_eq!(out.decisions.len(), 20_000);
-        assert!(served_hot * 2 > on_hot, "{served_hot} of {on_hot} hot-lane requests on BYOC; {reasons:?}");
+        assert!(
+            served_hot * 2 > on_hot,
+            "{served_hot} of {on_hot} hot-lane requests on BYOC; {reasons:?}"
+        );
         use Reason::*;
-        for r in [HotLane, Tail, Subscription, Byok, TenantPolicy, InvalidRequest] {
+        for r in [
+            HotLane,
+            Tail,
+            Subscription,
+            Byok,
+            TenantPolicy,
+            InvalidRequest,
+        ] {
             assert!(reasons.contains_key(&r), "no {r:?} in {reasons:?}");
         }
     }
@@ -223,13 +271,27 @@ mod tests {
     #[test]
     fn only_tail_or_only_hot_lanes_work() {
         for s in [
-            WorkloadSpec { hot_lanes: 0, requests: 100, ..WorkloadSpec::default() },
-            WorkloadSpec { tail_lanes: 0, requests: 100, ..WorkloadSpec::default() },
+            WorkloadSpec {
+                hot_lanes: 0,
+                requests: 100,
+                ..WorkloadSpec::default()
+            },
+            WorkloadSpec {
+                tail_lanes: 0,
+                requests: 100,
+                ..WorkloadSpec::default()
+            },
         ] {
-            let n = events(&s).unwrap().filter(|e| matches!(e, InputEvent::Request(_))).count();
+            let n = events(&s)
+                .unwrap()
+                .filter(|e| matches!(e, InputEvent::Request(_)))
+                .count();
             assert_eq!(n, 100);
         }
-        let bad = WorkloadSpec { rate_per_sec: 0, ..WorkloadSpec::default() };
+        let bad = WorkloadSpec {
+            rate_per_sec: 0,
+            ..WorkloadSpec::default()
+        };
         assert_eq!(setup_events(&bad).unwrap_err().field, "rate_per_sec");
     }
 }

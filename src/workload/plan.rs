@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 
 use crate::events::{
-    ClusterRegisteredV1, DataBoundary, ModelPath, OverageMode, ProfileClass, Stack, TenantPolicyV1, Timestamp,
+    ClusterRegisteredV1, DataBoundary, ModelPath, OverageMode, ProfileClass, Stack, TenantPolicyV1,
+    Timestamp,
 };
 
 use super::rng::{weight_of, zipf_cdf, Rng};
@@ -43,8 +44,12 @@ const TAIL_MODELS: [&str; 12] = [
 ];
 
 /// Regions tenants live in, with their share of tenants in permille.
-const TENANT_REGIONS: [(&str, u64); 4] =
-    [("us-east-1", 500), ("eu-west-1", 300), ("eu-central-1", 120), ("ap-southeast-1", 80)];
+const TENANT_REGIONS: [(&str, u64); 4] = [
+    ("us-east-1", 500),
+    ("eu-west-1", 300),
+    ("eu-central-1", 120),
+    ("ap-southeast-1", 80),
+];
 /// Regions BYOC clusters of one lane are spread over, in order.
 const CLUSTER_REGIONS: [&str; 4] = ["us-east-1", "eu-west-1", "us-west-2", "eu-central-1"];
 /// What EU-resident tenants may use.
@@ -90,9 +95,17 @@ fn lane_names(hot: usize, tail: usize) -> (Vec<String>, Vec<String>) {
             None => format!("{}@ft-h{:04}", HOT_MODELS[i % HOT_MODELS.len()], i),
         })
         .collect();
-    let real: Vec<&str> =
-        HOT_MODELS.iter().skip(hot.min(HOT_MODELS.len())).chain(TAIL_MODELS.iter()).copied().collect();
-    let all: Vec<&str> = HOT_MODELS.iter().chain(TAIL_MODELS.iter()).copied().collect();
+    let real: Vec<&str> = HOT_MODELS
+        .iter()
+        .skip(hot.min(HOT_MODELS.len()))
+        .chain(TAIL_MODELS.iter())
+        .copied()
+        .collect();
+    let all: Vec<&str> = HOT_MODELS
+        .iter()
+        .chain(TAIL_MODELS.iter())
+        .copied()
+        .collect();
     let tail_names = (0..tail)
         .map(|i| match real.get(i) {
             Some(m) => (*m).to_owned(),
@@ -104,7 +117,9 @@ fn lane_names(hot: usize, tail: usize) -> (Vec<String>, Vec<String>) {
 
 fn ulid_like(rng: &mut Rng) -> String {
     const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    (0..26).map(|_| CROCKFORD[rng.below(32) as usize] as char).collect()
+    (0..26)
+        .map(|_| CROCKFORD[rng.below(32) as usize] as char)
+        .collect()
 }
 
 fn tenant_plan(i: usize, rng: &mut Rng, ts: Timestamp) -> TenantPlan {
@@ -116,7 +131,9 @@ fn tenant_plan(i: usize, rng: &mut Rng, ts: Timestamp) -> TenantPlan {
         data_boundary: None,
         subscriptions: vec![],
         byok: vec![],
-        monthly_budget_micros: rng.chance(700).then(|| rng.between(100, 10_000) * 1_000_000),
+        monthly_budget_micros: rng
+            .chance(700)
+            .then(|| rng.between(100, 10_000) * 1_000_000),
         overage_mode: Some(OverageMode::Allow),
         escalation: None,
         ts,
@@ -124,10 +141,15 @@ fn tenant_plan(i: usize, rng: &mut Rng, ts: Timestamp) -> TenantPlan {
     // Policy archetypes, in roughly the proportions a platform sees.
     match rng.below(1000) {
         0..100 => p.subscriptions = vec![["openai", "anthropic"][rng.below(2) as usize].to_owned()],
-        100..180 => p.byok = vec![["anthropic", "openai", "fireworks"][rng.below(3) as usize].to_owned()],
+        100..180 => {
+            p.byok = vec![["anthropic", "openai", "fireworks"][rng.below(3) as usize].to_owned()]
+        }
         180..230 => {
-            p.allowed_profiles =
-                Some(vec![ProfileClass::Subscription, ProfileClass::Byok, ProfileClass::ManagedProvider])
+            p.allowed_profiles = Some(vec![
+                ProfileClass::Subscription,
+                ProfileClass::Byok,
+                ProfileClass::ManagedProvider,
+            ])
         }
         230..280 => p.data_boundary = Some(DataBoundary::Strict),
         280..300 => {
@@ -143,20 +165,30 @@ fn tenant_plan(i: usize, rng: &mut Rng, ts: Timestamp) -> TenantPlan {
     if restricted {
         p.allowed_regions = Some(EU_REGIONS.iter().map(|r| (*r).to_owned()).collect());
     }
-    TenantPlan { policy: p, home_region, restricted }
+    TenantPlan {
+        policy: p,
+        home_region,
+        restricted,
+    }
 }
 
 fn allows_byoc_in(t: &TenantPlan, region: &str) -> bool {
     let p = &t.policy;
-    p.allowed_profiles.as_ref().is_none_or(|ps| ps.contains(&ProfileClass::Byoc))
-        && p.allowed_regions.as_ref().is_none_or(|rs| rs.iter().any(|r| r == region))
+    p.allowed_profiles
+        .as_ref()
+        .is_none_or(|ps| ps.contains(&ProfileClass::Byoc))
+        && p.allowed_regions
+            .as_ref()
+            .is_none_or(|rs| rs.iter().any(|r| r == region))
 }
 
 impl Plan {
     pub(super) fn new(spec: &WorkloadSpec) -> Plan {
         let mut rng = Rng::new(spec.seed, PLAN_SALT);
         let (hot, tail) = lane_names(spec.hot_lanes, spec.tail_lanes);
-        let tenants: Vec<TenantPlan> = (0..spec.tenants).map(|i| tenant_plan(i, &mut rng, spec.start)).collect();
+        let tenants: Vec<TenantPlan> = (0..spec.tenants)
+            .map(|i| tenant_plan(i, &mut rng, spec.start))
+            .collect();
         let tenant_cdf = zipf_cdf(spec.tenants);
         let hot_cdf = zipf_cdf(hot.len());
         let tail_cdf = zipf_cdf(tail.len());
@@ -166,21 +198,27 @@ impl Plan {
         for (l, lane) in hot.iter().enumerate() {
             // Expected concurrency of the lane: rate × lane share × mean service time.
             let hot_total = *hot_cdf.last().expect("hot lanes exist in this loop") as u128;
-            let conc = spec.rate_per_sec as u128 * spec.effective_hot_share() as u128 * weight_of(&hot_cdf, l) as u128
+            let conc = spec.rate_per_sec as u128
+                * spec.effective_hot_share() as u128
+                * weight_of(&hot_cdf, l) as u128
                 * MEAN_SERVICE_MS as u128
                 * spec.capacity_permille as u128
                 / (hot_total * 1_000_000_000);
             let n = spec.clusters_per_hot_lane;
-            let regions: Vec<&str> = (0..n).map(|j| CLUSTER_REGIONS[j % CLUSTER_REGIONS.len()]).collect();
+            let regions: Vec<&str> = (0..n)
+                .map(|j| CLUSTER_REGIONS[j % CLUSTER_REGIONS.len()])
+                .collect();
             // The first cluster is shared; later ones may be dedicated to one of the biggest tenants.
             let dedicated: Vec<Option<usize>> = (0..n)
                 .map(|j| {
                     if j == 0 || !rng.chance(spec.dedicated_permille) {
                         return None;
                     }
-                    let eligible: Vec<usize> =
-                        (0..tenants.len().min(8)).filter(|&t| allows_byoc_in(&tenants[t], regions[j])).collect();
-                    (!eligible.is_empty()).then(|| eligible[rng.below(eligible.len() as u64) as usize])
+                    let eligible: Vec<usize> = (0..tenants.len().min(8))
+                        .filter(|&t| allows_byoc_in(&tenants[t], regions[j]))
+                        .collect();
+                    (!eligible.is_empty())
+                        .then(|| eligible[rng.below(eligible.len() as u64) as usize])
                 })
                 .collect();
             // A dedicated cluster is sized for its tenant's share; shared ones split the rest.
@@ -188,7 +226,13 @@ impl Plan {
             let reserved: u128 = dedicated.iter().flatten().map(|&t| dedicated_cap(t)).sum();
             let shared = dedicated.iter().filter(|d| d.is_none()).count() as u128;
             let model = ModelPath::parse(lane).map_or(lane.as_str(), |p| p.model);
-            let short: String = model.rsplit('/').next().unwrap_or(model).chars().take(40).collect();
+            let short: String = model
+                .rsplit('/')
+                .next()
+                .unwrap_or(model)
+                .chars()
+                .take(40)
+                .collect();
             for (j, (&region, ded)) in regions.iter().zip(&dedicated).enumerate() {
                 let cap = match ded {
                     Some(t) => dedicated_cap(*t),
@@ -201,7 +245,11 @@ impl Plan {
                     cluster_id: format!("byc_{}", ulid_like(&mut rng)),
                     name: format!("{short}-{region}-{}", (b'a' + (j % 26) as u8) as char),
                     region: region.to_owned(),
-                    stack: if rng.chance(700) { Stack::Dynamo } else { Stack::Epp },
+                    stack: if rng.chance(700) {
+                        Stack::Dynamo
+                    } else {
+                        Stack::Epp
+                    },
                     lanes: vec![lane.clone()],
                     max_inflight,
                     gpus,
@@ -211,8 +259,11 @@ impl Plan {
                 });
             }
         }
-        let providers: BTreeSet<&str> =
-            hot.iter().chain(&tail).filter_map(|l| ModelPath::parse(l).map(|p| p.provider)).collect();
+        let providers: BTreeSet<&str> = hot
+            .iter()
+            .chain(&tail)
+            .filter_map(|l| ModelPath::parse(l).map(|p| p.provider))
+            .collect();
         let providers = providers.into_iter().map(str::to_owned).collect();
         let digests = hot
             .iter()
@@ -221,7 +272,17 @@ impl Plan {
                 format!("sha256:{hex}")
             })
             .collect();
-        Plan { hot, tail, hot_cdf, tail_cdf, tenants, tenant_cdf, clusters, providers, digests }
+        Plan {
+            hot,
+            tail,
+            hot_cdf,
+            tail_cdf,
+            tenants,
+            tenant_cdf,
+            clusters,
+            providers,
+            digests,
+        }
     }
 }
 
@@ -233,7 +294,11 @@ mod tests {
 
     #[test]
     fn every_lane_is_priced_and_clusters_fit_their_lanes() {
-        let spec = WorkloadSpec { hot_lanes: 10, tail_lanes: 300, ..WorkloadSpec::default() };
+        let spec = WorkloadSpec {
+            hot_lanes: 10,
+            tail_lanes: 300,
+            ..WorkloadSpec::default()
+        };
         let w = Workload::new(spec).unwrap();
         let prices = PriceTable::embedded();
         for lane in w.hot_lanes().iter().chain(w.tail_lanes()) {
@@ -244,7 +309,11 @@ mod tests {
         assert_eq!(w.clusters().len(), 20);
         // Cluster capacity follows the Zipf ranks: lane 0 gets more than lane 3.
         let cap = |l: usize| -> u32 {
-            w.clusters().iter().filter(|c| c.lanes[0] == w.hot_lanes()[l]).map(|c| c.max_inflight).sum()
+            w.clusters()
+                .iter()
+                .filter(|c| c.lanes[0] == w.hot_lanes()[l])
+                .map(|c| c.max_inflight)
+                .sum()
         };
         assert!(cap(0) > cap(3) * 3, "{} vs {}", cap(0), cap(3));
     }

@@ -3,7 +3,6 @@
 //! Integer-only on purpose (no `ln`, `powf` or float sampling), so a seed gives the same draws on
 //! every platform and compiler. Must not be used by the routing core (it takes no randomness).
 
-
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, good enough for workload shapes, and the
 /// same sequence everywhere.
 #[derive(Debug, Clone)]
@@ -97,11 +96,12 @@ impl Rng {
 pub(super) fn zipf_cdf(n: usize) -> Vec<u64> {
     const W: u64 = 1 << 40;
     let mut acc = 0;
-    (1..=n as u64).map(|k| {
-        acc += W / k;
-        acc
-    })
-    .collect()
+    (1..=n as u64)
+        .map(|k| {
+            acc += W / k;
+            acc
+        })
+        .collect()
 }
 
 pub(super) fn weight_of(cdf: &[u64], i: usize) -> u64 {

@@ -127,7 +127,10 @@ impl WorkloadSpec {
             return Err(bad("start", "must be between 2000 and 2100"));
         }
         if self.hot_lanes + self.tail_lanes == 0 {
-            return Err(bad("hot_lanes", "there must be at least one hot or tail lane"));
+            return Err(bad(
+                "hot_lanes",
+                "there must be at least one hot or tail lane",
+            ));
         }
         if self.hot_lanes > 256 {
             return Err(bad("hot_lanes", "at most 256"));
@@ -139,7 +142,10 @@ impl WorkloadSpec {
             return Err(bad("tenants", "must be 1–1 000 000"));
         }
         if self.hot_lanes > 0 && !(1..=16).contains(&self.clusters_per_hot_lane) {
-            return Err(bad("clusters_per_hot_lane", "must be 1–16 when there are hot lanes"));
+            return Err(bad(
+                "clusters_per_hot_lane",
+                "must be 1–16 when there are hot lanes",
+            ));
         }
         if self.rate_per_sec == 0 {
             return Err(bad("rate_per_sec", "must be at least 1"));
@@ -156,7 +162,10 @@ impl WorkloadSpec {
             }
         }
         if self.failed_permille + self.cancelled_permille + self.lost_permille > 1000 {
-            return Err(bad("failed_permille", "failed + cancelled + lost must be at most 1000"));
+            return Err(bad(
+                "failed_permille",
+                "failed + cancelled + lost must be at most 1000",
+            ));
         }
         if self.capacity_permille == 0 {
             return Err(bad("capacity_permille", "must be at least 1"));
@@ -165,14 +174,31 @@ impl WorkloadSpec {
             return Err(bad("heartbeat_interval_ms", "must be at least 100"));
         }
         if self.provider_health_interval_ms != 0 && self.provider_health_interval_ms < 100 {
-            return Err(bad("provider_health_interval_ms", "must be 0 or at least 100"));
+            return Err(bad(
+                "provider_health_interval_ms",
+                "must be 0 or at least 100",
+            ));
         }
-        if self.bursts.iter().any(|b| b.rate_permille == 0 || b.duration_ms == 0) {
-            return Err(bad("bursts", "each burst needs a positive duration and rate"));
+        if self
+            .bursts
+            .iter()
+            .any(|b| b.rate_permille == 0 || b.duration_ms == 0)
+        {
+            return Err(bad(
+                "bursts",
+                "each burst needs a positive duration and rate",
+            ));
         }
         let clusters = self.hot_lanes * self.clusters_per_hot_lane;
-        if self.outages.iter().any(|o| o.cluster >= clusters || o.duration_ms == 0) {
-            return Err(bad("outages", "each outage needs an existing cluster index and a positive duration"));
+        if self
+            .outages
+            .iter()
+            .any(|o| o.cluster >= clusters || o.duration_ms == 0)
+        {
+            return Err(bad(
+                "outages",
+                "each outage needs an existing cluster index and a positive duration",
+            ));
         }
         Ok(())
     }
@@ -199,14 +225,55 @@ mod tests {
     #[test]
     fn bad_specs_name_their_field() {
         let err = |s: WorkloadSpec| s.validate().unwrap_err().field;
-        assert_eq!(err(WorkloadSpec { rate_per_sec: 0, ..Default::default() }), "rate_per_sec");
-        assert_eq!(err(WorkloadSpec { hot_lanes: 0, tail_lanes: 0, ..Default::default() }), "hot_lanes");
-        assert_eq!(err(WorkloadSpec { failed_permille: 995, ..Default::default() }), "failed_permille");
-        assert_eq!(err(WorkloadSpec { clusters_per_hot_lane: 0, ..Default::default() }), "clusters_per_hot_lane");
-        let outage = Outage { cluster: 99, start_ms: 0, duration_ms: 1 };
-        assert_eq!(err(WorkloadSpec { outages: vec![outage], ..Default::default() }), "outages");
+        assert_eq!(
+            err(WorkloadSpec {
+                rate_per_sec: 0,
+                ..Default::default()
+            }),
+            "rate_per_sec"
+        );
+        assert_eq!(
+            err(WorkloadSpec {
+                hot_lanes: 0,
+                tail_lanes: 0,
+                ..Default::default()
+            }),
+            "hot_lanes"
+        );
+        assert_eq!(
+            err(WorkloadSpec {
+                failed_permille: 995,
+                ..Default::default()
+            }),
+            "failed_permille"
+        );
+        assert_eq!(
+            err(WorkloadSpec {
+                clusters_per_hot_lane: 0,
+                ..Default::default()
+            }),
+            "clusters_per_hot_lane"
+        );
+        let outage = Outage {
+            cluster: 99,
+            start_ms: 0,
+            duration_ms: 1,
+        };
+        assert_eq!(
+            err(WorkloadSpec {
+                outages: vec![outage],
+                ..Default::default()
+            }),
+            "outages"
+        );
         // No hot lanes needs no clusters.
-        WorkloadSpec { hot_lanes: 0, clusters_per_hot_lane: 0, ..Default::default() }.validate().unwrap();
+        WorkloadSpec {
+            hot_lanes: 0,
+            clusters_per_hot_lane: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use crate::events::{
-    ClusterHeartbeatV1, ClusterStatus, CompletionV1, InputEvent, ModelPath, Outcome, ProfileClass, ProviderHealthV1,
-    ProviderStatus, Qos, RequestV1, Timestamp,
+    ClusterHeartbeatV1, ClusterStatus, CompletionV1, InputEvent, ModelPath, Outcome, ProfileClass,
+    ProviderHealthV1, ProviderStatus, Qos, RequestV1, Timestamp,
 };
 
 use super::plan::Plan;
@@ -24,7 +24,13 @@ pub const MEAN_SERVICE_MS: u64 = 5_200;
 const STREAM_SALT: u64 = 0x7374_7265_616d_5a6b;
 const ERROR_CLASSES: [&str; 4] = ["upstream_5xx", "timeout", "rate_limited", "overloaded"];
 /// `max_output_tokens` callers ask for, with weights in permille.
-const MAX_OUTPUT: [(u32, u64); 5] = [(256, 150), (512, 250), (1024, 300), (2048, 200), (4096, 100)];
+const MAX_OUTPUT: [(u32, u64); 5] = [
+    (256, 150),
+    (512, 250),
+    (1024, 300),
+    (2048, 200),
+    (4096, 100),
+];
 
 /// What happens at a future instant: a request's end, or the next tick of a periodic source.
 #[derive(Debug)]
@@ -96,7 +102,8 @@ impl Iterator for Events {
                 return Some(self.request());
             }
             let item = self.queue.pop()?;
-            let periodic_over = self.emitted >= self.spec.requests && item.at_ns > self.last_request_ns;
+            let periodic_over =
+                self.emitted >= self.spec.requests && item.at_ns > self.last_request_ns;
             match item.what {
                 Scheduled::Completion(c) => return Some(InputEvent::Completion(*c)),
                 Scheduled::Heartbeat(_) | Scheduled::ProviderHealth if periodic_over => continue,
@@ -128,7 +135,10 @@ impl Events {
             ev.schedule(phase_ms * 1_000_000, Scheduled::Heartbeat(i));
         }
         if ev.spec.provider_health_interval_ms > 0 {
-            ev.schedule(ev.spec.provider_health_interval_ms as u64 * 1_000_000, Scheduled::ProviderHealth);
+            ev.schedule(
+                ev.spec.provider_health_interval_ms as u64 * 1_000_000,
+                Scheduled::ProviderHealth,
+            );
         }
         ev.next_request_ns = ev.interarrival_ns(0);
         ev
@@ -141,7 +151,11 @@ impl Events {
 
     fn schedule(&mut self, at_ns: u64, what: Scheduled) {
         self.seq += 1;
-        self.queue.push(Item { at_ns, seq: self.seq, what });
+        self.queue.push(Item {
+            at_ns,
+            seq: self.seq,
+            what,
+        });
     }
 
     fn ts(&self, at_ns: u64) -> Timestamp {
@@ -152,7 +166,12 @@ impl Events {
     fn interarrival_ns(&mut self, at_ns: u64) -> u64 {
         let at_ms = at_ns / 1_000_000;
         let mut mean_ns = 1_000_000_000u128 / self.spec.rate_per_sec as u128;
-        if let Some(b) = self.spec.bursts.iter().find(|b| (b.start_ms..b.start_ms + b.duration_ms).contains(&at_ms)) {
+        if let Some(b) = self
+            .spec
+            .bursts
+            .iter()
+            .find(|b| (b.start_ms..b.start_ms + b.duration_ms).contains(&at_ms))
+        {
             mean_ns = mean_ns * 1000 / b.rate_permille as u128;
         }
         ((mean_ns * self.rng.exp_fixed() as u128) >> 32) as u64
@@ -169,12 +188,19 @@ impl Events {
         let spec = self.spec.clone();
         let rng = &mut self.rng;
         let hot = rng.below(1000) < spec.effective_hot_share();
-        let lane = if hot { &plan.hot[rng.pick_cdf(&plan.hot_cdf)] } else { &plan.tail[rng.pick_cdf(&plan.tail_cdf)] };
+        let lane = if hot {
+            &plan.hot[rng.pick_cdf(&plan.hot_cdf)]
+        } else {
+            &plan.tail[rng.pick_cdf(&plan.tail_cdf)]
+        };
         let tenant = &plan.tenants[rng.pick_cdf(&plan.tenant_cdf)];
 
         let input_tokens = rng.skewed(100, 8_000);
-        let mut cached_input_tokens =
-            if rng.chance(600) { (input_tokens as u64 * rng.below(901) / 1000) as u32 } else { 0 };
+        let mut cached_input_tokens = if rng.chance(600) {
+            (input_tokens as u64 * rng.below(901) / 1000) as u32
+        } else {
+            0
+        };
         // A broken client now and then: the broker answers `rejected/invalid_request`.
         let invalid = rng.chance(spec.invalid_permille);
         if invalid {
@@ -190,9 +216,19 @@ impl Events {
         };
         let interactive = rng.chance(800);
         let qos = if interactive {
-            Qos { class: "interactive".into(), target_ttft_ms: Some(800), deadline_ms: Some(60_000), priority: Some(5) }
+            Qos {
+                class: "interactive".into(),
+                target_ttft_ms: Some(800),
+                deadline_ms: Some(60_000),
+                priority: Some(5),
+            }
         } else {
-            Qos { class: "batch".into(), target_ttft_ms: None, deadline_ms: None, priority: Some(1) }
+            Qos {
+                class: "batch".into(),
+                target_ttft_ms: None,
+                deadline_ms: None,
+                priority: Some(1),
+            }
         };
         let allowed_profiles = rng.chance(20).then(|| vec![ProfileClass::ManagedProvider]);
         let alias = rng.chance(200).then(|| {
@@ -223,7 +259,11 @@ impl Events {
         let spec = &self.spec;
         let rng = &mut self.rng;
         let roll = rng.below(1000) as u32;
-        let (lost, failed, cancelled) = (spec.lost_permille, spec.failed_permille, spec.cancelled_permille);
+        let (lost, failed, cancelled) = (
+            spec.lost_permille,
+            spec.failed_permille,
+            spec.cancelled_permille,
+        );
         let outcome = if roll < lost {
             return;
         } else if roll < lost + failed {
@@ -234,20 +274,37 @@ impl Events {
             Outcome::Completed
         };
         // Latency model: prefill grows with the uncached prompt, decode at 10–30 ms per token.
-        let ttft = 120 + (r.input_tokens - r.cached_input_tokens.min(r.input_tokens)) / 20 + rng.below(201) as u32;
+        let ttft = 120
+            + (r.input_tokens - r.cached_input_tokens.min(r.input_tokens)) / 20
+            + rng.below(201) as u32;
         let per_token = rng.between(10, 30) as u32;
         let full_output = rng.skewed(10, 1_000).min(r.max_output_tokens);
         let (ttft_ms, output_tokens, latency_ms, error_class) = match outcome {
-            Outcome::Completed => (Some(ttft), full_output, ttft + full_output * per_token, None),
+            Outcome::Completed => (
+                Some(ttft),
+                full_output,
+                ttft + full_output * per_token,
+                None,
+            ),
             Outcome::Failed if rng.chance(500) => {
                 // Failed before the first token.
                 let err = ERROR_CLASSES[rng.below(ERROR_CLASSES.len() as u64) as usize];
-                (None, 0, rng.between(50, 2 * ttft as u64) as u32, Some(err.to_owned()))
+                (
+                    None,
+                    0,
+                    rng.between(50, 2 * ttft as u64) as u32,
+                    Some(err.to_owned()),
+                )
             }
             Outcome::Failed => {
                 let err = ERROR_CLASSES[rng.below(ERROR_CLASSES.len() as u64) as usize];
                 let partial = full_output * rng.below(100) as u32 / 100;
-                (Some(ttft), partial, ttft + partial * per_token + 1, Some(err.to_owned()))
+                (
+                    Some(ttft),
+                    partial,
+                    ttft + partial * per_token + 1,
+                    Some(err.to_owned()),
+                )
             }
             _ => {
                 let partial = full_output * rng.below(100) as u32 / 100;
@@ -274,13 +331,15 @@ impl Events {
     }
 
     fn heartbeat(&mut self, i: usize, at: u64) -> InputEvent {
-        self.schedule(at + self.spec.heartbeat_interval_ms as u64 * 1_000_000, Scheduled::Heartbeat(i));
+        self.schedule(
+            at + self.spec.heartbeat_interval_ms as u64 * 1_000_000,
+            Scheduled::Heartbeat(i),
+        );
         let at_ms = at / 1_000_000;
-        let scripted = self
-            .spec
-            .outages
-            .iter()
-            .any(|o| o.cluster == i && (o.start_ms..o.start_ms + o.duration_ms).contains(&at_ms));
+        let scripted =
+            self.spec.outages.iter().any(|o| {
+                o.cluster == i && (o.start_ms..o.start_ms + o.duration_ms).contains(&at_ms)
+            });
         let c = &self.plan.clusters[i];
         let rng = &mut self.rng;
         let down = if scripted {
@@ -330,7 +389,10 @@ impl Events {
     }
 
     fn provider_health(&mut self, at: u64) -> InputEvent {
-        self.schedule(at + self.spec.provider_health_interval_ms as u64 * 1_000_000, Scheduled::ProviderHealth);
+        self.schedule(
+            at + self.spec.provider_health_interval_ms as u64 * 1_000_000,
+            Scheduled::ProviderHealth,
+        );
         let rng = &mut self.rng;
         let (idx, status, error_rate) = match self.provider_down.take() {
             Some(p) => (p, ProviderStatus::Ok, 0),
@@ -357,7 +419,6 @@ impl Events {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashMap};
@@ -366,7 +427,11 @@ mod tests {
     use crate::workload::{Burst, Outage, Workload, SETUP_SPAN_MS};
 
     fn small() -> WorkloadSpec {
-        WorkloadSpec { requests: 20_000, rate_per_sec: 500, ..WorkloadSpec::default() }
+        WorkloadSpec {
+            requests: 20_000,
+            rate_per_sec: 500,
+            ..WorkloadSpec::default()
+        }
     }
 
     #[test]
@@ -385,7 +450,10 @@ mod tests {
         assert!((770..=830).contains(&share), "hot share {share}‰");
         let min_hot = w.hot_lanes().iter().map(count).min().unwrap();
         let max_tail = w.tail_lanes().iter().map(count).max().unwrap();
-        assert!(min_hot > 2 * max_tail, "coldest hot lane {min_hot}, busiest tail lane {max_tail}");
+        assert!(
+            min_hot > 2 * max_tail,
+            "coldest hot lane {min_hot}, busiest tail lane {max_tail}"
+        );
         // Zipf within the hot lanes: rank 1 about twice rank 2.
         let (h0, h1) = (count(&w.hot_lanes()[0]), count(&w.hot_lanes()[1]));
         assert!(h0 * 10 > h1 * 17 && h0 * 10 < h1 * 23, "{h0} vs {h1}");
@@ -407,7 +475,9 @@ mod tests {
                     requested.insert(r.request_id, (r.ts, r.max_output_tokens));
                 }
                 InputEvent::Completion(c) => {
-                    let (ts, max_out) = requested.remove(&c.request_id).expect("completion of an unknown request");
+                    let (ts, max_out) = requested
+                        .remove(&c.request_id)
+                        .expect("completion of an unknown request");
                     assert!(c.ts > ts);
                     assert!(c.output_tokens <= max_out.min(1_000));
                     match c.outcome {
@@ -425,21 +495,36 @@ mod tests {
         }
         let n = spec.requests;
         assert!(completed * 1000 / n >= 950, "{completed} completed of {n}");
-        assert!((10..=30).contains(&(failed * 1000 / n)), "{failed} failed of {n}");
+        assert!(
+            (10..=30).contains(&(failed * 1000 / n)),
+            "{failed} failed of {n}"
+        );
         let never = requested.len() as u64;
         assert!(never > 0 && never * 1000 / n < 15, "{never} never complete");
         let mean_latency = latency_sum / completed;
-        assert!(mean_latency.abs_diff(MEAN_SERVICE_MS) * 100 < MEAN_SERVICE_MS * 15, "mean latency {mean_latency} ms");
+        assert!(
+            mean_latency.abs_diff(MEAN_SERVICE_MS) * 100 < MEAN_SERVICE_MS * 15,
+            "mean latency {mean_latency} ms"
+        );
         let mean_input = input_sum / n;
-        assert!((1_800..=2_400).contains(&mean_input), "mean input {mean_input}");
+        assert!(
+            (1_800..=2_400).contains(&mean_input),
+            "mean input {mean_input}"
+        );
     }
 
     #[test]
     fn arrivals_follow_the_configured_rate() {
-        let spec = WorkloadSpec { requests: 50_000, rate_per_sec: 2_000, ..WorkloadSpec::default() };
+        let spec = WorkloadSpec {
+            requests: 50_000,
+            rate_per_sec: 2_000,
+            ..WorkloadSpec::default()
+        };
         let w = Workload::new(spec.clone()).unwrap();
-        let times: Vec<i64> =
-            w.events().filter_map(|e| matches!(e, InputEvent::Request(_)).then(|| e.ts().millis())).collect();
+        let times: Vec<i64> = w
+            .events()
+            .filter_map(|e| matches!(e, InputEvent::Request(_)).then(|| e.ts().millis()))
+            .collect();
         let span_ms = times.last().unwrap() - times.first().unwrap();
         // 50 000 requests at 2 000/s take ~25 s.
         assert!((24_000..=26_000).contains(&span_ms), "{span_ms} ms");
@@ -451,8 +536,16 @@ mod tests {
             // ~5 s at 1 000/s, 5 s at 4 000/s, then ~20 s more at 1 000/s.
             requests: 45_000,
             cluster_outage_permille: 0,
-            bursts: vec![Burst { start_ms: 5_000, duration_ms: 5_000, rate_permille: 4_000 }],
-            outages: vec![Outage { cluster: 1, start_ms: 12_000, duration_ms: 10_000 }],
+            bursts: vec![Burst {
+                start_ms: 5_000,
+                duration_ms: 5_000,
+                rate_permille: 4_000,
+            }],
+            outages: vec![Outage {
+                cluster: 1,
+                start_ms: 12_000,
+                duration_ms: 10_000,
+            }],
             ..WorkloadSpec::default()
         };
         let w = Workload::new(spec).unwrap();
@@ -461,7 +554,9 @@ mod tests {
         let mut down = vec![];
         for e in w.events() {
             match &e {
-                InputEvent::Request(r) => *per_second.entry((r.ts.millis() - t0) / 1000).or_default() += 1,
+                InputEvent::Request(r) => {
+                    *per_second.entry((r.ts.millis() - t0) / 1000).or_default() += 1
+                }
                 InputEvent::ClusterHeartbeat(h) if h.status == ClusterStatus::Down => {
                     assert_eq!(h.cluster_id, w.clusters()[1].cluster_id);
                     down.push(h.ts.millis() - t0);
@@ -469,7 +564,10 @@ mod tests {
                 _ => {}
             }
         }
-        assert!(per_second[&2] < 1_200 && per_second[&7] > 3_000, "{per_second:?}");
+        assert!(
+            per_second[&2] < 1_200 && per_second[&7] > 3_000,
+            "{per_second:?}"
+        );
         assert_eq!(down.len(), 2, "{down:?}");
         assert!(down.iter().all(|t| (12_000..22_000).contains(t)));
     }
@@ -477,13 +575,22 @@ mod tests {
     #[test]
     fn heartbeats_keep_every_cluster_fresh() {
         let w = Workload::new(small()).unwrap();
-        let mut last: HashMap<String, i64> =
-            w.clusters().iter().map(|c| (c.cluster_id.clone(), c.ts.millis() + 1)).collect();
+        let mut last: HashMap<String, i64> = w
+            .clusters()
+            .iter()
+            .map(|c| (c.cluster_id.clone(), c.ts.millis() + 1))
+            .collect();
         let interval = w.spec().heartbeat_interval_ms as i64;
         for e in w.events() {
             if let InputEvent::ClusterHeartbeat(h) = e {
-                let prev = last.insert(h.cluster_id.clone(), h.ts.millis()).expect("known cluster");
-                assert!(h.ts.millis() - prev <= interval + SETUP_SPAN_MS, "{} gap", h.cluster_id);
+                let prev = last
+                    .insert(h.cluster_id.clone(), h.ts.millis())
+                    .expect("known cluster");
+                assert!(
+                    h.ts.millis() - prev <= interval + SETUP_SPAN_MS,
+                    "{} gap",
+                    h.cluster_id
+                );
             }
         }
     }
