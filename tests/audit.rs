@@ -195,18 +195,12 @@ fn request(id: &str, ts: i64) -> InputEvent {
 }
 
 fn heartbeat(ts: i64) -> InputEvent {
-    InputEvent::ClusterHeartbeat(ClusterHeartbeatV1 {
-        cluster_id: "byc_a".into(),
-        status: ClusterStatus::Ready,
-        replicas: None,
-        max_inflight: 10,
-        inflight: 0,
-        queue_depth: None,
-        ttft_p95_ms: None,
-        kv_cache_usage: None,
-        error_rate: None,
-        ts: Timestamp(ts),
-    })
+    InputEvent::ClusterHeartbeat(ClusterHeartbeatV1::new(
+        "byc_a",
+        ClusterStatus::Ready,
+        10,
+        Timestamp(ts),
+    ))
 }
 
 /// Activation with the given stored report, then one request: the refusal warning (if any) and

@@ -437,18 +437,7 @@ mod tests {
     }
 
     fn hb(status: ClusterStatus, ts: i64) -> ClusterCommand {
-        ClusterCommand::Heartbeat(ClusterHeartbeatV1 {
-            cluster_id: "byc_a".into(),
-            status,
-            replicas: None,
-            max_inflight: 10,
-            inflight: 0,
-            queue_depth: None,
-            ttft_p95_ms: None,
-            kv_cache_usage: None,
-            error_rate: None,
-            ts: Timestamp(ts),
-        })
+        ClusterCommand::Heartbeat(ClusterHeartbeatV1::new("byc_a", status, 10, Timestamp(ts)))
     }
 
     fn apply(s: &mut ClusterState, c: ClusterCommand, cfg: &RoutingConfig) -> Vec<ClusterEvent> {

@@ -298,6 +298,29 @@ pub struct ClusterHeartbeatV1 {
     pub ts: Timestamp,
 }
 
+impl ClusterHeartbeatV1 {
+    /// A minimal heartbeat: `status` and capacity, nothing in flight, no optional telemetry.
+    pub fn new(
+        cluster_id: impl Into<String>,
+        status: ClusterStatus,
+        max_inflight: u32,
+        ts: Timestamp,
+    ) -> Self {
+        ClusterHeartbeatV1 {
+            cluster_id: cluster_id.into(),
+            status,
+            replicas: None,
+            max_inflight,
+            inflight: 0,
+            queue_depth: None,
+            ttft_p95_ms: None,
+            kv_cache_usage: None,
+            error_rate: None,
+            ts,
+        }
+    }
+}
+
 /// Health of a managed provider as the gateway sees it.
 #[derive(
     Debug,

@@ -129,16 +129,13 @@ fn setup_events(lane: &str, spec: &ClusterSpec, t0: i64) -> Vec<InputEvent> {
 
 fn heartbeat(spec: &ClusterSpec, ts: i64) -> InputEvent {
     InputEvent::ClusterHeartbeat(ClusterHeartbeatV1 {
-        cluster_id: REPLAY_CLUSTER.to_owned(),
-        status: ClusterStatus::Ready,
         replicas: Some(spec.replicas),
-        max_inflight: spec.max_inflight(),
-        inflight: 0,
-        queue_depth: None,
-        ttft_p95_ms: None,
-        kv_cache_usage: None,
-        error_rate: None,
-        ts: Timestamp(ts),
+        ..ClusterHeartbeatV1::new(
+            REPLAY_CLUSTER,
+            ClusterStatus::Ready,
+            spec.max_inflight(),
+            Timestamp(ts),
+        )
     })
 }
 
