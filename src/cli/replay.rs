@@ -75,10 +75,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(policy) = &args.policy {
         return what_if(&args, policy);
     }
-    let (routing, entries): (
-        RoutingConfig,
-        Box<dyn Iterator<Item = anyhow::Result<JournalEntry>>>,
-    ) = if args.from_kafka {
+    // Both sources yield the same records; `source` names where they came from.
+    type Entries = Box<dyn Iterator<Item = anyhow::Result<JournalEntry>>>;
+    let (source, routing, entries): (String, RoutingConfig, Entries) = if args.from_kafka {
         let config = Config::load(args.config.config.as_deref())?;
         let topics = crate::kafka::Topics::new(&config.kafka.topic_prefix);
         let records = crate::kafka::read_journal(&config.kafka, &topics)?;
@@ -87,38 +86,26 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             records.len(),
             topics.journal
         );
+        let entries = Box::new(records.into_iter().map(|r| Ok(r.entry)));
         (
+            format!("kafka topic {}", topics.journal),
             config.routing,
-            Box::new(records.into_iter().map(|r| Ok(r.entry))),
+            entries,
         )
     } else {
         let Some(path) = &args.journal else {
             bail!("give --journal FILE or --from-kafka (or --events FILE with --policy)")
         };
-        if let Some(out) = &args.export {
-            return export(path, out, args.format);
-        }
         let reader = open_journal(path)?;
+        let routing = reader.header.routing.clone();
         (
-            reader.header.routing.clone(),
+            path.display().to_string(),
+            routing,
             Box::new(reader.map(|e| e.map_err(anyhow::Error::from))),
         )
     };
-    if let (true, Some(out)) = (args.from_kafka, &args.export) {
-        let format = args.format.unwrap_or_else(|| Format::from_path(out));
-        let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-        let mut w = JournalWriter::new(
-            BufWriter::with_capacity(1 << 20, f),
-            format,
-            &Header::new("kafka journal topic", routing),
-        )?;
-        for entry in entries {
-            w.write(&entry?)?;
-        }
-        let n = w.written;
-        w.finish()?;
-        eprintln!("exported {n} records to {} ({format:?})", out.display());
-        return Ok(ExitCode::SUCCESS);
+    if let Some(out) = &args.export {
+        return export(&source, routing, entries, out, args.format);
     }
     let cfg = Arc::new(routing);
     cfg.validate().context("the journal's routing config")?;
@@ -293,16 +280,19 @@ fn j<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
-fn export(path: &PathBuf, out: &PathBuf, format: Option<Format>) -> anyhow::Result<ExitCode> {
-    let reader = open_journal(path)?;
+/// Writes journal records to a file (format from `--format` or the extension).
+fn export(
+    source: &str,
+    routing: RoutingConfig,
+    entries: impl Iterator<Item = anyhow::Result<JournalEntry>>,
+    out: &PathBuf,
+    format: Option<Format>,
+) -> anyhow::Result<ExitCode> {
     let format = format.unwrap_or_else(|| Format::from_path(out));
-    let header = Header::new(
-        format!("export of {}", path.display()),
-        reader.header.routing.clone(),
-    );
+    let header = Header::new(format!("export of {source}"), routing);
     let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = JournalWriter::new(BufWriter::with_capacity(1 << 20, f), format, &header)?;
-    for entry in reader {
+    for entry in entries {
         w.write(&entry?)?;
     }
     let n = w.written;
