@@ -116,7 +116,7 @@ fn a_tampered_decision_is_reported_with_both_versions() {
         m.recorded.to_string().contains("hot_lane")
             && m.recomputed.to_string().contains("overflow")
     );
-    assert!(m.command.to_string().contains(&target));
+    assert!(m.command.to_string().contains(&*target));
 }
 
 #[test]

@@ -238,8 +238,10 @@ fn workload(requests: u64) -> (Vec<InputEvent>, Vec<InputEvent>) {
 
 fn by_request(ds: Vec<DecisionV1>) -> BTreeMap<String, DecisionV1> {
     let n = ds.len();
-    let map: BTreeMap<String, DecisionV1> =
-        ds.into_iter().map(|d| (d.request_id.clone(), d)).collect();
+    let map: BTreeMap<String, DecisionV1> = ds
+        .into_iter()
+        .map(|d| (d.request_id.to_string(), d))
+        .collect();
     assert_eq!(map.len(), n, "a request got more than one decision");
     map
 }

@@ -429,7 +429,7 @@ impl Broker {
     fn emergency_fallbacks(&self) -> Vec<String> {
         self.lane_events()
             .filter_map(|(_, e)| match e {
-                LaneEvent::EmergencyFallback { request_id, .. } => Some(request_id.clone()),
+                LaneEvent::EmergencyFallback { request_id, .. } => Some(request_id.to_string()),
                 _ => None,
             })
             .collect()
@@ -439,7 +439,7 @@ impl Broker {
     fn expired(&self) -> Vec<String> {
         self.lane_events()
             .filter_map(|(_, e)| match e {
-                LaneEvent::Expired { request_id, .. } => Some(request_id.clone()),
+                LaneEvent::Expired { request_id, .. } => Some(request_id.to_string()),
                 _ => None,
             })
             .collect()

@@ -200,7 +200,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 let latency = sent_at
                     .lock()
                     .expect("not poisoned")
-                    .remove(&d.request_id)
+                    .remove(&*d.request_id)
                     .map(|t| t.elapsed().as_micros() as u64);
                 let mut s = seen.lock().expect("not poisoned");
                 s.total += 1;
@@ -282,7 +282,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             sent_at
                 .lock()
                 .expect("not poisoned")
-                .insert(r.request_id.clone(), Instant::now());
+                .insert(r.request_id.to_string(), Instant::now());
             requests += 1;
         }
         send(&e)?;

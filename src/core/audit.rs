@@ -136,7 +136,7 @@ impl Auditor {
                 if let (Some(want), LaneCommand::Route { request, tenant }) =
                     (&self.explain, command)
                 {
-                    if request.request_id == *want {
+                    if *request.request_id == **want {
                         let mut decision = None;
                         let mut other = Vec::new();
                         for e in events {

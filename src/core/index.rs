@@ -7,13 +7,16 @@ use std::ops::{Deref, DerefMut};
 use bincode::de::{BorrowDecoder, Decoder};
 use bincode::enc::Encoder;
 use bincode::error::{DecodeError, EncodeError};
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A hash map (lookups on every event) that never lets its iteration order out: encoding and
 /// serialization go in key order. Code that iterates it for an output must sort too.
 #[derive(Debug, Clone)]
-pub struct HashIndex<K, V>(pub FxHashMap<K, V>);
+pub struct HashIndex<K, V>(pub HashMap<K, V>);
+
+/// The map behind [`HashIndex`]: foldhash with its fixed seed (same layout every run; ids that
+/// differ in a few trailing characters still spread over all hash bits).
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 impl<K: Hash + Eq, V: PartialEq> PartialEq for HashIndex<K, V> {
     fn eq(&self, other: &Self) -> bool {
@@ -25,12 +28,12 @@ impl<K: Hash + Eq, V: Eq> Eq for HashIndex<K, V> {}
 
 impl<K, V> Default for HashIndex<K, V> {
     fn default() -> Self {
-        HashIndex(FxHashMap::default())
+        HashIndex(HashMap::default())
     }
 }
 
 impl<K, V> Deref for HashIndex<K, V> {
-    type Target = FxHashMap<K, V>;
+    type Target = HashMap<K, V>;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -77,7 +80,7 @@ impl<C, K: bincode::Decode<C> + Hash + Eq, V: bincode::Decode<C>> bincode::Decod
     fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let len = u64::decode(decoder)? as usize;
         decoder.claim_container_read::<(K, V)>(len)?;
-        let mut map = FxHashMap::with_capacity_and_hasher(len, Default::default());
+        let mut map = HashMap::with_capacity_and_hasher(len, Default::default());
         for _ in 0..len {
             decoder.unclaim_bytes_read(std::mem::size_of::<(K, V)>());
             let k = K::decode(decoder)?;
@@ -108,7 +111,7 @@ impl<'de, K: Deserialize<'de> + Hash + Eq, V: Deserialize<'de>> Deserialize<'de>
     for HashIndex<K, V>
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        FxHashMap::deserialize(d).map(HashIndex)
+        HashMap::deserialize(d).map(HashIndex)
     }
 }
 

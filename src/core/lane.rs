@@ -44,6 +44,53 @@ pub struct Reservation {
 /// never reaches a decision, and it is written sorted wherever it is shown.
 pub type Reservations = super::index::HashIndex<Arc<str>, Reservation>;
 
+/// A lower bound of a lane's reservation deadlines, so that most events learn that nothing is
+/// due without looking at the reservations. It only ever answers "nothing before this time";
+/// every actual expiry comes from a scan of the reservations, so it never reaches a decision.
+/// It is a cache, not state: snapshots leave it out (a restored lane starts at `i64::MIN`,
+/// "unknown", and rescans once), and it takes no part in comparing states.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpiryFloor(pub i64);
+
+impl Default for ExpiryFloor {
+    fn default() -> Self {
+        ExpiryFloor(i64::MIN)
+    }
+}
+
+impl PartialEq for ExpiryFloor {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ExpiryFloor {}
+
+impl bincode::Encode for ExpiryFloor {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        _: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        Ok(())
+    }
+}
+
+impl<C> bincode::Decode<C> for ExpiryFloor {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        _: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(ExpiryFloor::default())
+    }
+}
+
+impl<'de, C> bincode::BorrowDecode<'de, C> for ExpiryFloor {
+    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
+        _: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(ExpiryFloor::default())
+    }
+}
+
 /// What a lane keeps of a stored gate report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct StoredReport {
@@ -106,8 +153,9 @@ pub struct LaneState {
     pub provider_down: bool,
     /// In-flight BYOC requests by `request_id` (one shared allocation per id for both indexes).
     pub reservations: Reservations,
-    /// Every reservation by `(expires_at, seq)`, earliest first.
-    pub expiry: BTreeMap<(i64, u64), Arc<str>>,
+    /// A lower bound of the reservations' deadlines (a cache, not state: see [`ExpiryFloor`]).
+    #[serde(skip)]
+    pub expiry_floor: ExpiryFloor,
     /// Decisions made so far; the next decision gets `seq + 1`.
     pub seq: u64,
     /// Completed output tokens (sum, count), for the expected output of cost estimates.
@@ -167,7 +215,7 @@ pub enum LaneEvent {
     },
     /// Audit record of an OpenRouter emergency route (DESIGN §4.7).
     EmergencyFallback {
-        request_id: String,
+        request_id: Arc<str>,
         tenant_id: Arc<str>,
         provider: Arc<str>,
         ts: Timestamp,
@@ -186,7 +234,7 @@ pub enum LaneEvent {
     },
     /// A reservation outlived its deadline without a completion.
     Expired {
-        request_id: String,
+        request_id: Arc<str>,
         cluster: Arc<str>,
         ts: Timestamp,
     },
@@ -275,16 +323,24 @@ impl LaneState {
             clusters: BTreeMap::new(),
             provider_down: false,
             reservations: Reservations::default(),
-            expiry: BTreeMap::new(),
+            expiry_floor: ExpiryFloor::default(),
             seq: 0,
             output_tokens_sum: 0,
             output_tokens_count: 0,
         }
     }
 
-    /// Earliest reservation deadline, if any (the shell sends `Expire` once event time reaches it).
-    pub fn next_expiry(&self) -> Option<i64> {
-        self.expiry.first_key_value().map(|((t, _), _)| *t)
+    /// Earliest reservation deadline, if any (a scan of the reservations).
+    pub fn next_expiry(&mut self) -> Option<i64> {
+        let earliest = self.reservations.values().map(|r| r.expires_at).min();
+        self.expiry_floor.0 = earliest.unwrap_or(i64::MAX);
+        earliest
+    }
+
+    /// Whether a reservation's deadline is at or before `now`: the shell then sends `Expire`.
+    /// Usually answered from the floor alone; a scan only once event time passes the floor.
+    pub fn expiry_due(&mut self, now: i64) -> bool {
+        self.expiry_floor.0 <= now && self.next_expiry().is_some_and(|t| t <= now)
     }
 
     pub fn decide(&self, cmd: &LaneCommand, cfg: &RoutingConfig) -> Vec<LaneEvent> {
@@ -319,18 +375,22 @@ impl LaneState {
             LaneCommand::Route { .. } | LaneCommand::Complete(_) => {
                 unreachable!("handled by decide_into")
             }
-            LaneCommand::Expire { now } => self
-                .expiry
-                .range(..=(now.millis(), u64::MAX))
-                .filter_map(|(_, id)| {
-                    let r = self.reservations.get(id)?;
-                    Some(LaneEvent::Expired {
-                        request_id: id.to_string(),
+            LaneCommand::Expire { now } => {
+                let mut due: Vec<(&Arc<str>, &Reservation)> = self
+                    .reservations
+                    .iter()
+                    .filter(|(_, r)| r.expires_at <= now.millis())
+                    .collect();
+                // Hash order must not reach the journal: earliest deadline first, then seq.
+                due.sort_unstable_by_key(|(_, r)| (r.expires_at, r.seq));
+                due.into_iter()
+                    .map(|(id, r)| LaneEvent::Expired {
+                        request_id: id.clone(),
                         cluster: r.cluster.clone(),
                         ts: *now,
                     })
-                })
-                .collect(),
+                    .collect()
+            }
             LaneCommand::ClusterUpdated { view, ts } => vec![LaneEvent::ClusterUpdated {
                 view: view.clone(),
                 ts: *ts,
@@ -405,8 +465,8 @@ impl LaneState {
                     if let Some(c) = self.clusters.get_mut(cluster) {
                         c.reserved += 1;
                     }
-                    let id: Arc<str> = Arc::from(decision.request_id.as_str());
-                    self.expiry.insert((*expires_at, decision.seq), id.clone());
+                    let id: Arc<str> = decision.request_id.clone();
+                    self.expiry_floor.0 = self.expiry_floor.0.min(*expires_at);
                     let r = Reservation {
                         cluster: cluster.clone(),
                         tenant: decision.tenant_id.clone(),
@@ -524,7 +584,10 @@ impl LaneState {
         if !self.active || now <= self.window.last {
             return;
         }
-        let busy = self.busy_between(self.window.last, now);
+        let (busy, earliest) = self.busy_between(self.window.last, now);
+        if let Some(earliest) = earliest {
+            self.expiry_floor.0 = earliest;
+        }
         let (_, limit) = self.slot_totals(now, self.stale_after_ms);
         let dt = (now - self.window.last) as u64;
         self.window.busy_slot_ms = self.window.busy_slot_ms.saturating_add(busy);
@@ -533,25 +596,26 @@ impl LaneState {
     }
 
     /// ∫ reserved slots dt over `[from, to]`, where a reservation stops counting at its
-    /// deadline even if its `Expired` event has not been applied yet.
-    fn busy_between(&self, from: i64, to: i64) -> u64 {
+    /// deadline even if its `Expired` event has not been applied yet. When it had to scan the
+    /// reservations, also their earliest deadline (`i64::MAX` for none), for the floor.
+    fn busy_between(&self, from: i64, to: i64) -> (u64, Option<i64>) {
         if to <= from {
-            return 0;
+            return (0, None);
         }
         let reserved: u64 = self.clusters.values().map(|c| c.reserved as u64).sum();
         let full = reserved * (to - from) as u64;
+        if self.expiry_floor.0 >= to {
+            return (full, None);
+        }
         // Only reservations whose deadline passed before `to` overlap the interval partially.
-        let unused: u64 = self
-            .expiry
-            .range(..(to, 0))
-            .filter(|(_, id)| {
-                self.reservations
-                    .get(*id)
-                    .is_some_and(|r| self.clusters.contains_key(&r.cluster))
-            })
-            .map(|((t, _), _)| (to - (*t).max(from)) as u64)
-            .sum();
-        full.saturating_sub(unused)
+        let (mut unused, mut earliest) = (0u64, i64::MAX);
+        for r in self.reservations.values() {
+            earliest = earliest.min(r.expires_at);
+            if r.expires_at < to && self.clusters.contains_key(&r.cluster) {
+                unused += (to - r.expires_at.max(from)) as u64;
+            }
+        }
+        (full.saturating_sub(unused), Some(earliest))
     }
 
     /// When the demotion window of an active lane is over at `now`: the window's verdict, and a
@@ -567,7 +631,7 @@ impl LaneState {
         let busy = self
             .window
             .busy_slot_ms
-            .saturating_add(self.busy_between(self.window.last, now.millis()));
+            .saturating_add(self.busy_between(self.window.last, now.millis()).0);
         let capacity = self.window.capacity_slot_ms.saturating_add(limit * dt);
         let utilisation_permille = if capacity == 0 {
             0
@@ -656,8 +720,8 @@ impl LaneState {
     }
 
     fn release(&mut self, request_id: &str) {
+        // The floor stays a lower bound: removing a deadline never lowers the earliest one.
         if let Some(r) = self.reservations.remove(request_id) {
-            self.expiry.remove(&(r.expires_at, r.seq));
             if let Some(c) = self.clusters.get_mut(&r.cluster) {
                 c.reserved = c.reserved.saturating_sub(1);
             }
@@ -714,7 +778,7 @@ impl LaneState {
 
     /// Why a request cannot be routed at all, if it cannot.
     fn invalid_reason(&self, r: &RequestV1) -> Option<String> {
-        if let Some(held) = self.reservations.get(r.request_id.as_str()) {
+        if let Some(held) = self.reservations.get(&*r.request_id) {
             // A resend of a request still in flight: answering twice would reserve twice.
             return Some(format!(
                 "request_id {} is already in flight on {}",

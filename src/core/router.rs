@@ -26,7 +26,7 @@ use super::price::{ModelPrice, PriceTable};
 use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState};
 
 /// Format version of [`Router::snapshot`] bytes (first byte).
-pub const SNAPSHOT_VERSION: u8 = 3;
+pub const SNAPSHOT_VERSION: u8 = 4;
 
 /// One journal record. The journal is the truth (DESIGN §6): every command an actor was given,
 /// with the events it produced, in order. Re-deciding the commands of one actor from its
@@ -197,10 +197,7 @@ impl Router {
         }
         match event {
             InputEvent::Request(r) => self.on_request(r, out),
-            InputEvent::Completion(c) => {
-                let lane = self.lane_key(&c.model, out);
-                self.lane_cmd(&lane, LaneCommand::Complete(c), out);
-            }
+            InputEvent::Completion(c) => self.hot_lane_cmd(LaneCommand::Complete(c), out),
             InputEvent::ClusterRegistered(e) => self.on_register(e, out),
             InputEvent::ClusterDeregistered(e) => self.on_deregister(e, out),
             InputEvent::ClusterHeartbeat(hb) => {
@@ -274,19 +271,8 @@ impl Router {
     }
 
     fn on_request(&mut self, r: RequestV1, out: &mut Output) {
-        let now = r.ts;
-        let (lane, expire) = match self.state.lanes.get_key_value(r.model.as_str()) {
-            Some((k, l)) => (
-                k.clone(),
-                l.next_expiry().is_some_and(|t| t <= now.millis()),
-            ),
-            None => (self.lane_key(&r.model, out), false),
-        };
-        if expire {
-            self.lane_cmd(&lane, LaneCommand::Expire { now }, out);
-        }
         let tenant = match self.state.tenants.get(r.tenant_id.as_str()) {
-            Some(t) => t.view(now, &self.default_policy),
+            Some(t) => t.view(r.ts, &self.default_policy),
             None => super::tenant::TenantView {
                 tenant_id: Arc::from(r.tenant_id.as_str()),
                 known: false,
@@ -295,7 +281,7 @@ impl Router {
                 paused: false,
             },
         };
-        self.lane_cmd(&lane, LaneCommand::Route { request: r, tenant }, out);
+        self.hot_lane_cmd(LaneCommand::Route { request: r, tenant }, out);
     }
 
     fn on_register(&mut self, e: crate::events::ClusterRegisteredV1, out: &mut Output) {
@@ -398,80 +384,44 @@ impl Router {
         key
     }
 
-    fn lane_cmd(&mut self, lane: &Arc<str>, cmd: LaneCommand, out: &mut Output) {
-        let state = match self.state.lanes.get_mut(lane) {
-            Some(state) => state,
+    /// A `Route` or `Complete` command, to the lane its request names: the per-request path,
+    /// with a single lane lookup when the lane exists. A route first expires the reservations
+    /// whose deadline event time has reached.
+    fn hot_lane_cmd(&mut self, cmd: LaneCommand, out: &mut Output) {
+        let (lane, now) = match &cmd {
+            LaneCommand::Route { request, .. } => (request.model.as_str(), Some(request.ts)),
+            LaneCommand::Complete(c) => (c.model.as_str(), None),
+            _ => unreachable!("only requests and completions take the hot path"),
+        };
+        let follow_ups = match self.state.lanes.get_mut(lane) {
+            Some(state) => {
+                let events = &mut self.lane_events;
+                if let Some(now) = now.filter(|n| state.expiry_due(n.millis())) {
+                    // Expiry yields no follow-ups: released capacity stays within the lane.
+                    run_lane(state, &self.cfg, events, LaneCommand::Expire { now }, out);
+                }
+                run_lane(state, &self.cfg, events, cmd, out)
+            }
             None => {
-                self.lane_key(lane, out);
-                // Present: `lane_key` just created it.
-                self.state.lanes.get_mut(lane).expect("lane exists")
+                let key = self.lane_key(lane, out);
+                return self.lane_cmd(&key, cmd, out);
             }
         };
-        // One event buffer reused across commands (a nested command simply gets a new one).
-        let mut events = std::mem::take(&mut self.lane_events);
-        events.clear();
-        state.decide_into(&cmd, &self.cfg, &mut events);
-        for event in &events {
-            state.evolve(event);
+        self.follow_up(follow_ups, out);
+    }
+
+    fn lane_cmd(&mut self, lane: &Arc<str>, cmd: LaneCommand, out: &mut Output) {
+        if !self.state.lanes.contains_key(lane) {
+            self.lane_key(lane, out);
         }
-        if out.record_journal {
-            out.journal.push(JournalEntry::Lane {
-                lane: lane.clone(),
-                command: cmd,
-                events: events.clone(),
-            });
-        }
-        // At most one completion per command: its two possible follow-ups need no allocation.
-        let (mut to_cluster, mut to_tenant) = (None, None);
-        for event in events.drain(..) {
-            match event {
-                LaneEvent::Decided { decision, .. } => out.decisions.push(decision),
-                LaneEvent::ActivationRefused {
-                    report_digest,
-                    reason,
-                    ..
-                } => out.warnings.push(Warning {
-                    code: "activation_refused",
-                    message: format!(
-                        "lane {lane}: activation with report {report_digest} refused: {reason}"
-                    ),
-                }),
-                LaneEvent::Deactivated {
-                    reason,
-                    demoted: true,
-                    ..
-                } => out.warnings.push(Warning {
-                    code: "lane_demoted",
-                    message: format!("lane {lane}: {reason}"),
-                }),
-                LaneEvent::Completed {
-                    request_id,
-                    tenant_id,
-                    cluster,
-                    outcome,
-                    billable_micros,
-                    ts,
-                    ..
-                } => {
-                    if let Some(c) = cluster {
-                        let failed = matches!(outcome, Outcome::Failed | Outcome::Expired);
-                        to_cluster = Some((c, ClusterCommand::Outcome { failed, ts }));
-                    }
-                    if billable_micros > 0 {
-                        to_tenant = Some((
-                            tenant_id,
-                            TenantCommand::RecordUsage {
-                                request_id,
-                                cost_micros: billable_micros,
-                                ts,
-                            },
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.lane_events = events;
+        // Present: `lane_key` just created it if it was missing.
+        let state = self.state.lanes.get_mut(lane).expect("lane exists");
+        let follow_ups = run_lane(state, &self.cfg, &mut self.lane_events, cmd, out);
+        self.follow_up(follow_ups, out);
+    }
+
+    /// Commands a lane's events give other deciders (at most one of each per command).
+    fn follow_up(&mut self, (to_cluster, to_tenant): FollowUps, out: &mut Output) {
         if let Some((id, cmd)) = to_cluster {
             self.cluster_cmd(&id, cmd, out);
         }
@@ -532,13 +482,14 @@ impl Router {
     }
 
     fn tenant_cmd(&mut self, id: &Arc<str>, cmd: TenantCommand, out: &mut Output) {
-        if !self.state.tenants.contains_key(id) {
-            self.state
+        let t = match self.state.tenants.get_mut(id) {
+            Some(t) => t,
+            None => self
+                .state
                 .tenants
-                .insert(id.clone(), TenantState::new(id.clone()));
-        }
-        // Present: inserted just above if it was missing.
-        let t = self.state.tenants.get_mut(id).expect("tenant exists");
+                .entry(id.clone())
+                .or_insert_with(|| TenantState::new(id.clone())),
+        };
         let mut events = std::mem::take(&mut self.tenant_events);
         events.clear();
         t.decide_into(&cmd, &self.cfg, &mut events);
@@ -554,4 +505,84 @@ impl Router {
         }
         self.tenant_events = events;
     }
+}
+
+/// A completion's outcome for its cluster's breaker and its cost for its tenant's budget.
+type FollowUps = (
+    Option<(Arc<str>, ClusterCommand)>,
+    Option<(Arc<str>, TenantCommand)>,
+);
+
+/// Decides and applies one command on a lane: decisions and warnings to `out`, the journal
+/// record when recording, and the commands it gives other deciders. `events` is a scratch buffer.
+fn run_lane(
+    state: &mut LaneState,
+    cfg: &RoutingConfig,
+    events: &mut Vec<LaneEvent>,
+    cmd: LaneCommand,
+    out: &mut Output,
+) -> FollowUps {
+    events.clear();
+    state.decide_into(&cmd, cfg, events);
+    for event in events.iter() {
+        state.evolve(event);
+    }
+    let lane = &state.lane;
+    if out.record_journal {
+        out.journal.push(JournalEntry::Lane {
+            lane: lane.clone(),
+            command: cmd,
+            events: events.clone(),
+        });
+    }
+    let (mut to_cluster, mut to_tenant) = (None, None);
+    for event in events.drain(..) {
+        match event {
+            LaneEvent::Decided { decision, .. } => out.decisions.push(decision),
+            LaneEvent::ActivationRefused {
+                report_digest,
+                reason,
+                ..
+            } => out.warnings.push(Warning {
+                code: "activation_refused",
+                message: format!(
+                    "lane {lane}: activation with report {report_digest} refused: {reason}"
+                ),
+            }),
+            LaneEvent::Deactivated {
+                reason,
+                demoted: true,
+                ..
+            } => out.warnings.push(Warning {
+                code: "lane_demoted",
+                message: format!("lane {lane}: {reason}"),
+            }),
+            LaneEvent::Completed {
+                request_id,
+                tenant_id,
+                cluster,
+                outcome,
+                billable_micros,
+                ts,
+                ..
+            } => {
+                if let Some(c) = cluster {
+                    let failed = matches!(outcome, Outcome::Failed | Outcome::Expired);
+                    to_cluster = Some((c, ClusterCommand::Outcome { failed, ts }));
+                }
+                if billable_micros > 0 {
+                    to_tenant = Some((
+                        tenant_id,
+                        TenantCommand::RecordUsage {
+                            request_id,
+                            cost_micros: billable_micros,
+                            ts,
+                        },
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    (to_cluster, to_tenant)
 }

@@ -242,7 +242,7 @@ pub struct Source {
 )]
 #[serde(deny_unknown_fields)]
 pub struct DecisionV1 {
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub tenant_id: Arc<str>,
     pub lane: Arc<str>,
     /// Who serves it; `null` for rejections and placeholders.

@@ -5,6 +5,8 @@
 //! schema version. Each type checks the rules serde cannot (ranges, id shapes) in `validate`;
 //! this module must not know anything about routing.
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +88,7 @@ pub struct Qos {
 pub struct RequestV1 {
     /// Caller's id for the request; the decision carries it back.
     #[schemars(length(min = 1, max = 128))]
-    pub request_id: String,
+    pub request_id: Arc<str>,
     /// Tenant (project), e.g. `prj_acme`.
     #[schemars(length(min = 1, max = 128))]
     pub tenant_id: String,

@@ -265,7 +265,7 @@ pub fn replay(
 
 fn request(i: usize, tenant: &str, lane: &str, r: &LaneRequest) -> RequestV1 {
     RequestV1 {
-        request_id: format!("g{i}"),
+        request_id: format!("g{i}").into(),
         tenant_id: tenant.to_owned(),
         model: lane.to_owned(),
         alias: None,

@@ -354,7 +354,7 @@ impl TraceBuilder {
                     let at = self.trace.requests.len();
                     if let Some((_, file, line)) = self
                         .request_ids
-                        .insert(r.request_id.clone(), (at, name.to_owned(), line_no))
+                        .insert(r.request_id.to_string(), (at, name.to_owned(), line_no))
                     {
                         return Err(row_err(
                             name,

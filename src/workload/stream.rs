@@ -236,7 +236,7 @@ impl Events {
             model.rsplit('/').next().unwrap_or(model).to_owned()
         });
         let request = RequestV1 {
-            request_id: format!("req_s{}_{:010}", spec.seed, n + 1),
+            request_id: format!("req_s{}_{:010}", spec.seed, n + 1).into(),
             tenant_id: tenant.policy.tenant_id.clone(),
             model: lane.clone(),
             alias,
@@ -313,7 +313,7 @@ impl Events {
         };
         let end = at + latency_ms as u64 * 1_000_000;
         let completion = CompletionV1 {
-            request_id: r.request_id.clone(),
+            request_id: r.request_id.to_string(),
             tenant_id: r.tenant_id.clone(),
             model: r.model.clone(),
             outcome,
@@ -472,7 +472,7 @@ mod tests {
                 InputEvent::Request(r) => {
                     assert!((100..=8_000).contains(&r.input_tokens));
                     input_sum += r.input_tokens as u64;
-                    requested.insert(r.request_id, (r.ts, r.max_output_tokens));
+                    requested.insert(r.request_id.to_string(), (r.ts, r.max_output_tokens));
                 }
                 InputEvent::Completion(c) => {
                     let (ts, max_out) = requested
