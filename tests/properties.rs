@@ -1464,13 +1464,25 @@ fn capacity_holds(
             }
             *counts.entry(&res.cluster).or_default() += 1;
         }
-        // The expiry floor may lag behind, but never claims a deadline later than a real one
-        // (that would let a reservation outlive its deadline).
-        let earliest = l.reservations.values().map(|r| r.expires_at).min();
-        if l.expiry_floor.0 > earliest.unwrap_or(i64::MAX) {
+        // The expiry queue may keep dead entries (bounded), but must hold every reservation's
+        // deadline, or a reservation could outlive it.
+        for (id, r) in &l.reservations {
+            let held = l
+                .expiry
+                .entries()
+                .iter()
+                .any(|e| e.id == *id && e.seq == r.seq && e.at == r.expires_at);
+            if !held {
+                return Err(format!(
+                    "lane {lane}: reservation {id} (deadline {}) is missing from the expiry queue",
+                    r.expires_at
+                ));
+            }
+        }
+        if l.expiry.len() > 4 * l.reservations.len() + 256 {
             return Err(format!(
-                "lane {lane}: expiry floor {} is after the earliest deadline {earliest:?} of {} reservations",
-                l.expiry_floor.0,
+                "lane {lane}: expiry queue holds {} entries for {} reservations",
+                l.expiry.len(),
                 l.reservations.len()
             ));
         }

@@ -20,6 +20,7 @@ use crate::events::{
 
 use super::cluster::{ClusterView, Health};
 use super::config::RoutingConfig;
+use super::expiry::ExpiryQueue;
 use super::price::ModelPrice;
 use super::tenant::{ProfileSet, TenantView};
 
@@ -44,50 +45,9 @@ pub struct Reservation {
 /// never reaches a decision, and it is written sorted wherever it is shown.
 pub type Reservations = super::index::HashIndex<Arc<str>, Reservation>;
 
-/// A lower bound of a lane's reservation deadlines, so that most events learn that nothing is
-/// due without looking at the reservations. It only ever answers "nothing before this time";
-/// every actual expiry comes from a scan of the reservations, so it never reaches a decision.
-/// It is a cache, not state: snapshots leave it out (a restored lane starts at `i64::MIN`,
-/// "unknown", and rescans once), and it takes no part in comparing states.
-#[derive(Debug, Clone, Copy)]
-pub struct ExpiryFloor(pub i64);
-
-impl Default for ExpiryFloor {
-    fn default() -> Self {
-        ExpiryFloor(i64::MIN)
-    }
-}
-
-impl PartialEq for ExpiryFloor {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for ExpiryFloor {}
-
-impl bincode::Encode for ExpiryFloor {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        _: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        Ok(())
-    }
-}
-
-impl<C> bincode::Decode<C> for ExpiryFloor {
-    fn decode<D: bincode::de::Decoder<Context = C>>(
-        _: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
-        Ok(ExpiryFloor::default())
-    }
-}
-
-impl<'de, C> bincode::BorrowDecode<'de, C> for ExpiryFloor {
-    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
-        _: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
-        Ok(ExpiryFloor::default())
+impl super::expiry::Live for Reservations {
+    fn live(&self, id: &str, seq: u64) -> bool {
+        self.get(id).is_some_and(|r| r.seq == seq)
     }
 }
 
@@ -153,9 +113,10 @@ pub struct LaneState {
     pub provider_down: bool,
     /// In-flight BYOC requests by `request_id` (one shared allocation per id for both indexes).
     pub reservations: Reservations,
-    /// A lower bound of the reservations' deadlines (a cache, not state: see [`ExpiryFloor`]).
+    /// The reservations' deadlines, earliest first: derived from `reservations` (rebuilt by
+    /// [`LaneState::rebuild_expiry`] after a restore, left out of snapshots).
     #[serde(skip)]
-    pub expiry_floor: ExpiryFloor,
+    pub expiry: ExpiryQueue,
     /// Decisions made so far; the next decision gets `seq + 1`.
     pub seq: u64,
     /// Completed output tokens (sum, count), for the expected output of cost estimates.
@@ -323,24 +284,49 @@ impl LaneState {
             clusters: BTreeMap::new(),
             provider_down: false,
             reservations: Reservations::default(),
-            expiry_floor: ExpiryFloor::default(),
+            expiry: ExpiryQueue::default(),
             seq: 0,
             output_tokens_sum: 0,
             output_tokens_count: 0,
         }
     }
 
-    /// Earliest reservation deadline, if any (a scan of the reservations).
+    /// Earliest reservation deadline, if any.
     pub fn next_expiry(&mut self) -> Option<i64> {
-        let earliest = self.reservations.values().map(|r| r.expires_at).min();
-        self.expiry_floor.0 = earliest.unwrap_or(i64::MAX);
-        earliest
+        self.expiry.prune(&self.reservations);
+        self.expiry.peek()
     }
 
     /// Whether a reservation's deadline is at or before `now`: the shell then sends `Expire`.
-    /// Usually answered from the floor alone; a scan only once event time passes the floor.
     pub fn expiry_due(&mut self, now: i64) -> bool {
-        self.expiry_floor.0 <= now && self.next_expiry().is_some_and(|t| t <= now)
+        self.next_expiry().is_some_and(|t| t <= now)
+    }
+
+    /// Rebuilds the deadline index from the reservations (after decoding a snapshot).
+    pub fn rebuild_expiry(&mut self) {
+        self.expiry = ExpiryQueue::from_entries(self.reservations.iter().map(|(id, r)| {
+            super::expiry::Entry {
+                at: r.expires_at,
+                seq: r.seq,
+                id: id.clone(),
+            }
+        }));
+    }
+
+    /// Held reservations whose deadline is before `bound`, as `(deadline, seq, id)`, in hash
+    /// order (sort before output).
+    fn due_before(&self, bound: i64) -> Vec<(i64, u64, &Arc<str>)> {
+        let mut due = Vec::new();
+        self.expiry.for_each_before(bound, |e| {
+            if self
+                .reservations
+                .get(&*e.id)
+                .is_some_and(|r| r.seq == e.seq)
+            {
+                due.push((e.at, e.seq, &e.id));
+            }
+        });
+        due
     }
 
     pub fn decide(&self, cmd: &LaneCommand, cfg: &RoutingConfig) -> Vec<LaneEvent> {
@@ -376,18 +362,17 @@ impl LaneState {
                 unreachable!("handled by decide_into")
             }
             LaneCommand::Expire { now } => {
-                let mut due: Vec<(&Arc<str>, &Reservation)> = self
-                    .reservations
-                    .iter()
-                    .filter(|(_, r)| r.expires_at <= now.millis())
-                    .collect();
-                // Hash order must not reach the journal: earliest deadline first, then seq.
-                due.sort_unstable_by_key(|(_, r)| (r.expires_at, r.seq));
+                let mut due = self.due_before(now.millis().saturating_add(1));
+                // Heap order must not reach the journal: earliest deadline first, then seq.
+                due.sort_unstable();
                 due.into_iter()
-                    .map(|(id, r)| LaneEvent::Expired {
-                        request_id: id.clone(),
-                        cluster: r.cluster.clone(),
-                        ts: *now,
+                    .filter_map(|(_, _, id)| {
+                        let r = self.reservations.get(&**id)?;
+                        Some(LaneEvent::Expired {
+                            request_id: id.clone(),
+                            cluster: r.cluster.clone(),
+                            ts: *now,
+                        })
                     })
                     .collect()
             }
@@ -466,7 +451,7 @@ impl LaneState {
                         c.reserved += 1;
                     }
                     let id: Arc<str> = decision.request_id.clone();
-                    self.expiry_floor.0 = self.expiry_floor.0.min(*expires_at);
+                    self.expiry.push(*expires_at, decision.seq, id.clone());
                     let r = Reservation {
                         cluster: cluster.clone(),
                         tenant: decision.tenant_id.clone(),
@@ -584,10 +569,7 @@ impl LaneState {
         if !self.active || now <= self.window.last {
             return;
         }
-        let (busy, earliest) = self.busy_between(self.window.last, now);
-        if let Some(earliest) = earliest {
-            self.expiry_floor.0 = earliest;
-        }
+        let busy = self.busy_between(self.window.last, now);
         let (_, limit) = self.slot_totals(now, self.stale_after_ms);
         let dt = (now - self.window.last) as u64;
         self.window.busy_slot_ms = self.window.busy_slot_ms.saturating_add(busy);
@@ -596,26 +578,28 @@ impl LaneState {
     }
 
     /// ∫ reserved slots dt over `[from, to]`, where a reservation stops counting at its
-    /// deadline even if its `Expired` event has not been applied yet. When it had to scan the
-    /// reservations, also their earliest deadline (`i64::MAX` for none), for the floor.
-    fn busy_between(&self, from: i64, to: i64) -> (u64, Option<i64>) {
+    /// deadline even if its `Expired` event has not been applied yet.
+    fn busy_between(&self, from: i64, to: i64) -> u64 {
         if to <= from {
-            return (0, None);
+            return 0;
         }
         let reserved: u64 = self.clusters.values().map(|c| c.reserved as u64).sum();
         let full = reserved * (to - from) as u64;
-        if self.expiry_floor.0 >= to {
-            return (full, None);
-        }
         // Only reservations whose deadline passed before `to` overlap the interval partially.
-        let (mut unused, mut earliest) = (0u64, i64::MAX);
-        for r in self.reservations.values() {
-            earliest = earliest.min(r.expires_at);
-            if r.expires_at < to && self.clusters.contains_key(&r.cluster) {
-                unused += (to - r.expires_at.max(from)) as u64;
-            }
+        if self.expiry.peek().is_none_or(|t| t >= to) {
+            return full;
         }
-        (full.saturating_sub(unused), Some(earliest))
+        let unused: u64 = self
+            .due_before(to)
+            .into_iter()
+            .filter(|(_, _, id)| {
+                self.reservations
+                    .get(&***id)
+                    .is_some_and(|r| self.clusters.contains_key(&r.cluster))
+            })
+            .map(|(at, _, _)| (to - at.max(from)) as u64)
+            .sum();
+        full.saturating_sub(unused)
     }
 
     /// When the demotion window of an active lane is over at `now`: the window's verdict, and a
@@ -631,7 +615,7 @@ impl LaneState {
         let busy = self
             .window
             .busy_slot_ms
-            .saturating_add(self.busy_between(self.window.last, now.millis()).0);
+            .saturating_add(self.busy_between(self.window.last, now.millis()));
         let capacity = self.window.capacity_slot_ms.saturating_add(limit * dt);
         let utilisation_permille = if capacity == 0 {
             0
@@ -720,8 +704,10 @@ impl LaneState {
     }
 
     fn release(&mut self, request_id: &str) {
-        // The floor stays a lower bound: removing a deadline never lowers the earliest one.
+        // The deadline stays in the expiry queue until it surfaces or the queue is compacted.
         if let Some(r) = self.reservations.remove(request_id) {
+            self.expiry
+                .compact_if_sparse(self.reservations.len(), &self.reservations);
             if let Some(c) = self.clusters.get_mut(&r.cluster) {
                 c.reserved = c.reserved.saturating_sub(1);
             }

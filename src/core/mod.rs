@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod cluster;
 pub mod config;
+pub mod expiry;
 pub mod index;
 pub mod lane;
 pub mod price;

@@ -186,6 +186,9 @@ impl Router {
         }
         let mut r = Router::new(cfg, prices);
         r.state = state;
+        for lane in r.state.lanes.values_mut() {
+            lane.rebuild_expiry();
+        }
         Ok(r)
     }
 
