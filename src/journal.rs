@@ -132,6 +132,9 @@ impl<W: Write> JournalWriter<W> {
     }
 }
 
+/// First byte of a bincode-encoded `JournalEntry::Input` (its variant index as a varint).
+const INPUT_VARIANT: u8 = 0;
+
 /// Reads journal records (either encoding, detected from the first bytes).
 pub struct JournalReader<R: BufRead> {
     input: R,
@@ -139,9 +142,24 @@ pub struct JournalReader<R: BufRead> {
     pub header: Header,
     buf: Vec<u8>,
     index: u64,
+    skip_inputs: bool,
+    skipped_inputs: u64,
 }
 
 impl<R: BufRead> JournalReader<R> {
+    /// Audits only: `Input` records of a bincode journal are stepped over without being decoded
+    /// (an audit re-folds the actors' commands; the inputs are for what-if replays) and counted
+    /// in [`JournalReader::skipped_inputs`]. JSONL journals are read in full.
+    pub fn skipping_inputs(mut self) -> Self {
+        self.skip_inputs = true;
+        self
+    }
+
+    /// `Input` records stepped over so far (see [`JournalReader::skipping_inputs`]).
+    pub fn skipped_inputs(&self) -> u64 {
+        self.skipped_inputs
+    }
+
     pub fn new(mut input: R) -> Result<Self, JournalError> {
         let is_bin = input.fill_buf()?.starts_with(MAGIC);
         let (format, head) = if is_bin {
@@ -179,6 +197,8 @@ impl<R: BufRead> JournalReader<R> {
             header,
             buf: Vec::with_capacity(1024),
             index: 0,
+            skip_inputs: false,
+            skipped_inputs: 0,
         })
     }
 
@@ -187,8 +207,7 @@ impl<R: BufRead> JournalReader<R> {
     }
 
     fn read_next(&mut self) -> Result<Option<JournalEntry>, JournalError> {
-        let index = self.index;
-        let bad = |message: String| JournalError::Record { index, message };
+        let bad = |index: u64, message: String| JournalError::Record { index, message };
         match self.format {
             Format::Jsonl => loop {
                 self.buf.clear();
@@ -199,12 +218,13 @@ impl<R: BufRead> JournalReader<R> {
                 if line.is_empty() {
                     continue;
                 }
+                let index = self.index;
                 self.index += 1;
                 return serde_json::from_slice(line)
                     .map(Some)
-                    .map_err(|e| bad(e.to_string()));
+                    .map_err(|e| bad(index, e.to_string()));
             },
-            Format::Bincode => {
+            Format::Bincode => loop {
                 let mut len = [0u8; 4];
                 match self.input.read_exact(&mut len) {
                     Ok(()) => {}
@@ -213,15 +233,24 @@ impl<R: BufRead> JournalReader<R> {
                 }
                 let len = u32::from_le_bytes(len) as usize;
                 if len > MAX_RECORD_BYTES {
-                    return Err(bad(format!("record length {len} is implausible")));
+                    return Err(bad(
+                        self.index,
+                        format!("record length {len} is implausible"),
+                    ));
                 }
                 self.buf.resize(len, 0);
                 self.input.read_exact(&mut self.buf)?;
+                let index = self.index;
                 self.index += 1;
-                bincode::decode_from_slice(&self.buf, bincode::config::standard())
+                // The variant index comes first: `Input` is variant 0, one byte.
+                if self.skip_inputs && self.buf.first() == Some(&INPUT_VARIANT) {
+                    self.skipped_inputs += 1;
+                    continue;
+                }
+                return bincode::decode_from_slice(&self.buf, bincode::config::standard())
                     .map(|(e, _)| Some(e))
-                    .map_err(|e| bad(e.to_string()))
-            }
+                    .map_err(|e| bad(index, e.to_string()));
+            },
         }
     }
 }
@@ -272,6 +301,40 @@ mod tests {
             assert_eq!(r.header, header);
             let back: Vec<JournalEntry> = r.map(Result::unwrap).collect();
             assert_eq!(back, entries, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn an_audit_reader_steps_over_inputs_and_keeps_everything_else() {
+        let entries = journal_of_example();
+        let header = Header::new("test", RoutingConfig::default());
+        for format in [Format::Jsonl, Format::Bincode] {
+            let mut w = JournalWriter::new(Vec::new(), format, &header).unwrap();
+            for e in &entries {
+                w.write(e).unwrap();
+            }
+            let bytes = w.finish().unwrap();
+            let mut r = JournalReader::new(io::Cursor::new(bytes))
+                .unwrap()
+                .skipping_inputs();
+            let back: Vec<JournalEntry> = r.by_ref().map(Result::unwrap).collect();
+            let inputs = entries
+                .iter()
+                .filter(|e| matches!(e, JournalEntry::Input(_)))
+                .count() as u64;
+            assert!(inputs > 10);
+            if format == Format::Bincode {
+                let rest: Vec<JournalEntry> = entries
+                    .iter()
+                    .filter(|e| !matches!(e, JournalEntry::Input(_)))
+                    .cloned()
+                    .collect();
+                assert_eq!(back, rest);
+                assert_eq!(r.skipped_inputs(), inputs);
+            } else {
+                assert_eq!(back, entries);
+                assert_eq!(r.skipped_inputs(), 0);
+            }
         }
     }
 

@@ -14,10 +14,12 @@
 //!   `zumik produce`, the benches).
 //! - [`kafka`] — the Kafka runtime: topics, the exactly-once broker loop over the core, recovery
 //!   from the journal topic (blocking librdkafka calls on dedicated threads).
+//! - [`store`] — the RocksDB snapshot store: router state and the input position it reflects,
+//!   in one atomic write batch.
 //! - [`cli`] — the `zumik` command line (thin: parses arguments, does I/O, calls the core).
 //!
-//! Planned next (DESIGN §6–§7): `actors/` (actix shells), `store/` (RocksDB snapshots), `api/`
-//! (HTTP), partition handover between instances.
+//! Planned next (DESIGN §6–§7): `actors/` (actix shells), `api/` (HTTP), partition handover
+//! between instances.
 
 pub mod cli;
 pub mod config;
@@ -26,4 +28,5 @@ pub mod events;
 pub mod gate;
 pub mod journal;
 pub mod kafka;
+pub mod store;
 pub mod workload;

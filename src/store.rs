@@ -1,0 +1,236 @@
+//! The snapshot store (DESIGN §6): RocksDB keeps the broker's router state together with the
+//! input position it reflects, so that recovery restores the state and replays only the journal
+//! after it instead of the whole history.
+//!
+//! One snapshot per key (a broker instance's consumer group and partitions): the state bytes
+//! (`Router::snapshot()`, which carries its own format version) and a [`SnapshotPosition`] are
+//! written in **one atomic write batch**, synced to disk, so a crash leaves either the previous
+//! snapshot or the new one, never a state paired with another state's position.
+//!
+//! This module is the RocksDB shell only: it knows nothing of Kafka or of the router.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use serde::Serialize;
+
+/// Format version of the position record (first byte).
+pub const POSITION_VERSION: u8 = 1;
+
+/// Where a snapshot stands in the input history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, bincode::Encode, bincode::Decode)]
+pub struct SnapshotPosition {
+    /// Inputs applied to the state: the journal's `input_seq` of the last input it reflects.
+    pub input_seq: u64,
+    /// For each journal partition, the offset of the first journal record written after the
+    /// snapshot: the tail that recovery replays starts there.
+    pub journal_offsets: BTreeMap<i32, i64>,
+}
+
+impl SnapshotPosition {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![POSITION_VERSION];
+        // Plain data: encoding into a Vec cannot fail.
+        bincode::encode_into_std_write(self, &mut out, bincode::config::standard())
+            .expect("snapshot positions encode");
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&POSITION_VERSION, body)) => {
+                let (p, used) = bincode::decode_from_slice(body, bincode::config::standard())
+                    .map_err(|e| e.to_string())?;
+                if used != body.len() {
+                    return Err(format!("{} bytes after the position", body.len() - used));
+                }
+                Ok(p)
+            }
+            Some((v, _)) => Err(format!(
+                "position format version {v}, this build reads {POSITION_VERSION}"
+            )),
+            None => Err("empty position record".to_owned()),
+        }
+    }
+}
+
+/// A stored snapshot: router state bytes and the position they reflect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub position: SnapshotPosition,
+    pub state: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening the snapshot store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("writing snapshot {key}: {source}")]
+    Write { key: String, source: rocksdb::Error },
+    #[error("reading snapshot {key}: {source}")]
+    Read { key: String, source: rocksdb::Error },
+    #[error("snapshot {key} is unusable: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// RocksDB-backed snapshots, one per key.
+pub struct SnapshotStore {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SnapshotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn state_key(key: &str) -> Vec<u8> {
+    [key.as_bytes(), b"\0state"].concat()
+}
+
+fn position_key(key: &str) -> Vec<u8> {
+    [key.as_bytes(), b"\0position"].concat()
+}
+
+impl SnapshotStore {
+    /// Opens (creating if missing) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        // Snapshots are few and large: small write buffers, LZ4 on disk.
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_keep_log_file_num(4);
+        let db = DB::open(&opts, dir).map_err(|source| StoreError::Open {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(SnapshotStore {
+            db,
+            path: dir.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the snapshot of `key`: state and position in one synced write batch.
+    pub fn save(&self, key: &str, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(state_key(key), &snapshot.state);
+        batch.put(position_key(key), snapshot.position.encode());
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|source| StoreError::Write {
+                key: key.to_owned(),
+                source,
+            })
+    }
+
+    /// The snapshot of `key`, if one was saved. Both halves are read from one consistent view.
+    pub fn load(&self, key: &str) -> Result<Option<Snapshot>, StoreError> {
+        let view = self.db.snapshot();
+        let read = |k: Vec<u8>| {
+            view.get(k).map_err(|source| StoreError::Read {
+                key: key.to_owned(),
+                source,
+            })
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: key.to_owned(),
+            reason,
+        };
+        match (read(state_key(key))?, read(position_key(key))?) {
+            (None, None) => Ok(None),
+            (Some(state), Some(position)) => Ok(Some(Snapshot {
+                position: SnapshotPosition::decode(&position).map_err(corrupt)?,
+                state,
+            })),
+            (Some(_), None) => Err(corrupt("state without a position".to_owned())),
+            (None, Some(_)) => Err(corrupt("position without a state".to_owned())),
+        }
+    }
+
+    /// Removes the snapshot of `key` (both halves in one batch).
+    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete(state_key(key));
+        batch.delete(position_key(key));
+        self.db.write(batch).map_err(|source| StoreError::Write {
+            key: key.to_owned(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("zumik-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn snap(seq: u64, fill: u8) -> Snapshot {
+        Snapshot {
+            position: SnapshotPosition {
+                input_seq: seq,
+                journal_offsets: BTreeMap::from([(0, seq as i64 * 3), (2, 7)]),
+            },
+            state: vec![fill; 100_000],
+        }
+    }
+
+    #[test]
+    fn saves_loads_and_survives_reopening() {
+        let d = dir("reopen");
+        {
+            let s = SnapshotStore::open(&d).unwrap();
+            assert_eq!(s.load("g/0-3").unwrap(), None);
+            s.save("g/0-3", &snap(10, 1)).unwrap();
+            s.save("g/0-3", &snap(20, 2)).unwrap();
+            s.save("other", &snap(5, 9)).unwrap();
+        }
+        let s = SnapshotStore::open(&d).unwrap();
+        assert_eq!(s.load("g/0-3").unwrap(), Some(snap(20, 2)));
+        assert_eq!(s.load("other").unwrap(), Some(snap(5, 9)));
+        s.delete("other").unwrap();
+        assert_eq!(s.load("other").unwrap(), None);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_half_written_or_foreign_snapshot_is_an_error_not_a_state() {
+        let d = dir("corrupt");
+        let s = SnapshotStore::open(&d).unwrap();
+        s.db.put(state_key("k"), b"state").unwrap();
+        let e = s.load("k").unwrap_err().to_string();
+        assert!(e.contains("state without a position"), "{e}");
+        s.db.put(position_key("k"), [9u8, 1, 2]).unwrap();
+        let e = s.load("k").unwrap_err().to_string();
+        assert!(e.contains("position format version 9"), "{e}");
+        drop(s);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused_with_its_path() {
+        let d = dir("lock");
+        let _s = SnapshotStore::open(&d).unwrap();
+        let e = SnapshotStore::open(&d).unwrap_err().to_string();
+        assert!(e.contains(&d.display().to_string()), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
