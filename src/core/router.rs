@@ -155,6 +155,11 @@ impl Router {
         &self.cfg
     }
 
+    /// The routing config and price table this router was made with (to restore another).
+    pub fn parts(&self) -> (Arc<RoutingConfig>, Arc<PriceTable>) {
+        (self.cfg.clone(), self.prices.clone())
+    }
+
     /// Serializes the whole state: a version byte, then bincode.
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = vec![SNAPSHOT_VERSION];

@@ -1,5 +1,7 @@
 //! The `[kafka]` config section.
 
+use std::path::PathBuf;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +46,15 @@ pub struct KafkaConfig {
     pub batch_wait_ms: u64,
     /// Create missing topics at start. Default true (the embedded demo creates its own).
     pub create_topics: bool,
+    /// RocksDB directory for state snapshots. With it, a restart restores the latest snapshot
+    /// and replays only the journal written after it; without it (default), a restart replays
+    /// the whole journal topic.
+    pub snapshot_dir: Option<PathBuf>,
+    /// A snapshot is written after the batch that brings this many inputs since the last one.
+    /// Default 100 000.
+    pub snapshot_every_inputs: u64,
+    /// …or after the first batch this long after the last one, ms. Default 30 000.
+    pub snapshot_interval_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -59,6 +70,9 @@ impl Default for KafkaConfig {
             batch_max: 10_000,
             batch_wait_ms: 20,
             create_topics: true,
+            snapshot_dir: None,
+            snapshot_every_inputs: 100_000,
+            snapshot_interval_ms: 30_000,
         }
     }
 }
@@ -80,6 +94,16 @@ impl KafkaConfig {
         }
         if self.batch_max == 0 {
             return Err(bad("kafka.batch_max", "must be at least 1"));
+        }
+        if self.snapshot_dir.is_some() && self.snapshot_every_inputs == 0 {
+            return Err(bad("kafka.snapshot_every_inputs", "must be at least 1"));
+        }
+        if self
+            .snapshot_dir
+            .as_deref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(bad("kafka.snapshot_dir", "must not be empty"));
         }
         if self.group_id.is_empty() || self.transactional_id.is_empty() {
             return Err(bad(

@@ -28,10 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::{ensure_topics, TopicError, Topics};
-use crate::core::router::JournalEntry;
+use crate::core::router::{JournalEntry, SnapshotError};
 use crate::core::{Output, PriceTable, Router, RoutingConfig};
 use crate::events::codec::{decode_input, encode_decision_into};
 use crate::events::Source;
+use crate::store::{Snapshot, SnapshotPosition, SnapshotStore, StoreError};
 
 /// Format version of journal records on the journal topic (first byte).
 pub const JOURNAL_RECORD_VERSION: u8 = 1;
@@ -88,8 +89,14 @@ pub struct BrokerStats {
     pub decisions: AtomicU64,
     pub dlq: AtomicU64,
     pub batches: AtomicU64,
-    /// Journaled inputs replayed at start.
+    /// Journaled inputs replayed at start (after the snapshot, when one was restored).
     pub recovered: AtomicU64,
+    /// Journal records read at start (the whole journal, or the tail after the snapshot).
+    pub journal_read: AtomicU64,
+    /// `input_seq` of the snapshot restored at start (0: none).
+    pub restored_seq: AtomicU64,
+    /// Snapshots written.
+    pub snapshots: AtomicU64,
     /// Set once recovery is done and the consumer runs.
     pub ready: AtomicBool,
 }
@@ -114,6 +121,10 @@ pub enum BrokerError {
     },
     #[error("{failed} output records were not delivered; offsets not committed")]
     Delivery { failed: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored snapshot does not restore: {0}")]
+    Snapshot(#[from] SnapshotError),
 }
 
 fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> BrokerError {
@@ -188,6 +199,16 @@ fn watermarks(
 /// sorted so that each actor's records keep their order (an actor's records share a key, hence a
 /// partition, in which offsets and `input_seq` both grow).
 pub fn read_journal(cfg: &KafkaConfig, topics: &Topics) -> Result<Vec<JournalRecord>, BrokerError> {
+    read_journal_from(cfg, topics, &BTreeMap::new())
+}
+
+/// [`read_journal`] from the given offset of each partition (partitions not named: from the
+/// beginning).
+pub fn read_journal_from(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    start: &BTreeMap<i32, i64>,
+) -> Result<Vec<JournalRecord>, BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", format!("{}-journal-reader", cfg.group_id))
@@ -203,8 +224,9 @@ pub fn read_journal(cfg: &KafkaConfig, topics: &Topics) -> Result<Vec<JournalRec
     for t in meta.topics() {
         for p in t.partitions() {
             let (low, high) = watermarks(&consumer, &topics.journal, p.id())?;
-            if high > low {
-                tpl.add_partition_offset(&topics.journal, p.id(), Offset::Beginning)
+            let from = start.get(&p.id()).copied().unwrap_or(low).max(low);
+            if high > from {
+                tpl.add_partition_offset(&topics.journal, p.id(), Offset::Offset(from))
                     .map_err(kafka("journal assign"))?;
                 ends.insert(p.id(), high);
             }
@@ -258,18 +280,123 @@ pub fn read_journal(cfg: &KafkaConfig, topics: &Topics) -> Result<Vec<JournalRec
     Ok(records.into_iter().map(|(_, _, _, r)| r).collect())
 }
 
-/// Rebuilds the router from the journal topic: every `Input` record, in input order.
-fn recover(cfg: &KafkaConfig, topics: &Topics, router: &mut Router) -> Result<u64, BrokerError> {
+/// Next offset of every journal partition now: where records written from here on start.
+fn journal_ends(
+    consumer: &BaseConsumer,
+    topics: &Topics,
+) -> Result<BTreeMap<i32, i64>, BrokerError> {
+    let meta = consumer
+        .fetch_metadata(Some(&topics.journal), TIMEOUT)
+        .map_err(kafka("journal metadata"))?;
+    let mut ends = BTreeMap::new();
+    for t in meta.topics() {
+        for p in t.partitions() {
+            ends.insert(p.id(), watermarks(consumer, &topics.journal, p.id())?.1);
+        }
+    }
+    Ok(ends)
+}
+
+/// The RocksDB snapshots of one broker and when the next is due.
+struct Snapshots {
+    store: SnapshotStore,
+    /// One snapshot per consumer group and topic prefix.
+    key: String,
+    every_inputs: u64,
+    interval: Duration,
+    last_seq: u64,
+    last_at: Instant,
+}
+
+impl Snapshots {
+    fn open(cfg: &KafkaConfig) -> Result<Option<Self>, BrokerError> {
+        let Some(dir) = &cfg.snapshot_dir else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshots {
+            store: SnapshotStore::open(dir)?,
+            key: format!("{}/{}", cfg.group_id, cfg.topic_prefix),
+            every_inputs: cfg.snapshot_every_inputs,
+            interval: Duration::from_millis(cfg.snapshot_interval_ms),
+            last_seq: 0,
+            last_at: Instant::now(),
+        }))
+    }
+
+    fn due(&self, input_seq: u64) -> bool {
+        input_seq > self.last_seq
+            && (input_seq - self.last_seq >= self.every_inputs
+                || self.last_at.elapsed() >= self.interval)
+    }
+
+    /// Writes the state after the last committed batch (`input_seq` inputs) with the journal's
+    /// current ends: everything before them is in the state.
+    fn save(
+        &mut self,
+        router: &Router,
+        input_seq: u64,
+        consumer: &BaseConsumer,
+        topics: &Topics,
+        stats: &BrokerStats,
+    ) -> Result<(), BrokerError> {
+        let position = SnapshotPosition {
+            input_seq,
+            journal_offsets: journal_ends(consumer, topics)?,
+        };
+        let snapshot = Snapshot {
+            position,
+            state: router.snapshot(),
+        };
+        self.store.save(&self.key, &snapshot)?;
+        self.last_seq = input_seq;
+        self.last_at = Instant::now();
+        stats.snapshots.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Rebuilds the router: the latest snapshot if there is one, then every journaled `Input` after
+/// it, in input order. Returns the `input_seq` reached.
+fn recover(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    router: &mut Router,
+    snapshots: Option<&mut Snapshots>,
+    stats: &BrokerStats,
+) -> Result<u64, BrokerError> {
+    let mut start = BTreeMap::new();
+    let mut input_seq = 0;
+    if let Some(s) = snapshots {
+        if let Some(snap) = s.store.load(&s.key)? {
+            let (routing, prices) = router.parts();
+            *router = Router::restore(routing, prices, &snap.state)?;
+            input_seq = snap.position.input_seq;
+            start = snap.position.journal_offsets;
+            s.last_seq = input_seq;
+            stats.restored_seq.store(input_seq, Ordering::Relaxed);
+        }
+    }
+    let records = read_journal_from(cfg, topics, &start)?;
+    stats
+        .journal_read
+        .store(records.len() as u64, Ordering::Relaxed);
     let mut n = 0;
     let mut out = Output::default();
-    for rec in read_journal(cfg, topics)? {
+    for rec in records {
+        // The snapshot's journal offsets are read after its batch committed, so the tail may
+        // still hold records the state already reflects: `input_seq` tells them apart.
+        if rec.input_seq <= input_seq {
+            continue;
+        }
         if let JournalEntry::Input(e) = rec.entry {
             router.apply(e, &mut out);
             out.clear();
+            input_seq = rec.input_seq;
             n += 1;
         }
     }
-    Ok(n)
+    stats.recovered.store(n, Ordering::Relaxed);
+    Ok(input_seq)
 }
 
 /// Runs the broker until `stop` is set (the current batch is finished and committed first).
@@ -285,9 +412,8 @@ pub fn run_broker(
         ensure_topics(cfg, &topics)?;
     }
     let mut router = Router::new(routing, prices);
-    let recovered = recover(cfg, &topics, &mut router)?;
-    stats.recovered.store(recovered, Ordering::Relaxed);
-    let mut input_seq = recovered;
+    let mut snapshots = Snapshots::open(cfg)?;
+    let mut input_seq = recover(cfg, &topics, &mut router, snapshots.as_mut(), stats)?;
 
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
     let mut pc = ClientConfig::new();
@@ -319,6 +445,10 @@ pub fn run_broker(
     consumer
         .subscribe(&topics.inputs())
         .map_err(kafka("subscribe"))?;
+    // A replayed tail is snapshotted at once, so the next start need not replay it again.
+    if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
+        s.save(&router, input_seq, &consumer, &topics, stats)?;
+    }
     stats.ready.store(true, Ordering::Relaxed);
 
     let mut out = Output::with_journal();
@@ -436,6 +566,13 @@ pub fn run_broker(
                 .map_err(kafka("commit offsets"))?;
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = snapshots.as_mut().filter(|s| s.due(input_seq)) {
+            s.save(&router, input_seq, &consumer, &topics, stats)?;
+        }
+    }
+    // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
+    if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
+        s.save(&router, input_seq, &consumer, &topics, stats)?;
     }
     Ok(())
 }
