@@ -36,11 +36,33 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
-    let stats = BrokerStats::default();
+    let stats = Arc::new(BrokerStats::default());
     eprintln!(
         "zumik serve: brokers {}, topics {}*, mode {:?}",
         cfg.kafka.brokers, cfg.kafka.topic_prefix, cfg.kafka.mode
     );
+    let started = Instant::now();
+    let watch = stats.clone();
+    // Reports recovery and the first committed batch (how long a restart takes to process again).
+    std::thread::spawn(move || {
+        while !watch.ready.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        eprintln!(
+            "zumik serve: recovered in {} ms: snapshot at input {}, {} journal records read, {} inputs replayed",
+            started.elapsed().as_millis(),
+            watch.restored_seq.load(Ordering::Relaxed),
+            watch.journal_read.load(Ordering::Relaxed),
+            watch.recovered.load(Ordering::Relaxed)
+        );
+        while watch.batches.load(Ordering::Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        eprintln!(
+            "zumik serve: first batch committed {} ms after start",
+            started.elapsed().as_millis()
+        );
+    });
     run_broker(&cfg.kafka, cfg.routing_arc(), prices, &stop, &stats)?;
     eprintln!(
         "zumik serve: stopped after {} inputs, {} decisions, {} DLQ records ({} journaled inputs recovered at start)",

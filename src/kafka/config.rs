@@ -50,10 +50,10 @@ pub struct KafkaConfig {
     /// and replays only the journal written after it; without it (default), a restart replays
     /// the whole journal topic.
     pub snapshot_dir: Option<PathBuf>,
-    /// A snapshot is written after the batch that brings this many inputs since the last one.
-    /// Default 100 000.
+    /// A snapshot is written after the batch that brings this many inputs since the last one:
+    /// it bounds the journal a restart replays. Default 20 000.
     pub snapshot_every_inputs: u64,
-    /// …or after the first batch this long after the last one, ms. Default 30 000.
+    /// …or after the first batch this long after the last one, ms. Default 5 000.
     pub snapshot_interval_ms: u64,
 }
 
@@ -71,8 +71,8 @@ impl Default for KafkaConfig {
             batch_wait_ms: 20,
             create_topics: true,
             snapshot_dir: None,
-            snapshot_every_inputs: 100_000,
-            snapshot_interval_ms: 30_000,
+            snapshot_every_inputs: 20_000,
+            snapshot_interval_ms: 5_000,
         }
     }
 }

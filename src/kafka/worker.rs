@@ -31,7 +31,7 @@ use super::topics::{ensure_topics, TopicError, Topics};
 use crate::core::router::{JournalEntry, SnapshotError};
 use crate::core::{Output, PriceTable, Router, RoutingConfig};
 use crate::events::codec::{decode_input, encode_decision_into};
-use crate::events::Source;
+use crate::events::{InputEvent, Source};
 use crate::store::{Snapshot, SnapshotPosition, SnapshotStore, StoreError};
 
 /// Format version of journal records on the journal topic (first byte).
@@ -67,6 +67,26 @@ impl JournalRecord {
                 "journal record version {v}, this build reads {JOURNAL_RECORD_VERSION}"
             )),
             None => Err("empty journal record".into()),
+        }
+    }
+
+    /// The `input_seq` and input of an `Input` record, without decoding any other kind of record
+    /// (recovery needs only the inputs); `None` for the others.
+    pub fn decode_input(bytes: &[u8]) -> Result<Option<(u64, InputEvent)>, String> {
+        let cfg = bincode::config::standard();
+        let body = match bytes.split_first() {
+            Some((&JOURNAL_RECORD_VERSION, body)) => body,
+            _ => return Self::decode(bytes).map(|_| None),
+        };
+        let (input_seq, used): (u64, usize) =
+            bincode::decode_from_slice(body, cfg).map_err(|e| e.to_string())?;
+        // `JournalEntry::Input` is variant 0: its index is the single byte 0.
+        if body.get(used) != Some(&0) {
+            return Ok(None);
+        }
+        match bincode::decode_from_slice(&body[used..], cfg).map_err(|e| e.to_string())? {
+            (JournalEntry::Input(e), _) => Ok(Some((input_seq, e))),
+            _ => Ok(None),
         }
     }
 
@@ -209,6 +229,21 @@ pub fn read_journal_from(
     topics: &Topics,
     start: &BTreeMap<i32, i64>,
 ) -> Result<Vec<JournalRecord>, BrokerError> {
+    let (records, _) = scan_journal(cfg, topics, start, |bytes| {
+        JournalRecord::decode(bytes).map(|r| Some((r.input_seq, r)))
+    })?;
+    Ok(records)
+}
+
+/// Reads the journal topic from `start` (per partition; others from the beginning) up to its
+/// end, keeping what `decode` returns, sorted by `(input_seq, partition, offset)`. Also returns
+/// the number of records read.
+fn scan_journal<T>(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    start: &BTreeMap<i32, i64>,
+    decode: impl Fn(&[u8]) -> Result<Option<(u64, T)>, String>,
+) -> Result<(Vec<T>, u64), BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", format!("{}-journal-reader", cfg.group_id))
@@ -232,9 +267,10 @@ pub fn read_journal_from(
             }
         }
     }
-    let mut records: Vec<(u64, i32, i64, JournalRecord)> = Vec::new();
+    let mut records: Vec<(u64, i32, i64, T)> = Vec::new();
+    let mut read = 0u64;
     if ends.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     consumer.assign(&tpl).map_err(kafka("journal assign"))?;
     let mut done = BTreeMap::new();
@@ -243,16 +279,18 @@ pub fn read_journal_from(
     while done.len() < ends.len() {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
-                let rec =
-                    JournalRecord::decode(m.payload().unwrap_or_default()).map_err(|message| {
-                        BrokerError::Journal {
-                            topic: topics.journal.clone(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            message,
-                        }
-                    })?;
-                records.push((rec.input_seq, m.partition(), m.offset(), rec));
+                read += 1;
+                let kept = decode(m.payload().unwrap_or_default()).map_err(|message| {
+                    BrokerError::Journal {
+                        topic: topics.journal.clone(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        message,
+                    }
+                })?;
+                if let Some((seq, rec)) = kept {
+                    records.push((seq, m.partition(), m.offset(), rec));
+                }
                 if m.offset() + 1 >= ends[&m.partition()] {
                     done.insert(m.partition(), ());
                 }
@@ -277,7 +315,7 @@ pub fn read_journal_from(
         }
     }
     records.sort_by_key(|(seq, partition, offset, _)| (*seq, *partition, *offset));
-    Ok(records.into_iter().map(|(_, _, _, r)| r).collect())
+    Ok((records.into_iter().map(|(_, _, _, r)| r).collect(), read))
 }
 
 /// Next offset of every journal partition now: where records written from here on start.
@@ -376,24 +414,22 @@ fn recover(
             stats.restored_seq.store(input_seq, Ordering::Relaxed);
         }
     }
-    let records = read_journal_from(cfg, topics, &start)?;
-    stats
-        .journal_read
-        .store(records.len() as u64, Ordering::Relaxed);
+    let (inputs, read) = scan_journal(cfg, topics, &start, |bytes| {
+        JournalRecord::decode_input(bytes).map(|i| i.map(|(seq, e)| (seq, (seq, e))))
+    })?;
+    stats.journal_read.store(read, Ordering::Relaxed);
     let mut n = 0;
     let mut out = Output::default();
-    for rec in records {
+    for (seq, e) in inputs {
         // The snapshot's journal offsets are read after its batch committed, so the tail may
         // still hold records the state already reflects: `input_seq` tells them apart.
-        if rec.input_seq <= input_seq {
+        if seq <= input_seq {
             continue;
         }
-        if let JournalEntry::Input(e) = rec.entry {
-            router.apply(e, &mut out);
-            out.clear();
-            input_seq = rec.input_seq;
-            n += 1;
-        }
+        router.apply(e, &mut out);
+        out.clear();
+        input_seq = seq;
+        n += 1;
     }
     stats.recovered.store(n, Ordering::Relaxed);
     Ok(input_seq)
@@ -440,6 +476,9 @@ pub fn run_broker(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "range")
+        // Static membership: a restarted instance (same transactional id) takes its partitions
+        // back at once instead of waiting out the dead member's session.
+        .set("group.instance.id", &cfg.transactional_id)
         .create()
         .map_err(kafka("consumer"))?;
     consumer
@@ -575,4 +614,58 @@ pub fn run_broker(
         s.save(&router, input_seq, &consumer, &topics, stats)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Output, PriceTable, Router, RoutingConfig};
+
+    /// Journal records of the example scenario, as the broker writes them.
+    fn records() -> Vec<JournalRecord> {
+        let mut router = Router::new(
+            Arc::new(RoutingConfig::default()),
+            Arc::new(PriceTable::embedded()),
+        );
+        let mut out = Output::with_journal();
+        let mut recs = Vec::new();
+        let text = include_str!("../../examples/scenario.jsonl");
+        for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            router.apply(decode_input(line.as_bytes()).unwrap(), &mut out);
+            for entry in out.journal.drain(..) {
+                recs.push(JournalRecord {
+                    input_seq: i as u64 + 1,
+                    entry,
+                });
+            }
+            out.clear();
+        }
+        recs
+    }
+
+    #[test]
+    fn recovery_decodes_exactly_the_input_records() {
+        let recs = records();
+        let mut buf = Vec::new();
+        let (mut inputs, mut others) = (0, 0);
+        for r in &recs {
+            r.encode(&mut buf);
+            assert_eq!(JournalRecord::decode(&buf).unwrap(), *r);
+            match (&r.entry, JournalRecord::decode_input(&buf).unwrap()) {
+                (JournalEntry::Input(e), Some((seq, got))) => {
+                    assert_eq!((seq, &got), (r.input_seq, e));
+                    inputs += 1;
+                }
+                (JournalEntry::Input(_), None) => panic!("input record {} skipped", r.input_seq),
+                (_, Some(_)) => panic!("a non-input record decoded as an input"),
+                (_, None) => others += 1,
+            }
+        }
+        assert!(
+            inputs > 10 && others > 10,
+            "{inputs} inputs, {others} others"
+        );
+        assert!(JournalRecord::decode_input(&[9, 0, 0]).is_err());
+        assert!(JournalRecord::decode_input(&[]).is_err());
+    }
 }
