@@ -2,7 +2,9 @@
 //! address comes in `KAFKA_BOOTSTRAP`), with random topic names per test: decisions over Kafka
 //! equal the offline decisions and the journal topic replays them with zero mismatches (a tampered
 //! record is caught), poison input lands in the DLQ without stopping the partition, and a
-//! restarted broker recovers its state from the journal topic and decides exactly once.
+//! restarted broker recovers its state from the journal topic (and from a RocksDB snapshot plus
+//! only the journal after it) and decides exactly once — also when `zumik serve` is killed with
+//! SIGKILL three times while requests flow.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -472,6 +474,115 @@ fn a_restart_from_a_snapshot_replays_only_the_journal_after_it() {
             got.get(id),
             Some(w),
             "decision for {id} across snapshot restarts"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Where spawned brokers of this test append their stderr (printed when the test fails).
+fn log_path(cfg: &KafkaConfig) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{}serve.log", cfg.topic_prefix))
+}
+
+fn log_file(cfg: &KafkaConfig) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(cfg))
+        .unwrap()
+}
+
+/// `zumik serve` as a child process with `cfg` (environment overrides, no config file).
+fn spawn_serve(cfg: &KafkaConfig) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zumik"));
+    cmd.arg("serve")
+        .env("ZUMIK_KAFKA__BROKERS", &cfg.brokers)
+        .env("ZUMIK_KAFKA__TOPIC_PREFIX", &cfg.topic_prefix)
+        .env("ZUMIK_KAFKA__GROUP_ID", &cfg.group_id)
+        .env("ZUMIK_KAFKA__TRANSACTIONAL_ID", &cfg.transactional_id)
+        .env("ZUMIK_KAFKA__PARTITIONS", cfg.partitions.to_string())
+        .env("ZUMIK_KAFKA__BATCH_WAIT_MS", cfg.batch_wait_ms.to_string())
+        .env(
+            "ZUMIK_KAFKA__SNAPSHOT_EVERY_INPUTS",
+            cfg.snapshot_every_inputs.to_string(),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file(cfg));
+    if let Some(d) = &cfg.snapshot_dir {
+        cmd.env("ZUMIK_KAFKA__SNAPSHOT_DIR", d);
+    }
+    cmd.spawn().expect("zumik serve starts")
+}
+
+#[test]
+fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
+    let dir = std::env::temp_dir().join(format!("zumik-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = KafkaConfig {
+        snapshot_dir: Some(dir.clone()),
+        snapshot_every_inputs: 300,
+        ..config("kill9")
+    };
+    let topics = Topics::new(&cfg.topic_prefix);
+    let (setup, requests) = workload(6_000);
+
+    let mut serve = spawn_serve(&cfg);
+    // Setup first, one event at a time (their order across topics matters), each applied
+    // (journaled) before the next.
+    for (i, e) in setup.iter().enumerate() {
+        produce(&cfg, std::slice::from_ref(e));
+        wait_for("a setup event to be journaled", || {
+            read_journal(&cfg, &topics)
+                .unwrap()
+                .iter()
+                .filter(|r| matches!(r.entry, JournalEntry::Input(_)))
+                .count()
+                > i
+        });
+    }
+    // Requests keep flowing (~2 000/s) while the broker is killed and restarted under them:
+    // each instance is killed 300 ms after it committed its first batch, i.e. while it works.
+    let feeder = {
+        let (cfg, requests) = (cfg.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for slice in requests.chunks(100) {
+                produce(&cfg, slice);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let committed_first_batch = |n: usize| {
+        std::fs::read_to_string(log_path(&cfg))
+            .unwrap_or_default()
+            .matches("first batch committed")
+            .count()
+            >= n
+    };
+    for kill in 1..=3 {
+        wait_for("the instance to commit a batch", || {
+            committed_first_batch(kill)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        serve.kill().expect("SIGKILL");
+        serve.wait().unwrap();
+        serve = spawn_serve(&cfg);
+    }
+    feeder.join().unwrap();
+    let got = by_request(decisions(&cfg, requests.len()));
+    serve.kill().ok();
+    serve.wait().ok();
+    let log = std::fs::read_to_string(log_path(&cfg)).unwrap_or_default();
+    assert!(
+        log.matches("recovered in").count() >= 4,
+        "every instance recovered:\n{log}"
+    );
+    assert_eq!(got.len(), requests.len(), "none lost, none duplicated");
+    let want = by_request(offline(&[setup, requests.clone()].concat()));
+    for (id, w) in &want {
+        assert_eq!(
+            got.get(id),
+            Some(w),
+            "decision for {id} after three kill -9"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
