@@ -587,3 +587,88 @@ fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `scripts/kafka` with these arguments; its stdout (the `VAR=value` lines).
+fn kafka_script(args: &[&str]) -> String {
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("scripts/kafka runs");
+    assert!(out.status.success(), "scripts/kafka {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_broker_rides_out_a_kafka_restart_under_load() {
+    // A Kafka of its own (the other tests keep using theirs), stopped and started again on the
+    // same port and data directory while requests flow.
+    let base = std::env::temp_dir().join(format!("zumik-kafka-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let kdir = base.join("kafka");
+    let kdir_s = kdir.to_str().unwrap().to_owned();
+    let started = kafka_script(&["start", "--port", "0", "--dir", &kdir_s]);
+    let bootstrap = started
+        .lines()
+        .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
+        .expect("scripts/kafka prints KAFKA_BOOTSTRAP")
+        .to_owned();
+    let cfg = KafkaConfig {
+        brokers: bootstrap,
+        snapshot_dir: Some(base.join("snapshots")),
+        snapshot_every_inputs: 500,
+        ..config("kafka-restart")
+    };
+    let topics = Topics::new(&cfg.topic_prefix);
+    let (setup, requests) = workload(3_000);
+    let mut serve = spawn_serve(&cfg);
+    for (i, e) in setup.iter().enumerate() {
+        produce(&cfg, std::slice::from_ref(e));
+        wait_for("a setup event to be journaled", || {
+            read_journal(&cfg, &topics)
+                .unwrap()
+                .iter()
+                .filter(|r| matches!(r.entry, JournalEntry::Input(_)))
+                .count()
+                > i
+        });
+    }
+    let feeder = {
+        let (cfg, requests) = (cfg.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for slice in requests.chunks(100) {
+                produce(&cfg, slice);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    kafka_script(&["stop", "--dir", &kdir_s]);
+    std::thread::sleep(Duration::from_secs(2));
+    kafka_script(&["start", "--dir", &kdir_s]);
+    feeder.join().unwrap();
+
+    let got = by_request(decisions(&cfg, requests.len()));
+    serve.kill().ok();
+    serve.wait().ok();
+    kafka_script(&["stop", "--dir", &kdir_s]);
+    let log = std::fs::read_to_string(log_path(&cfg)).unwrap_or_default();
+    assert!(
+        log.contains("restarting from the snapshot and the journal"),
+        "the outage was noticed and the broker restarted itself:\n{log}"
+    );
+    assert_eq!(
+        got.len(),
+        requests.len(),
+        "none lost, none duplicated:\n{log}"
+    );
+    let want = by_request(offline(&[setup, requests.clone()].concat()));
+    for (id, w) in &want {
+        assert_eq!(
+            got.get(id),
+            Some(w),
+            "decision for {id} across the Kafka restart"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -36,26 +36,73 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
-    let stats = Arc::new(BrokerStats::default());
     eprintln!(
         "zumik serve: brokers {}, topics {}*, mode {:?}",
         cfg.kafka.brokers, cfg.kafka.topic_prefix, cfg.kafka.mode
     );
+    // The broker loop stops on any Kafka error (an outage, a failed commit). Its state is
+    // durable (snapshot + journal + committed offsets), so it is simply started again, with
+    // backoff, until Kafka answers; only errors no retry can fix end the process.
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let stats = Arc::new(BrokerStats::default());
+        watch_recovery(stats.clone());
+        match run_broker(&cfg.kafka, cfg.routing_arc(), prices.clone(), &stop, &stats) {
+            Ok(()) => {
+                eprintln!(
+                    "zumik serve: stopped after {} inputs, {} decisions, {} DLQ records ({} journaled inputs recovered at start)",
+                    stats.inputs.load(Ordering::Relaxed),
+                    stats.decisions.load(Ordering::Relaxed),
+                    stats.dlq.load(Ordering::Relaxed),
+                    stats.recovered.load(Ordering::Relaxed)
+                );
+                break;
+            }
+            Err(e) if stop.load(Ordering::Relaxed) || !e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                if stats.batches.load(Ordering::Relaxed) > 0 {
+                    backoff = Duration::from_secs(1);
+                }
+                eprintln!(
+                    "zumik serve: broker stopped: {e}; restarting from the snapshot and the journal in {} s",
+                    backoff.as_secs()
+                );
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints when a broker run has recovered and when it committed its first batch (how long a
+/// (re)start takes to process again).
+fn watch_recovery(stats: Arc<BrokerStats>) {
     let started = Instant::now();
-    let watch = stats.clone();
-    // Reports recovery and the first committed batch (how long a restart takes to process again).
     std::thread::spawn(move || {
-        while !watch.ready.load(Ordering::Relaxed) {
+        while !stats.ready.load(Ordering::Relaxed) {
+            if Arc::strong_count(&stats) == 1 {
+                return; // that run ended before it was ready
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         eprintln!(
             "zumik serve: recovered in {} ms: snapshot at input {}, {} journal records read, {} inputs replayed",
             started.elapsed().as_millis(),
-            watch.restored_seq.load(Ordering::Relaxed),
-            watch.journal_read.load(Ordering::Relaxed),
-            watch.recovered.load(Ordering::Relaxed)
+            stats.restored_seq.load(Ordering::Relaxed),
+            stats.journal_read.load(Ordering::Relaxed),
+            stats.recovered.load(Ordering::Relaxed)
         );
-        while watch.batches.load(Ordering::Relaxed) == 0 {
+        while stats.batches.load(Ordering::Relaxed) == 0 {
+            if Arc::strong_count(&stats) == 1 {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         eprintln!(
@@ -63,15 +110,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             started.elapsed().as_millis()
         );
     });
-    run_broker(&cfg.kafka, cfg.routing_arc(), prices, &stop, &stats)?;
-    eprintln!(
-        "zumik serve: stopped after {} inputs, {} decisions, {} DLQ records ({} journaled inputs recovered at start)",
-        stats.inputs.load(Ordering::Relaxed),
-        stats.decisions.load(Ordering::Relaxed),
-        stats.dlq.load(Ordering::Relaxed),
-        stats.recovered.load(Ordering::Relaxed)
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, clap::Args)]

@@ -147,6 +147,18 @@ pub enum BrokerError {
     Snapshot(#[from] SnapshotError),
 }
 
+impl BrokerError {
+    /// Whether starting the broker again can succeed: Kafka errors (an outage, a fenced or
+    /// failed transaction, undelivered outputs) are; a corrupt journal record or snapshot and a
+    /// store that cannot be opened are not.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::Kafka { .. } | BrokerError::Delivery { .. } | BrokerError::Topics(_)
+        )
+    }
+}
+
 fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> BrokerError {
     move |source| BrokerError::Kafka { what, source }
 }
