@@ -672,3 +672,137 @@ fn the_broker_rides_out_a_kafka_restart_under_load() {
     }
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `zumik` with `args` and the `[kafka]` section of `cfg` as environment overrides.
+fn zumik_cli(cfg: &KafkaConfig, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zumik"))
+        .args(args)
+        .env("ZUMIK_KAFKA__BROKERS", &cfg.brokers)
+        .env("ZUMIK_KAFKA__TOPIC_PREFIX", &cfg.topic_prefix)
+        .env("ZUMIK_KAFKA__GROUP_ID", &cfg.group_id)
+        .output()
+        .expect("zumik runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn diagnose_from_kafka_equals_the_file_and_journals_its_flags() {
+    let cfg = config("diagnose");
+    let spec = WorkloadSpec {
+        requests: 3_000,
+        rate_per_sec: 50,
+        hot_lanes: 2,
+        tail_lanes: 10,
+        tenants: 10,
+        ..WorkloadSpec::default()
+    };
+    let w = Workload::new(spec).unwrap();
+    let (setup, traffic): (Vec<InputEvent>, Vec<InputEvent>) =
+        (w.setup_events(), w.events().collect());
+    let history: Vec<&InputEvent> = traffic
+        .iter()
+        .filter(|e| matches!(e, InputEvent::Request(_) | InputEvent::Completion(_)))
+        .collect();
+    let file = std::env::temp_dir().join(format!("{}history.jsonl", cfg.topic_prefix));
+    let lines: Vec<String> = history
+        .iter()
+        .map(|e| String::from_utf8(encode_input(e)).unwrap())
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+
+    // The broker takes the traffic, so the journal holds real records besides the flags.
+    let b = start(&cfg);
+    produce_in_order(&cfg, &b, &setup);
+    produce(&cfg, &traffic);
+    wait_for("the traffic", || {
+        b.inputs() >= (setup.len() + traffic.len()) as u64
+    });
+    b.stop();
+
+    let small = [
+        "--replicas",
+        "1",
+        "--gpus-per-replica",
+        "1",
+        "--gpu-hour-usd",
+        "1.00",
+    ];
+    let file_arg = file.to_str().unwrap();
+    let (ok, from_file, err) = zumik_cli(
+        &cfg,
+        &[&["diagnose", "--json", "--trace", file_arg][..], &small].concat(),
+    );
+    assert!(ok, "{err}");
+    let (ok, from_kafka, err) = zumik_cli(
+        &cfg,
+        &[&["diagnose", "--json", "--from-kafka"][..], &small].concat(),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        from_kafka, from_file,
+        "the same history gives the same diagnosis"
+    );
+    let d: serde_json::Value = serde_json::from_str(&from_kafka).unwrap();
+    let flagged: Vec<&str> = d["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["flagged"] == true)
+        .map(|l| l["lane"].as_str().unwrap())
+        .collect();
+    assert!(
+        !flagged.is_empty(),
+        "the hot lanes clear break-even on one small replica: {d}"
+    );
+
+    // Each flagged lane got one DiagnosticFlagged record on the journal topic.
+    let records = read_journal(&cfg, &Topics::new(&cfg.topic_prefix)).unwrap();
+    let mut journaled: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            JournalEntry::DiagnosticFlagged(f) => Some(f.lane.to_string()),
+            _ => None,
+        })
+        .collect();
+    journaled.sort();
+    let mut want: Vec<String> = flagged.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(journaled, want);
+    // …and the journal with them still audits clean.
+    let (ok, out, err) = zumik_cli(&cfg, &["replay", "--from-kafka"]);
+    assert!(ok && out.contains(": 0 mismatches"), "{out}{err}");
+
+    // An event-time window keeps exactly the events inside it.
+    let ts: Vec<i64> = history.iter().map(|e| e.ts().millis()).collect();
+    let (lo, hi) = (ts[ts.len() / 4], ts[ts.len() / 2]);
+    let iso = |ms: i64| zumik::events::Timestamp(ms).to_string();
+    let expect = history
+        .iter()
+        .filter(|e| matches!(e, InputEvent::Request(_)) && (lo..hi).contains(&e.ts().millis()))
+        .count();
+    let (ok, windowed, err) = zumik_cli(
+        &cfg,
+        &[
+            &[
+                "diagnose",
+                "--json",
+                "--from-kafka",
+                "--no-emit",
+                "--since",
+                &iso(lo),
+                "--until",
+                &iso(hi),
+            ][..],
+            &small,
+        ]
+        .concat(),
+    );
+    assert!(ok, "{err}");
+    let d: serde_json::Value = serde_json::from_str(&windowed).unwrap();
+    assert_eq!(d["requests"].as_u64().unwrap(), expect as u64);
+    let _ = std::fs::remove_file(&file);
+}

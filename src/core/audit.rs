@@ -213,6 +213,8 @@ impl Auditor {
             JournalEntry::ClusterRemoved { cluster_id } => {
                 self.clusters.remove(cluster_id);
             }
+            // Evidence of a diagnostic run: nothing to re-derive.
+            JournalEntry::DiagnosticFlagged(_) => {}
             JournalEntry::Tenant {
                 tenant_id,
                 command,

@@ -57,6 +57,39 @@ pub enum JournalEntry {
         command: TenantCommand,
         events: Vec<TenantEvent>,
     },
+    /// `zumik diagnose` over Kafka flagged a lane as a gate candidate (DESIGN §5). Evidence for
+    /// the audit trail, not a command: replays skip it. Last variant, so the others keep their
+    /// encoding.
+    DiagnosticFlagged(DiagnosticFlagged),
+}
+
+/// A lane the workload diagnostic flagged: its figures over the window, in integers (shares and
+/// ratios in thousandths) so the record is exact and comparable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+pub struct DiagnosticFlagged {
+    pub lane: Arc<str>,
+    /// Event-time window of the history diagnosed.
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    pub requests: u64,
+    pub tokens: u64,
+    pub request_share_permille: u64,
+    pub token_share_permille: u64,
+    pub tokens_per_min_p50: u64,
+    pub tokens_per_min_p95: u64,
+    pub tokens_per_min_peak: u64,
+    pub peak_to_mean_permille: u64,
+    pub cv_permille: u64,
+    /// Estimated utilisation of the candidate cluster vs its break-even utilisation.
+    pub utilisation_permille: u64,
+    pub break_even_permille: u64,
+    /// The candidate cluster: replicas × GPUs at a GPU-hour price, its usable sequences.
+    pub replicas: u32,
+    pub gpus_per_replica: u32,
+    pub gpu_hour_micros: u64,
+    pub usable_slots: u32,
+    /// SHA-256 (hex) of the whole diagnosis as JSON: ties the record to the full report.
+    pub diagnosis_digest: String,
 }
 
 /// Something an operator should know that is not a decision.

@@ -11,4 +11,6 @@ pub mod worker;
 
 pub use config::{DeliveryMode, KafkaConfig};
 pub use topics::Topics;
-pub use worker::{read_journal, run_broker, BrokerStats, JournalRecord};
+pub use worker::{
+    append_to_journal, read_journal, read_topic, run_broker, BrokerStats, JournalRecord,
+};

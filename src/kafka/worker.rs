@@ -98,6 +98,7 @@ impl JournalRecord {
             JournalEntry::Cluster { cluster_id, .. }
             | JournalEntry::ClusterRemoved { cluster_id } => cluster_id,
             JournalEntry::Tenant { tenant_id, .. } => tenant_id,
+            JournalEntry::DiagnosticFlagged(f) => &f.lane,
         }
     }
 }
@@ -241,40 +242,82 @@ pub fn read_journal_from(
     topics: &Topics,
     start: &BTreeMap<i32, i64>,
 ) -> Result<Vec<JournalRecord>, BrokerError> {
-    let (records, _) = scan_journal(cfg, topics, start, |bytes| {
+    let (records, _) = scan_topic(cfg, &topics.journal, start, |bytes| {
         JournalRecord::decode(bytes).map(|r| Some((r.input_seq, r)))
     })?;
     Ok(records)
 }
 
-/// Reads the journal topic from `start` (per partition; others from the beginning) up to its
-/// end, keeping what `decode` returns, sorted by `(input_seq, partition, offset)`. Also returns
-/// the number of records read.
-fn scan_journal<T>(
+/// Every committed record of `topic` (all partitions, from the beginning to the end at the
+/// time of the call), as raw payloads in partition/offset order.
+pub fn read_topic(cfg: &KafkaConfig, topic: &str) -> Result<Vec<Vec<u8>>, BrokerError> {
+    let (payloads, _) = scan_topic(cfg, topic, &BTreeMap::new(), |bytes| {
+        Ok(Some((0, bytes.to_vec())))
+    })?;
+    Ok(payloads)
+}
+
+/// Appends `entries` to the journal topic (not tied to an input: `input_seq` 0, which orders
+/// them first and keeps recovery from applying them). Plain idempotent produce, awaited.
+pub fn append_to_journal(
     cfg: &KafkaConfig,
     topics: &Topics,
+    entries: Vec<JournalEntry>,
+) -> Result<(), BrokerError> {
+    let producer: ThreadedProducer<Delivery> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("enable.idempotence", "true")
+        .create_with_context(Delivery::default())
+        .map_err(kafka("journal producer"))?;
+    let mut buf = Vec::new();
+    for entry in entries {
+        let rec = JournalRecord {
+            input_seq: 0,
+            entry,
+        };
+        rec.encode(&mut buf);
+        send(
+            &producer,
+            BaseRecord::to(&topics.journal)
+                .key(rec.key())
+                .payload(&buf[..]),
+        )?;
+    }
+    producer.flush(TIMEOUT).map_err(kafka("flush"))?;
+    match producer.context().failed.load(Ordering::Relaxed) {
+        0 => Ok(()),
+        failed => Err(BrokerError::Delivery { failed }),
+    }
+}
+
+/// Reads a topic (committed records) from `start` (per partition; others from the beginning)
+/// up to its end at the time of the call, keeping what `decode` returns with its sort key,
+/// sorted by `(key, partition, offset)`. Also returns the number of records read.
+fn scan_topic<T>(
+    cfg: &KafkaConfig,
+    topic: &str,
     start: &BTreeMap<i32, i64>,
     decode: impl Fn(&[u8]) -> Result<Option<(u64, T)>, String>,
 ) -> Result<(Vec<T>, u64), BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", format!("{}-journal-reader", cfg.group_id))
+        .set("group.id", format!("{}-reader", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
-        .map_err(kafka("journal consumer"))?;
+        .map_err(kafka("reader consumer"))?;
     let meta = consumer
-        .fetch_metadata(Some(&topics.journal), TIMEOUT)
-        .map_err(kafka("journal metadata"))?;
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(kafka("topic metadata"))?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for t in meta.topics() {
         for p in t.partitions() {
-            let (low, high) = watermarks(&consumer, &topics.journal, p.id())?;
+            let (low, high) = watermarks(&consumer, topic, p.id())?;
             let from = start.get(&p.id()).copied().unwrap_or(low).max(low);
             if high > from {
-                tpl.add_partition_offset(&topics.journal, p.id(), Offset::Offset(from))
-                    .map_err(kafka("journal assign"))?;
+                tpl.add_partition_offset(topic, p.id(), Offset::Offset(from))
+                    .map_err(kafka("reader assign"))?;
                 ends.insert(p.id(), high);
             }
         }
@@ -284,7 +327,7 @@ fn scan_journal<T>(
     if ends.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    consumer.assign(&tpl).map_err(kafka("journal assign"))?;
+    consumer.assign(&tpl).map_err(kafka("reader assign"))?;
     let mut done = BTreeMap::new();
     // With read_committed, aborted records and transaction markers are skipped: a partition is
     // read once the position reaches its high watermark (the last stable offset after commits).
@@ -294,7 +337,7 @@ fn scan_journal<T>(
                 read += 1;
                 let kept = decode(m.payload().unwrap_or_default()).map_err(|message| {
                     BrokerError::Journal {
-                        topic: topics.journal.clone(),
+                        topic: topic.to_owned(),
                         partition: m.partition(),
                         offset: m.offset(),
                         message,
@@ -309,13 +352,13 @@ fn scan_journal<T>(
             }
             Some(Err(e)) => {
                 return Err(BrokerError::Kafka {
-                    what: "journal read",
+                    what: "topic read",
                     source: e,
                 })
             }
             None => {
                 // Past the last stable offset only markers remain: check positions.
-                let pos = consumer.position().map_err(kafka("journal position"))?;
+                let pos = consumer.position().map_err(kafka("reader position"))?;
                 for e in pos.elements() {
                     if let Offset::Offset(o) = e.offset() {
                         if o >= ends[&e.partition()] {
@@ -426,7 +469,7 @@ fn recover(
             stats.restored_seq.store(input_seq, Ordering::Relaxed);
         }
     }
-    let (inputs, read) = scan_journal(cfg, topics, &start, |bytes| {
+    let (inputs, read) = scan_topic(cfg, &topics.journal, &start, |bytes| {
         JournalRecord::decode_input(bytes).map(|i| i.map(|(seq, e)| (seq, (seq, e))))
     })?;
     stats.journal_read.store(read, Ordering::Relaxed);
