@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod decide;
 pub mod demo;
 pub mod diagnose;
@@ -41,6 +42,9 @@ pub enum Command {
     Produce(kafka_tools::ProduceArgs),
     /// Follow the decision stream, human-readable or JSON.
     Tail(kafka_tools::TailArgs),
+    /// End-to-end benchmark on a real Kafka: broker vs raw passthrough throughput, decision
+    /// latency at a fixed rate (at-least-once and exactly-once), RSS.
+    Bench(bench::BenchArgs),
     /// Write (or check) the JSON Schemas of the public events.
     Schema(schema::SchemaArgs),
     /// Write a synthetic workload (concentrated hot lanes + long tail) as input-event JSONL.
@@ -60,6 +64,7 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Decide(args) => decide::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::Gate(args) => gate::run(args),
