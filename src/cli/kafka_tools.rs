@@ -93,7 +93,7 @@ fn watch_recovery(stats: Arc<BrokerStats>) {
             std::thread::sleep(Duration::from_millis(5));
         }
         eprintln!(
-            "zumik serve: recovered in {} ms: snapshot at input {}, {} journal records read, {} inputs replayed",
+            "zumik serve: recovered in {} ms: snapshot at input {}, {} journaled inputs read, {} replayed",
             started.elapsed().as_millis(),
             stats.restored_seq.load(Ordering::Relaxed),
             stats.journal_read.load(Ordering::Relaxed),

@@ -34,8 +34,17 @@ use crate::events::codec::{decode_input, encode_decision_into};
 use crate::events::{InputEvent, Source};
 use crate::store::{Snapshot, SnapshotPosition, SnapshotStore, StoreError};
 
-/// Format version of journal records on the journal topic (first byte).
+/// Format version of a single journal record on the journal topic (first byte).
 pub const JOURNAL_RECORD_VERSION: u8 = 1;
+/// Format version of a journal chunk: several records of one key in one message (first byte),
+/// then a kind byte ([`CHUNK_INPUTS`] or [`CHUNK_ACTORS`]), then bincode `Vec<JournalRecord>`.
+pub const JOURNAL_CHUNK_VERSION: u8 = 2;
+/// A chunk of `Input` records only (all that recovery decodes).
+pub const CHUNK_INPUTS: u8 = 0;
+/// A chunk of actor records (creations, commands with their events, evidence).
+pub const CHUNK_ACTORS: u8 = 1;
+/// A chunk is cut once its records pass this size (well under Kafka's 1 MB message default).
+const CHUNK_BYTES: usize = 256 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One message on the journal topic: a journal entry and the global position of the input it
@@ -67,6 +76,47 @@ impl JournalRecord {
                 "journal record version {v}, this build reads {JOURNAL_RECORD_VERSION}"
             )),
             None => Err("empty journal record".into()),
+        }
+    }
+
+    /// Every record of a journal message (a single record or a chunk), appended to `out`.
+    pub fn decode_all(bytes: &[u8], out: &mut Vec<JournalRecord>) -> Result<(), String> {
+        match bytes {
+            [JOURNAL_CHUNK_VERSION, _kind, body @ ..] => {
+                let (recs, used): (Vec<JournalRecord>, usize) =
+                    bincode::decode_from_slice(body, bincode::config::standard())
+                        .map_err(|e| e.to_string())?;
+                if used != body.len() {
+                    return Err(format!("{} bytes after the chunk", body.len() - used));
+                }
+                out.extend(recs);
+                Ok(())
+            }
+            _ => {
+                out.push(Self::decode(bytes)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// The inputs of a journal message as `(input_seq, input)`, without decoding actor records
+    /// (recovery needs only the inputs), appended to `out`.
+    pub fn decode_inputs(bytes: &[u8], out: &mut Vec<(u64, InputEvent)>) -> Result<(), String> {
+        match bytes {
+            [JOURNAL_CHUNK_VERSION, CHUNK_ACTORS, ..] => Ok(()),
+            [JOURNAL_CHUNK_VERSION, ..] => {
+                let mut recs = Vec::new();
+                Self::decode_all(bytes, &mut recs)?;
+                out.extend(recs.into_iter().filter_map(|r| match r.entry {
+                    JournalEntry::Input(e) => Some((r.input_seq, e)),
+                    _ => None,
+                }));
+                Ok(())
+            }
+            _ => {
+                out.extend(Self::decode_input(bytes)?);
+                Ok(())
+            }
         }
     }
 
@@ -103,6 +153,55 @@ impl JournalRecord {
     }
 }
 
+/// The journal records of one batch, grouped into chunks by key and kind: one Kafka message per
+/// chunk instead of one per record. A key's records keep their order.
+#[derive(Default)]
+struct JournalChunks {
+    /// (kind, key) → (records, encoded records).
+    open: BTreeMap<(u8, String), (u64, Vec<u8>)>,
+}
+
+impl JournalChunks {
+    /// Adds a record; returns a full chunk to send now, if this one filled it.
+    fn push(&mut self, rec: &JournalRecord) -> Option<(String, Vec<u8>)> {
+        let kind = if matches!(rec.entry, JournalEntry::Input(_)) {
+            CHUNK_INPUTS
+        } else {
+            CHUNK_ACTORS
+        };
+        let key = (kind, rec.key().to_owned());
+        let (n, buf) = self.open.entry(key.clone()).or_default();
+        // Plain data: encoding into a Vec cannot fail.
+        bincode::encode_into_std_write(rec, buf, bincode::config::standard())
+            .expect("journal records encode");
+        *n += 1;
+        if buf.len() < CHUNK_BYTES {
+            return None;
+        }
+        let (n, buf) = self.open.remove(&key).unwrap_or_default();
+        Some((key.1, Self::message(kind, n, &buf)))
+    }
+
+    /// Every open chunk as `(key, payload)`.
+    fn drain(&mut self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|((kind, key), (n, buf))| (key, Self::message(kind, n, &buf)))
+            .collect()
+    }
+
+    /// Version, kind, then the records as a bincode `Vec` (its length, then the elements).
+    fn message(kind: u8, n: u64, records: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(records.len() + 11);
+        out.push(JOURNAL_CHUNK_VERSION);
+        out.push(kind);
+        bincode::encode_into_std_write(n, &mut out, bincode::config::standard())
+            .expect("a length encodes");
+        out.extend_from_slice(records);
+        out
+    }
+}
+
 /// Live counters of a broker (read by tests, `serve` and later `/metrics`).
 #[derive(Debug, Default)]
 pub struct BrokerStats {
@@ -112,7 +211,8 @@ pub struct BrokerStats {
     pub batches: AtomicU64,
     /// Journaled inputs replayed at start (after the snapshot, when one was restored).
     pub recovered: AtomicU64,
-    /// Journal records read at start (the whole journal, or the tail after the snapshot).
+    /// Journaled input records decoded at start (of the whole journal, or of the part after the
+    /// snapshot's offsets).
     pub journal_read: AtomicU64,
     /// `input_seq` of the snapshot restored at start (0: none).
     pub restored_seq: AtomicU64,
@@ -242,8 +342,11 @@ pub fn read_journal_from(
     topics: &Topics,
     start: &BTreeMap<i32, i64>,
 ) -> Result<Vec<JournalRecord>, BrokerError> {
-    let (records, _) = scan_topic(cfg, &topics.journal, start, |bytes| {
-        JournalRecord::decode(bytes).map(|r| Some((r.input_seq, r)))
+    let (records, _) = scan_topic(cfg, &topics.journal, start, |bytes, out| {
+        let mut recs = Vec::new();
+        JournalRecord::decode_all(bytes, &mut recs)?;
+        out.extend(recs.into_iter().map(|r| (r.input_seq, r)));
+        Ok(())
     })?;
     Ok(records)
 }
@@ -251,8 +354,9 @@ pub fn read_journal_from(
 /// Every committed record of `topic` (all partitions, from the beginning to the end at the
 /// time of the call), as raw payloads in partition/offset order.
 pub fn read_topic(cfg: &KafkaConfig, topic: &str) -> Result<Vec<Vec<u8>>, BrokerError> {
-    let (payloads, _) = scan_topic(cfg, topic, &BTreeMap::new(), |bytes| {
-        Ok(Some((0, bytes.to_vec())))
+    let (payloads, _) = scan_topic(cfg, topic, &BTreeMap::new(), |bytes, out| {
+        out.push((0, bytes.to_vec()));
+        Ok(())
     })?;
     Ok(payloads)
 }
@@ -297,7 +401,7 @@ fn scan_topic<T>(
     cfg: &KafkaConfig,
     topic: &str,
     start: &BTreeMap<i32, i64>,
-    decode: impl Fn(&[u8]) -> Result<Option<(u64, T)>, String>,
+    decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
 ) -> Result<(Vec<T>, u64), BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
@@ -323,6 +427,7 @@ fn scan_topic<T>(
         }
     }
     let mut records: Vec<(u64, i32, i64, T)> = Vec::new();
+    let mut kept: Vec<(u64, T)> = Vec::new();
     let mut read = 0u64;
     if ends.is_empty() {
         return Ok((Vec::new(), 0));
@@ -334,8 +439,8 @@ fn scan_topic<T>(
     while done.len() < ends.len() {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
-                read += 1;
-                let kept = decode(m.payload().unwrap_or_default()).map_err(|message| {
+                kept.clear();
+                decode(m.payload().unwrap_or_default(), &mut kept).map_err(|message| {
                     BrokerError::Journal {
                         topic: topic.to_owned(),
                         partition: m.partition(),
@@ -343,9 +448,11 @@ fn scan_topic<T>(
                         message,
                     }
                 })?;
-                if let Some((seq, rec)) = kept {
-                    records.push((seq, m.partition(), m.offset(), rec));
-                }
+                read += kept.len() as u64;
+                records.extend(
+                    kept.drain(..)
+                        .map(|(seq, rec)| (seq, m.partition(), m.offset(), rec)),
+                );
                 if m.offset() + 1 >= ends[&m.partition()] {
                     done.insert(m.partition(), ());
                 }
@@ -469,8 +576,11 @@ fn recover(
             stats.restored_seq.store(input_seq, Ordering::Relaxed);
         }
     }
-    let (inputs, read) = scan_topic(cfg, &topics.journal, &start, |bytes| {
-        JournalRecord::decode_input(bytes).map(|i| i.map(|(seq, e)| (seq, (seq, e))))
+    let (inputs, read) = scan_topic(cfg, &topics.journal, &start, |bytes, out| {
+        let mut inputs = Vec::new();
+        JournalRecord::decode_inputs(bytes, &mut inputs)?;
+        out.extend(inputs.into_iter().map(|(seq, e)| (seq, (seq, e))));
+        Ok(())
     })?;
     stats.journal_read.store(read, Ordering::Relaxed);
     let mut n = 0;
@@ -546,7 +656,8 @@ pub fn run_broker(
     stats.ready.store(true, Ordering::Relaxed);
 
     let mut out = Output::with_journal();
-    let (mut buf, mut rec_buf) = (Vec::with_capacity(512), Vec::with_capacity(512));
+    let mut buf = Vec::with_capacity(512);
+    let mut chunks = JournalChunks::default();
     let wait = Duration::from_millis(cfg.batch_wait_ms);
     while !stop.load(Ordering::Relaxed) {
         let Some(first) = consumer.poll(Duration::from_millis(100)) else {
@@ -573,13 +684,14 @@ pub fn run_broker(
                     router.apply(event, &mut out);
                     for entry in out.journal.drain(..) {
                         let rec = JournalRecord { input_seq, entry };
-                        rec.encode(&mut rec_buf);
-                        send(
-                            &producer,
-                            BaseRecord::to(&topics.journal)
-                                .key(rec.key())
-                                .payload(&rec_buf[..]),
-                        )?;
+                        if let Some((key, payload)) = chunks.push(&rec) {
+                            send(
+                                &producer,
+                                BaseRecord::to(&topics.journal)
+                                    .key(key.as_str())
+                                    .payload(&payload[..]),
+                            )?;
+                        }
                     }
                     for mut d in out.decisions.drain(..) {
                         d.source = Some(Source {
@@ -632,6 +744,15 @@ pub fn run_broker(
             if n < cfg.batch_max && started.elapsed() < wait {
                 next = consumer.poll(Duration::ZERO);
             }
+        }
+        // The batch's journal, one message per key and kind, in the same transaction.
+        for (key, payload) in chunks.drain() {
+            send(
+                &producer,
+                BaseRecord::to(&topics.journal)
+                    .key(key.as_str())
+                    .payload(&payload[..]),
+            )?;
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &offsets {
@@ -722,5 +843,59 @@ mod tests {
         );
         assert!(JournalRecord::decode_input(&[9, 0, 0]).is_err());
         assert!(JournalRecord::decode_input(&[]).is_err());
+    }
+
+    #[test]
+    fn chunks_carry_every_record_in_order_and_recovery_reads_only_input_chunks() {
+        let recs = records();
+        let mut chunks = JournalChunks::default();
+        let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+        for r in &recs {
+            messages.extend(chunks.push(r));
+        }
+        messages.extend(chunks.drain());
+        assert!(
+            messages.len() < recs.len() / 2,
+            "{} messages",
+            messages.len()
+        );
+        let (mut all, mut inputs) = (Vec::new(), Vec::new());
+        for (key, payload) in &messages {
+            let before = all.len();
+            JournalRecord::decode_all(payload, &mut all).unwrap();
+            assert!(all[before..].iter().all(|r| r.key() == key));
+            JournalRecord::decode_inputs(payload, &mut inputs).unwrap();
+        }
+        // Per key and kind (inputs, actor records), the records come back in their order; all
+        // of them, once. (Readers merge the two kinds again by `input_seq`.)
+        let by_key = |v: &[JournalRecord]| {
+            let mut m: BTreeMap<(String, bool), Vec<JournalRecord>> = BTreeMap::new();
+            for r in v {
+                let input = matches!(r.entry, JournalEntry::Input(_));
+                m.entry((r.key().to_owned(), input))
+                    .or_default()
+                    .push(r.clone());
+            }
+            m
+        };
+        assert_eq!(by_key(&all), by_key(&recs));
+        let want: Vec<(u64, InputEvent)> = recs
+            .iter()
+            .filter_map(|r| match &r.entry {
+                JournalEntry::Input(e) => Some((r.input_seq, e.clone())),
+                _ => None,
+            })
+            .collect();
+        inputs.sort_by_key(|(seq, _)| *seq);
+        assert_eq!(inputs, want);
+        // A chunk bigger than the cut is split, not lost.
+        let mut big = JournalChunks::default();
+        let mut sent = 0;
+        for _ in 0..200 {
+            for r in &recs {
+                sent += big.push(r).is_some() as usize;
+            }
+        }
+        assert!(sent > 0);
     }
 }
