@@ -196,8 +196,14 @@ fn passthrough(cfg: &KafkaConfig, topics: &Topics, expected: u64) -> anyhow::Res
                     Err((e, _)) => return Err(e.into()),
                 }
             }
-            if n < cfg.batch_max && batch_start.elapsed() < wait {
-                next = consumer.poll(Duration::ZERO);
+            // Same batching as the broker: what is here, up to batch_max; wait only until
+            // batch_wait_ms after the first message.
+            if n < cfg.batch_max {
+                next = consumer.poll(Duration::ZERO).or_else(|| {
+                    wait.checked_sub(batch_start.elapsed())
+                        .filter(|left| !left.is_zero())
+                        .and_then(|left| consumer.poll(left))
+                });
             }
         }
         let mut tpl = TopicPartitionList::new();
