@@ -56,7 +56,8 @@ pub struct Explanation {
 /// Replays journal records and collects mismatches.
 pub struct Auditor {
     cfg: Arc<RoutingConfig>,
-    pub lanes: BTreeMap<Arc<str>, LaneState>,
+    /// Looked up on every lane record (hash map: never iterated into an output unsorted).
+    pub lanes: super::index::HashIndex<Arc<str>, LaneState>,
     pub clusters: BTreeMap<Arc<str>, ClusterState>,
     pub tenants: BTreeMap<Arc<str>, TenantState>,
     pub stats: AuditStats,
@@ -65,6 +66,8 @@ pub struct Auditor {
     pub max_detailed: usize,
     explain: Option<String>,
     pub explanation: Option<Explanation>,
+    /// Scratch buffer for recomputed lane events.
+    recomputed: Vec<LaneEvent>,
 }
 
 fn json<T: Serialize>(v: &T) -> serde_json::Value {
@@ -75,7 +78,7 @@ impl Auditor {
     pub fn new(cfg: Arc<RoutingConfig>) -> Self {
         Auditor {
             cfg,
-            lanes: BTreeMap::new(),
+            lanes: Default::default(),
             clusters: BTreeMap::new(),
             tenants: BTreeMap::new(),
             stats: AuditStats::default(),
@@ -83,6 +86,7 @@ impl Auditor {
             max_detailed: 100,
             explain: None,
             explanation: None,
+            recomputed: Vec::new(),
         }
     }
 
@@ -127,12 +131,16 @@ impl Auditor {
             } => {
                 self.stats.commands += 1;
                 self.stats.events += events.len() as u64;
-                let cfg = self.cfg.clone();
-                let state = self
-                    .lanes
-                    .entry(lane.clone())
-                    .or_insert_with(|| LaneState::new(lane, None));
-                let recomputed = state.decide(command, &cfg);
+                let state = match self.lanes.get_mut(lane) {
+                    Some(state) => state,
+                    None => self
+                        .lanes
+                        .entry(lane.clone())
+                        .or_insert_with(|| LaneState::new(lane, None)),
+                };
+                let mut recomputed = std::mem::take(&mut self.recomputed);
+                recomputed.clear();
+                state.decide_into(command, &self.cfg, &mut recomputed);
                 if let (Some(want), LaneCommand::Route { request, tenant }) =
                     (&self.explain, command)
                 {
@@ -173,6 +181,7 @@ impl Auditor {
                         json(&recomputed),
                     );
                 }
+                self.recomputed = recomputed;
             }
             JournalEntry::Cluster {
                 cluster_id,
