@@ -1116,11 +1116,11 @@ fn drive(
     Ok(())
 }
 
+/// What a full run gives: the encoded decisions of every event, the journal, the final router.
+type EncodedRun = (Vec<Vec<Vec<u8>>>, Vec<JournalEntry>, Router);
+
 /// Encoded decisions of every event of a full run, the journal, and the final router.
-fn run_encoded(
-    s: &Scenario,
-    journal: bool,
-) -> Result<(Vec<Vec<Vec<u8>>>, Vec<JournalEntry>, Router), Failure> {
+fn run_encoded(s: &Scenario, journal: bool) -> Result<EncodedRun, Failure> {
     let mut router = Router::new(s.cfg.clone(), prices());
     let mut out = if journal {
         Output::with_journal()
@@ -1657,9 +1657,9 @@ fn no_leak(s: &Scenario) -> Result<(), Failure> {
     Ok(())
 }
 
-/// 7. The journal alone re-derives everything (DESIGN §6): the auditor replays it with zero
-/// mismatches, finds one decision per request, and rebuilds the router's lanes, clusters and
-/// tenants exactly.
+/// Property 7. The journal alone re-derives everything (DESIGN §6): the auditor replays it with
+/// zero mismatches, finds one decision per request, and rebuilds the router's lanes, clusters
+/// and tenants exactly.
 fn journal_replays(s: &Scenario) -> Result<(), Failure> {
     let mut router = Router::new(s.cfg.clone(), prices());
     let mut out = Output::with_journal();

@@ -350,7 +350,7 @@ fn export(
     Ok(ExitCode::SUCCESS)
 }
 
-fn what_if(args: &ReplayArgs, policy: &PathBuf) -> anyhow::Result<ExitCode> {
+fn what_if(args: &ReplayArgs, policy: &std::path::Path) -> anyhow::Result<ExitCode> {
     let candidate_cfg = Config::load(Some(policy))?;
     let prices = Arc::new(candidate_cfg.price_table()?);
     let (baseline_routing, inputs): (RoutingConfig, Vec<InputEvent>) =

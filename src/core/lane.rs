@@ -718,12 +718,12 @@ impl LaneState {
     /// (capped by the request's `max_output_tokens`) as the expected output.
     pub fn estimate_micros(&self, r: &RequestV1) -> u64 {
         let Some(price) = &self.price else { return 0 };
-        let expected_output = if self.output_tokens_count > 0 {
-            (self.output_tokens_sum / self.output_tokens_count).min(r.max_output_tokens as u64)
-                as u32
-        } else {
-            r.max_output_tokens
-        };
+        let expected_output = self
+            .output_tokens_sum
+            .checked_div(self.output_tokens_count)
+            .map_or(r.max_output_tokens, |mean| {
+                mean.min(r.max_output_tokens as u64) as u32
+            });
         price.cost_micros(r.input_tokens, r.cached_input_tokens, expected_output)
     }
 
