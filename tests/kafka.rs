@@ -773,9 +773,24 @@ fn diagnose_from_kafka_equals_the_file_and_journals_its_flags() {
     let mut want: Vec<String> = flagged.iter().map(|s| s.to_string()).collect();
     want.sort();
     assert_eq!(journaled, want);
-    // …and the journal with them still audits clean.
+    // …and the journal with them still audits clean, from Kafka and from its export.
     let (ok, out, err) = zumik_cli(&cfg, &["replay", "--from-kafka"]);
     assert!(ok && out.contains(": 0 mismatches"), "{out}{err}");
+    let exported = std::env::temp_dir().join(format!("{}journal.bin", cfg.topic_prefix));
+    let exported_arg = exported.to_str().unwrap();
+    let (ok, _, err) = zumik_cli(&cfg, &["replay", "--from-kafka", "--export", exported_arg]);
+    assert!(ok, "{err}");
+    let (ok, offline_audit, err) = zumik_cli(&cfg, &["replay", "--journal", exported_arg]);
+    let requests = history
+        .iter()
+        .filter(|e| matches!(e, InputEvent::Request(_)))
+        .count();
+    assert!(
+        ok && offline_audit.contains(&format!("{requests} decisions"))
+            && offline_audit.contains(": 0 mismatches"),
+        "{offline_audit}{err}"
+    );
+    let _ = std::fs::remove_file(&exported);
 
     // An event-time window keeps exactly the events inside it.
     let ts: Vec<i64> = history.iter().map(|e| e.ts().millis()).collect();
