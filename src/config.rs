@@ -40,6 +40,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub pricing: PricingConfig,
     pub kafka: crate::kafka::KafkaConfig,
+    pub api: crate::api::ApiConfig,
 }
 
 /// Why the config cannot be used.
@@ -114,7 +115,8 @@ impl Config {
     /// Checks every section; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigInvalid> {
         self.routing.validate()?;
-        self.kafka.validate()
+        self.kafka.validate()?;
+        self.api.validate()
     }
 
     /// Loads the configured price table (or the embedded one) with the configured aliases.
@@ -224,6 +226,27 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.routing.headroom, 0.5);
         assert_eq!(cfg.routing.breaker.window, 30);
+    }
+
+    #[test]
+    fn api_tokens_come_from_the_environment_and_never_print() {
+        let cfg = Config::load_with_env(
+            None,
+            env(&[("ZUMIK_API__ADMIN_TOKEN", "s3cret-admin-token-42")]),
+        )
+        .unwrap();
+        assert!(cfg
+            .api
+            .admin_token
+            .as_ref()
+            .unwrap()
+            .matches("s3cret-admin-token-42"));
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        let e =
+            Config::load_with_env(None, env(&[("ZUMIK_API__ADMIN_TOKEN", "short")])).unwrap_err();
+        assert!(e.to_string().contains("api.admin_token"), "{e}");
+        let e = Config::load_with_env(None, env(&[("ZUMIK_API__LISTEN", "nowhere")])).unwrap_err();
+        assert!(e.to_string().contains("api.listen"), "{e}");
     }
 
     #[test]

@@ -16,11 +16,16 @@
 //!   from the journal topic (blocking librdkafka calls on dedicated threads).
 //! - [`store`] — the RocksDB snapshot store: router state and the input position it reflects,
 //!   in one atomic write batch.
+//! - [`api`] — the HTTP API of `zumik serve` (actix-web): clusters, lanes, tenant policies,
+//!   decisions with explanations, `/healthz`, `/metrics`, the status page; the read-model actor
+//!   the broker feeds after each committed batch.
+//! - [`telemetry`] — every Prometheus metric name and label, and the `tracing` log setup.
 //! - [`cli`] — the `zumik` command line (thin: parses arguments, does I/O, calls the core).
 //!
-//! Planned next (DESIGN §6–§7): `actors/` (actix shells), `api/` (HTTP), partition handover
-//! between instances.
+//! Planned next (DESIGN §6): actix actors per lane, cluster and tenant, partition handover
+//! between instances through `zumik.snapshots`.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod core;
@@ -29,4 +34,5 @@ pub mod gate;
 pub mod journal;
 pub mod kafka;
 pub mod store;
+pub mod telemetry;
 pub mod workload;

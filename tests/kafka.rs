@@ -493,6 +493,8 @@ fn log_file(cfg: &KafkaConfig) -> std::fs::File {
         .unwrap()
 }
 
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// `zumik serve` as a child process with `cfg` (environment overrides, no config file).
 fn spawn_serve(cfg: &KafkaConfig) -> std::process::Child {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zumik"));
@@ -507,6 +509,10 @@ fn spawn_serve(cfg: &KafkaConfig) -> std::process::Child {
             "ZUMIK_KAFKA__SNAPSHOT_EVERY_INPUTS",
             cfg.snapshot_every_inputs.to_string(),
         )
+        // Every instance gets its own free port (the log names it).
+        .env("ZUMIK_API__LISTEN", "127.0.0.1:0")
+        .env("ZUMIK_API__ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("ZUMIK_API__VIEW_INTERVAL_MS", "50")
         .stdout(std::process::Stdio::null())
         .stderr(log_file(cfg));
     if let Some(d) = &cfg.snapshot_dir {
@@ -821,4 +827,202 @@ fn diagnose_from_kafka_equals_the_file_and_journals_its_flags() {
     let d: serde_json::Value = serde_json::from_str(&windowed).unwrap();
     assert_eq!(d["requests"].as_u64().unwrap(), expect as u64);
     let _ = std::fs::remove_file(&file);
+}
+
+/// The address `zumik serve` (logging to `log_path(cfg)`) listens on, once it does.
+fn api_address(cfg: &KafkaConfig) -> String {
+    let mut addr = String::new();
+    wait_for("the API to listen", || {
+        let log = std::fs::read_to_string(log_path(cfg)).unwrap_or_default();
+        match log.split("http api listening on ").nth(1) {
+            Some(rest) => {
+                addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    addr
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn get_json(agent: &ureq::Agent, url: &str) -> (u16, serde_json::Value) {
+    let mut res = agent.get(url).call().unwrap();
+    let status = res.status().as_u16();
+    (status, res.body_mut().read_json().unwrap_or_default())
+}
+
+fn post_json(agent: &ureq::Agent, url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let mut res = agent
+        .post(url)
+        .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .send_json(body)
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.body_mut().read_json().unwrap_or_default())
+}
+
+#[test]
+fn the_api_registers_a_cluster_activates_its_lane_and_explains_decisions_over_kafka() {
+    use serde_json::json;
+    let cfg = KafkaConfig {
+        mode: zumik::kafka::DeliveryMode::ExactlyOnce,
+        ..config("api")
+    };
+    let mut serve = spawn_serve(&cfg);
+    let base = format!("http://{}", api_address(&cfg));
+    let agent = http();
+    wait_for("/healthz to say ok", || {
+        get_json(&agent, &format!("{base}/healthz")).0 == 200
+    });
+    let lane = "anthropic/claude-sonnet-4-5";
+
+    // Register: 201 only once the broker applied it (read back from the broker's state).
+    let (status, c) = post_json(
+        &agent,
+        &format!("{base}/v2/byoc/clusters"),
+        json!({"name": "gpu-a", "region": "eu-west", "stack": "dynamo", "lanes": [lane],
+               "max_inflight": 10, "gpus": 8, "gpu_hour_micros": 2_000_000}),
+    );
+    assert_eq!(status, 201, "{c}");
+    let id = c["cluster_id"].as_str().unwrap().to_owned();
+    let (status, _) = post_json(
+        &agent,
+        &format!("{base}/v2/byoc/clusters/{id}/heartbeat"),
+        json!({"status": "ready", "max_inflight": 10, "inflight": 0}),
+    );
+    assert_eq!(status, 202);
+    wait_for("the heartbeat to make the cluster healthy", || {
+        get_json(&agent, &format!("{base}/v2/byoc/clusters/{id}")).1["health"] == "healthy"
+    });
+
+    // A passing gate report published on the control topic; the API activates the lane with it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut report = zumik::events::GateReportV1 {
+        lane: lane.into(),
+        passed: true,
+        window: zumik::events::Window {
+            start: zumik::events::Timestamp(now - 86_400_000),
+            end: zumik::events::Timestamp(now - 3_600_000),
+        },
+        inputs: json!({"requests": 10_000}),
+        config: json!({"gpus": 8}),
+        results: json!({"break_even_utilisation": 0.4}),
+        series: json!({}),
+        digest: String::new(),
+    };
+    report.seal();
+    produce(&cfg, &[InputEvent::GateReport(Box::new(report.clone()))]);
+    wait_for("the report to be stored on the lane", || {
+        get_json(&agent, &format!("{base}/v2/lanes/{lane}")).1["reports"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    });
+    let (status, l) = post_json(
+        &agent,
+        &format!("{base}/v2/lanes/{lane}/activate"),
+        json!({"report_digest": report.digest}),
+    );
+    assert_eq!((status, l["state"].as_str()), (200, Some("active")), "{l}");
+
+    // 20 requests on the hot lane: 9 fit the cluster (10 x 0.9), 11 overflow.
+    let requests: Vec<InputEvent> = (0..20)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "schema": "zumik.request.v1", "request_id": format!("api-req-{i}"),
+                "tenant_id": "prj_1", "model": lane, "input_tokens": 1000,
+                "cached_input_tokens": 0, "max_output_tokens": 100,
+                "qos": {"class": "interactive"},
+                "ts": zumik::events::Timestamp(now + i).to_rfc3339(),
+            }))
+            .unwrap()
+        })
+        .collect();
+    produce(&cfg, &requests);
+    let committed = by_request(decisions(&cfg, 20));
+    for (rid, want) in &committed {
+        let (status, got) = get_json(&agent, &format!("{base}/v2/decisions/{rid}"));
+        assert_eq!(status, 200, "{rid}: {got}");
+        let mut got: DecisionV1 = serde_json::from_value(got["decision"].clone()).unwrap();
+        got.source = None;
+        assert_eq!(&got, want, "the API shows the committed decision");
+    }
+    let reasons: BTreeMap<String, usize> = committed.values().fold(BTreeMap::new(), |mut m, d| {
+        *m.entry(d.reason.as_str().to_owned()).or_default() += 1;
+        m
+    });
+    assert_eq!(
+        reasons,
+        BTreeMap::from([("hot_lane".into(), 9), ("overflow".into(), 11)])
+    );
+    let (_, d) = get_json(&agent, &format!("{base}/v2/decisions/api-req-0"));
+    assert_eq!(d["decision"]["target"], id.as_str(), "{d}");
+    assert!(
+        d["explanation"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("hot lane"),
+        "{d}"
+    );
+
+    // The metrics count the same decisions, and the cluster's reservations.
+    let metrics = agent
+        .get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"zumik_decisions_total{mode="live",profile="byoc_dynamo",reason="hot_lane"} 9"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"zumik_decisions_total{mode="live",profile="managed_provider",reason="overflow"} 11"#
+        ),
+        "{metrics}"
+    );
+    wait_for("the cluster gauge to show 9 in flight", || {
+        get_json(&agent, &format!("{base}/v2/byoc/clusters/{id}")).1["inflight"] == 9
+    });
+
+    // SIGTERM: a clean stop (batch committed, snapshot, exit 0).
+    let pid = serve.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = serve.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zumik serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(log_path(&cfg)).unwrap();
+    assert!(log.contains("stopped after"), "{log}");
+    assert!(!log.contains(ADMIN_TOKEN), "the token is never logged");
 }

@@ -14,10 +14,18 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use actix::Actor;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::api::model::{ModelSink, ReadModel};
+use crate::api::{ApiState, Control};
 use crate::config::Config;
+use crate::core::PriceTable;
 use crate::events::codec::{decode_input, encode_input};
+use crate::events::InputEvent;
 use crate::events::{DecisionV1, OutputEvent};
-use crate::kafka::{run_broker, BrokerStats, Topics};
+use crate::kafka::{run_broker_with, BrokerStats, Topics};
+use crate::telemetry::{init_logs, LogFormat, Metrics};
 
 use super::ConfigArg;
 
@@ -25,45 +33,160 @@ use super::ConfigArg;
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Log format (level from `ZUMIK_LOG`, default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "ZUMIK_LOG_FORMAT")]
+    pub log_format: LogFormat,
 }
 
-/// `zumik serve`: the broker on real Kafka until SIGINT/SIGTERM (the batch in flight is
-/// finished and committed first).
+/// `zumik serve`: the broker on real Kafka, with the HTTP API, until SIGINT/SIGTERM (the batch
+/// in flight is finished and committed, and a snapshot written, first).
+///
+/// Threads: the broker loop (blocking librdkafka calls) runs on its own thread; the actix
+/// system runs the read-model actor and the HTTP workers. The broker feeds the read model
+/// through its bounded mailbox after each commit.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logs(args.log_format);
     let cfg = Config::load(args.config.config.as_deref())?;
     let prices = Arc::new(cfg.price_table()?);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
-    eprintln!(
-        "zumik serve: brokers {}, topics {}*, mode {:?}",
-        cfg.kafka.brokers, cfg.kafka.topic_prefix, cfg.kafka.mode
+    tracing::info!(
+        brokers = %cfg.kafka.brokers,
+        topics = %format!("{}*", cfg.kafka.topic_prefix),
+        mode = ?cfg.kafka.mode,
+        "zumik serve starting"
     );
-    // The broker loop stops on any Kafka error (an outage, a failed commit). Its state is
-    // durable (snapshot + journal + committed offsets), so it is simply started again, with
-    // backoff, until Kafka answers; only errors no retry can fix end the process.
+    let metrics = Arc::new(Metrics::new());
+    actix_web::rt::System::new().block_on(async move {
+        let model = ReadModel::new(metrics.clone(), cfg.api.recent_decisions).start();
+        let api = if cfg.api.enabled {
+            Some(start_api(&cfg, model.clone(), metrics.clone())?)
+        } else {
+            None
+        };
+        let broker = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("zumik-broker".into())
+                .spawn(move || run_with_restarts(&cfg, prices, &stop, model, metrics))
+                .context("starting the broker thread")?
+        };
+        let result = actix_web::rt::task::spawn_blocking(move || broker.join())
+            .await
+            .context("joining the broker thread")?;
+        if let Some(handle) = api {
+            handle.stop(true).await;
+        }
+        match result {
+            Ok(r) => r,
+            Err(_) => anyhow::bail!("the broker thread panicked"),
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the HTTP API on the actix system; returns the handle that stops it.
+fn start_api(
+    cfg: &Config,
+    model: actix::Addr<ReadModel>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<actix_web::dev::ServerHandle> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .context("creating the API's control producer")?;
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let control: Control = Arc::new(move |e: InputEvent| {
+        let payload = encode_input(&e);
+        let topic = topics.for_input(&e).to_owned();
+        let key = e.key().to_owned();
+        let sent = producer
+            .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
+            .map_err(|(err, _)| err.to_string());
+        Box::pin(async move {
+            match sent?.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((err, _))) => Err(err.to_string()),
+                Err(_) => Err("producer closed".to_owned()),
+            }
+        })
+    });
+    let state = actix_web::web::Data::new(ApiState {
+        model,
+        metrics,
+        control,
+        admin_token: cfg.api.admin_token.clone(),
+        read_token: cfg.api.read_token.clone(),
+        max_body_bytes: cfg.api.max_body_bytes,
+        apply_wait: Duration::from_millis(cfg.api.apply_wait_ms),
+        stall_after: Duration::from_millis(cfg.api.view_interval_ms * 10 + 5_000),
+    });
+    let server = actix_web::HttpServer::new(move || crate::api::app(state.clone()))
+        .workers(cfg.api.workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind(&cfg.api.listen)
+        .with_context(|| format!("api.listen {}", cfg.api.listen))?;
+    for addr in server.addrs() {
+        tracing::info!("http api listening on {addr}");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(handle)
+}
+
+/// The broker loop stops on any Kafka error (an outage, a failed commit). Its state is durable
+/// (snapshot + journal + committed offsets), so it is simply started again, with backoff, until
+/// Kafka answers; only errors no retry can fix end the process.
+fn run_with_restarts(
+    cfg: &Config,
+    prices: Arc<PriceTable>,
+    stop: &AtomicBool,
+    model: actix::Addr<ReadModel>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let view_every = Duration::from_millis(cfg.api.view_interval_ms);
     let mut backoff = Duration::from_secs(1);
     loop {
         let stats = Arc::new(BrokerStats::default());
         watch_recovery(stats.clone());
-        match run_broker(&cfg.kafka, cfg.routing_arc(), prices.clone(), &stop, &stats) {
+        let mut sink = ModelSink::new(model.clone(), view_every);
+        let result = run_broker_with(
+            &cfg.kafka,
+            cfg.routing_arc(),
+            prices.clone(),
+            stop,
+            &stats,
+            &mut sink,
+        );
+        sink.stopped();
+        match result {
             Ok(()) => {
-                eprintln!(
+                tracing::info!(
                     "zumik serve: stopped after {} inputs, {} decisions, {} DLQ records ({} journaled inputs recovered at start)",
                     stats.inputs.load(Ordering::Relaxed),
                     stats.decisions.load(Ordering::Relaxed),
                     stats.dlq.load(Ordering::Relaxed),
                     stats.recovered.load(Ordering::Relaxed)
                 );
-                break;
+                return Ok(());
             }
-            Err(e) if stop.load(Ordering::Relaxed) || !e.is_transient() => return Err(e.into()),
+            Err(e) if stop.load(Ordering::Relaxed) || !e.is_transient() => {
+                tracing::error!(error = %e, "broker stopped");
+                return Err(e.into());
+            }
             Err(e) => {
+                metrics.restarts.inc();
                 if stats.batches.load(Ordering::Relaxed) > 0 {
                     backoff = Duration::from_secs(1);
                 }
-                eprintln!(
+                tracing::warn!(
                     "zumik serve: broker stopped: {e}; restarting from the snapshot and the journal in {} s",
                     backoff.as_secs()
                 );
@@ -72,13 +195,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 if stop.load(Ordering::Relaxed) {
-                    break;
+                    return Ok(());
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints when a broker run has recovered and when it committed its first batch (how long a
@@ -92,7 +214,7 @@ fn watch_recovery(stats: Arc<BrokerStats>) {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        eprintln!(
+        tracing::info!(
             "zumik serve: recovered in {} ms: snapshot at input {}, {} journaled inputs read, {} replayed",
             started.elapsed().as_millis(),
             stats.restored_seq.load(Ordering::Relaxed),
@@ -105,7 +227,7 @@ fn watch_recovery(stats: Arc<BrokerStats>) {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        eprintln!(
+        tracing::info!(
             "zumik serve: first batch committed {} ms after start",
             started.elapsed().as_millis()
         );

@@ -14,6 +14,7 @@ pub mod lane;
 pub mod price;
 pub mod router;
 pub mod tenant;
+pub mod view;
 pub mod whatif;
 
 pub use config::RoutingConfig;

@@ -63,6 +63,31 @@ pub enum Mode {
     Rejected,
 }
 
+impl Profile {
+    /// The wire name (`byoc_dynamo`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::ByocDynamo => "byoc_dynamo",
+            Profile::ByocEpp => "byoc_epp",
+            Profile::ManagedProvider => "managed_provider",
+            Profile::Byok => "byok",
+            Profile::Subscription => "subscription",
+        }
+    }
+}
+
+impl Mode {
+    /// The wire name (`live`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::OpenrouterFallback => "openrouter_fallback",
+            Mode::Placeholder => "placeholder",
+            Mode::Rejected => "rejected",
+        }
+    }
+}
+
 /// Stable machine code for *why* (DESIGN §4).
 #[derive(
     Debug,

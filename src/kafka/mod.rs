@@ -12,5 +12,6 @@ pub mod worker;
 pub use config::{DeliveryMode, KafkaConfig};
 pub use topics::Topics;
 pub use worker::{
-    append_to_journal, read_journal, read_topic, run_broker, BrokerStats, JournalRecord,
+    append_to_journal, read_journal, read_topic, run_broker, run_broker_with, BatchSink,
+    BrokerStats, CommittedBatch, JournalRecord, NoSink,
 };

@@ -29,9 +29,10 @@ use serde::{Deserialize, Serialize};
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::{ensure_topics, TopicError, Topics};
 use crate::core::router::{JournalEntry, SnapshotError};
+use crate::core::view::RouterView;
 use crate::core::{Output, PriceTable, Router, RoutingConfig};
 use crate::events::codec::{decode_input, encode_decision_into};
-use crate::events::{InputEvent, Source};
+use crate::events::{DecisionV1, InputEvent, Source};
 use crate::store::{Snapshot, SnapshotPosition, SnapshotStore, StoreError};
 
 /// Format version of a single journal record on the journal topic (first byte).
@@ -220,6 +221,44 @@ pub struct BrokerStats {
     pub snapshots: AtomicU64,
     /// Set once recovery is done and the consumer runs.
     pub ready: AtomicBool,
+}
+
+/// A committed batch, as reported to a [`BatchSink`].
+#[derive(Debug, Default)]
+pub struct CommittedBatch {
+    /// The batch's decisions (committed: readers see them now).
+    pub decisions: Vec<DecisionV1>,
+    /// Input messages applied (DLQ records not included).
+    pub inputs: u64,
+    pub dlq: u64,
+    /// From the batch's first input to its commit.
+    pub took: Duration,
+    /// Of which the commit (transaction commit, or flush + offset commit).
+    pub commit: Duration,
+}
+
+/// Observers of the broker loop (the HTTP API's read model and the metrics). Called on the
+/// broker's thread after commits, so a slow observer slows consumption instead of queueing
+/// without bound.
+pub trait BatchSink {
+    fn committed(&mut self, batch: CommittedBatch);
+    /// Whether a fresh [`RouterView`] is wanted now (asked after batches and on idle polls).
+    fn view_due(&mut self) -> bool {
+        false
+    }
+    /// The state after the last committed batch, and the lag of each assigned input partition
+    /// (topic, partition, messages behind the high watermark).
+    fn view(&mut self, _view: RouterView, _lag: Vec<(String, i32, i64)>) {}
+    fn snapshot_written(&mut self, _took: Duration) {}
+    /// Recovery is done and the consumer runs.
+    fn ready(&mut self) {}
+}
+
+/// A sink that ignores everything (benchmarks, tests).
+pub struct NoSink;
+
+impl BatchSink for NoSink {
+    fn committed(&mut self, _: CommittedBatch) {}
 }
 
 /// Why the broker stopped with an error. All are fatal for this process: it exits and a restart
@@ -497,6 +536,47 @@ fn journal_ends(
     Ok(ends)
 }
 
+/// Messages behind the high watermark on each assigned input partition, from the consumer's
+/// position and its cached watermarks (no broker round trip).
+fn input_lag(consumer: &BaseConsumer) -> Vec<(String, i32, i64)> {
+    let Ok(position) = consumer.position() else {
+        return Vec::new();
+    };
+    position
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            let high = cached_high_watermark(consumer, e.topic(), e.partition())?;
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                // Nothing consumed yet on this partition: all of it is behind.
+                _ => 0,
+            };
+            Some((e.topic().to_owned(), e.partition(), (high - at).max(0)))
+        })
+        .collect()
+}
+
+/// The high watermark librdkafka last learnt from fetches (`rd_kafka_get_watermark_offsets`,
+/// which the rdkafka crate does not wrap): local, never blocks on the broker.
+fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the topic is a NUL-terminated
+    // string that outlives the call; the out pointers are valid i64s.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
 /// The RocksDB snapshots of one broker and when the next is due.
 struct Snapshots {
     store: SnapshotStore,
@@ -538,7 +618,8 @@ impl Snapshots {
         consumer: &BaseConsumer,
         topics: &Topics,
         stats: &BrokerStats,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<Duration, BrokerError> {
+        let started = Instant::now();
         let position = SnapshotPosition {
             input_seq,
             journal_offsets: journal_ends(consumer, topics)?,
@@ -551,7 +632,7 @@ impl Snapshots {
         self.last_seq = input_seq;
         self.last_at = Instant::now();
         stats.snapshots.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(started.elapsed())
     }
 }
 
@@ -608,6 +689,18 @@ pub fn run_broker(
     stop: &AtomicBool,
     stats: &BrokerStats,
 ) -> Result<(), BrokerError> {
+    run_broker_with(cfg, routing, prices, stop, stats, &mut NoSink)
+}
+
+/// [`run_broker`], reporting commits, snapshots and state views to `sink`.
+pub fn run_broker_with(
+    cfg: &KafkaConfig,
+    routing: Arc<RoutingConfig>,
+    prices: Arc<PriceTable>,
+    stop: &AtomicBool,
+    stats: &BrokerStats,
+    sink: &mut dyn BatchSink,
+) -> Result<(), BrokerError> {
     let topics = Topics::new(&cfg.topic_prefix);
     if cfg.create_topics {
         ensure_topics(cfg, &topics)?;
@@ -651,15 +744,23 @@ pub fn run_broker(
         .map_err(kafka("subscribe"))?;
     // A replayed tail is snapshotted at once, so the next start need not replay it again.
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        s.save(&router, input_seq, &consumer, &topics, stats)?;
+        sink.snapshot_written(s.save(&router, input_seq, &consumer, &topics, stats)?);
     }
     stats.ready.store(true, Ordering::Relaxed);
+    sink.ready();
 
     let mut out = Output::with_journal();
     let mut buf = Vec::with_capacity(512);
     let mut chunks = JournalChunks::default();
     let wait = Duration::from_millis(cfg.batch_wait_ms);
+    let mut decided = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        if sink.view_due() {
+            sink.view(
+                RouterView::of(router.state(), router.config()),
+                input_lag(&consumer),
+            );
+        }
         let Some(first) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
@@ -672,6 +773,7 @@ pub fn run_broker(
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut next = Some(first);
         let mut n = 0;
+        let mut dlq = 0;
         while let Some(polled) = next.take() {
             let m = polled.map_err(kafka("consume"))?;
             n += 1;
@@ -708,6 +810,7 @@ pub fn run_broker(
                                 .payload(&buf[..]),
                         )?;
                         stats.decisions.fetch_add(1, Ordering::Relaxed);
+                        decided.push(d);
                     }
                     out.clear();
                 }
@@ -739,6 +842,7 @@ pub fn run_broker(
                             .headers(headers),
                     )?;
                     stats.dlq.fetch_add(1, Ordering::Relaxed);
+                    dlq += 1;
                 }
             }
             // The batch takes whatever input is already here, up to `batch_max`; it waits for
@@ -762,6 +866,7 @@ pub fn run_broker(
                     .payload(&payload[..]),
             )?;
         }
+        let committing = Instant::now();
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
@@ -789,13 +894,20 @@ pub fn run_broker(
                 .map_err(kafka("commit offsets"))?;
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
+        sink.committed(CommittedBatch {
+            decisions: std::mem::take(&mut decided),
+            inputs: n as u64 - dlq,
+            dlq,
+            took: started.elapsed(),
+            commit: committing.elapsed(),
+        });
         if let Some(s) = snapshots.as_mut().filter(|s| s.due(input_seq)) {
-            s.save(&router, input_seq, &consumer, &topics, stats)?;
+            sink.snapshot_written(s.save(&router, input_seq, &consumer, &topics, stats)?);
         }
     }
     // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        s.save(&router, input_seq, &consumer, &topics, stats)?;
+        sink.snapshot_written(s.save(&router, input_seq, &consumer, &topics, stats)?);
     }
     Ok(())
 }
