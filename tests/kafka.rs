@@ -1026,3 +1026,41 @@ fn the_api_registers_a_cluster_activates_its_lane_and_explains_decisions_over_ka
     assert!(log.contains("stopped after"), "{log}");
     assert!(!log.contains(ADMIN_TOKEN), "the token is never logged");
 }
+
+#[test]
+fn at_least_once_decides_like_offline_and_a_clean_restart_redoes_nothing() {
+    let cfg = KafkaConfig {
+        mode: zumik::kafka::DeliveryMode::AtLeastOnce,
+        batch_wait_ms: 1,
+        ..config("alo")
+    };
+    let (setup, requests) = workload(3_000);
+    let (first, second) = requests.split_at(1_500);
+    let broker = start(&cfg);
+    produce_in_order(&cfg, &broker, &setup);
+    produce(&cfg, first);
+    wait_for("the first half decided", || {
+        broker.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64
+    });
+    // A clean stop waits for every acknowledgement and commits the offsets, so the restarted
+    // broker (recovering from the journal) resumes exactly after the first half.
+    broker.stop();
+    let broker = start(&cfg);
+    produce(&cfg, second);
+    wait_for("the second half decided", || {
+        broker.stats.decisions.load(Ordering::Relaxed) >= second.len() as u64
+    });
+    let stats = broker.stop();
+    assert_eq!(
+        stats.inputs.load(Ordering::Relaxed),
+        second.len() as u64,
+        "the restarted broker consumed only the new requests"
+    );
+    let got = decisions(&cfg, requests.len());
+    assert_eq!(got.len(), requests.len(), "none lost, none repeated");
+    let got = by_request(got);
+    let want = by_request(offline(&[setup, requests.clone()].concat()));
+    for (id, w) in &want {
+        assert_eq!(got.get(id), Some(w), "decision for {id}");
+    }
+}

@@ -260,11 +260,21 @@ fn broker_run(cfg: &KafkaConfig, expected: u64) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Requests at `rate` into a broker of `mode`; latency of each decision seen by a consumer.
-fn latency(base: &KafkaConfig, args: &BenchArgs, mode: DeliveryMode) -> anyhow::Result<Latency> {
+///
+/// `mode: None` measures the floor instead: no broker, the reader consumes the requests topic
+/// itself (one Kafka hop, produce → consume; the broker's path has two).
+fn latency(
+    base: &KafkaConfig,
+    args: &BenchArgs,
+    mode: Option<DeliveryMode>,
+) -> anyhow::Result<Latency> {
     let name = match mode {
-        DeliveryMode::AtLeastOnce => "at_least_once",
-        DeliveryMode::ExactlyOnce => "exactly_once",
+        Some(DeliveryMode::AtLeastOnce) => "at_least_once",
+        Some(DeliveryMode::ExactlyOnce) => "exactly_once",
+        None => "kafka_one_hop",
     };
+    let one_hop = mode.is_none();
+    let mode = mode.unwrap_or(DeliveryMode::AtLeastOnce);
     let cfg = KafkaConfig {
         mode,
         batch_wait_ms: args.latency_batch_wait_ms,
@@ -292,6 +302,10 @@ fn latency(base: &KafkaConfig, args: &BenchArgs, mode: DeliveryMode) -> anyhow::
     let broker = {
         let (cfg, stop, stats) = (cfg.clone(), stop.clone(), stats.clone());
         std::thread::spawn(move || {
+            if one_hop {
+                stats.ready.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
             run_broker(
                 &cfg,
                 Arc::new(crate::core::RoutingConfig::default()),
@@ -305,7 +319,7 @@ fn latency(base: &KafkaConfig, args: &BenchArgs, mode: DeliveryMode) -> anyhow::
         std::thread::sleep(Duration::from_millis(10));
     }
     let p = producer(&cfg, 0)?;
-    for e in &setup {
+    for e in setup.iter().filter(|_| !one_hop) {
         let before = stats.inputs.load(Ordering::Relaxed);
         send(&p, topics.for_input(e), e.key(), &encode_input(e))?;
         p.flush(Duration::from_secs(30))?;
@@ -331,17 +345,28 @@ fn latency(base: &KafkaConfig, args: &BenchArgs, mode: DeliveryMode) -> anyhow::
             .set("isolation.level", isolation)
             .set("fetch.wait.max.ms", "1")
             .create()?;
-        consumer.subscribe(&[topics.decisions.as_str()])?;
+        let read = if one_hop {
+            &topics.requests
+        } else {
+            &topics.decisions
+        };
+        consumer.subscribe(&[read.as_str()])?;
         std::thread::spawn(move || {
             while reading.load(Ordering::Relaxed) {
                 let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
                     continue;
                 };
                 let now = Instant::now();
-                if let Ok(OutputEvent::Decision(d)) =
-                    serde_json::from_slice::<OutputEvent>(m.payload().unwrap_or_default())
-                {
-                    let sent = sent_at.lock().expect("not poisoned").remove(&*d.request_id);
+                let payload = m.payload().unwrap_or_default();
+                let id = match serde_json::from_slice::<OutputEvent>(payload) {
+                    Ok(OutputEvent::Decision(d)) => Some(d.request_id.to_string()),
+                    Err(_) => match crate::events::codec::decode_input(payload) {
+                        Ok(InputEvent::Request(r)) => Some(r.request_id.to_string()),
+                        _ => None,
+                    },
+                };
+                if let Some(id) = id {
+                    let sent = sent_at.lock().expect("not poisoned").remove(&id);
                     if let Some(t) = sent {
                         let ms = now.duration_since(t).as_secs_f64() * 1000.0;
                         samples.lock().expect("not poisoned").push(ms);
@@ -437,10 +462,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&snapshots);
 
     let mut lat = Vec::new();
-    for mode in [DeliveryMode::AtLeastOnce, DeliveryMode::ExactlyOnce] {
+    for mode in [
+        None,
+        Some(DeliveryMode::AtLeastOnce),
+        Some(DeliveryMode::ExactlyOnce),
+    ] {
         eprintln!(
-            "zumik bench: latency, {mode:?}, {} requests/s for {} s",
-            args.rate, args.latency_secs
+            "zumik bench: latency, {}, {} requests/s for {} s",
+            mode.map_or("Kafka alone (one hop)".to_owned(), |m| format!("{m:?}")),
+            args.rate,
+            args.latency_secs
         );
         lat.push(latency(&base, &args, mode)?);
     }

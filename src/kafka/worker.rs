@@ -13,9 +13,9 @@
 //!
 //! Blocking calls only, on the caller's thread: never run this on an async executor.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -303,10 +303,31 @@ fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> BrokerError {
     move |source| BrokerError::Kafka { what, source }
 }
 
-/// Counts failed deliveries (at-least-once must not commit offsets past lost outputs).
+/// Counts sent records and their delivery reports: at-least-once waits until every record of a
+/// batch is acknowledged (and none failed) before it commits the input offsets.
+///
+/// (rdkafka's `flush` would do, but with `ThreadedProducer` its loop polls for up to 100 ms
+/// while the background thread takes the delivery reports: ~100 ms per batch. Waiting on this
+/// count wakes as soon as the last report is served.)
 #[derive(Default)]
 struct Delivery {
+    sent: AtomicU64,
     failed: AtomicU64,
+    reported: Mutex<u64>,
+    wake: Condvar,
+}
+
+impl Delivery {
+    /// Waits until every record sent so far has its delivery report; `false` on timeout.
+    fn wait_reported(&self, timeout: Duration) -> bool {
+        let want = self.sent.load(Ordering::Acquire);
+        let reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        let (reported, _) = self
+            .wake
+            .wait_timeout_while(reported, timeout, |n| *n < want)
+            .unwrap_or_else(|e| e.into_inner());
+        *reported >= want
+    }
 }
 
 impl ClientContext for Delivery {}
@@ -317,6 +338,8 @@ impl ProducerContext for Delivery {
         if result.is_err() {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
+        *self.reported.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.wake.notify_all();
     }
 }
 
@@ -326,7 +349,10 @@ fn send(
 ) -> Result<(), BrokerError> {
     loop {
         match producer.send(record) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                producer.context().sent.fetch_add(1, Ordering::Release);
+                return Ok(());
+            }
             // Back-pressure: the local queue is full; let librdkafka drain it.
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
@@ -340,6 +366,61 @@ fn send(
             }
         }
     }
+}
+
+/// At-least-once: commits the offsets of the batches whose output records are all
+/// acknowledged, oldest first (`wait`: waits for all of them, synchronously). Fails if any
+/// output record failed: its batch must be consumed again, so no later offset may be committed.
+fn commit_acknowledged(
+    producer: &ThreadedProducer<Delivery>,
+    consumer: &BaseConsumer,
+    unacked: &mut VecDeque<(u64, TopicPartitionList)>,
+    wait: bool,
+) -> Result<(), BrokerError> {
+    if unacked.is_empty() {
+        return Ok(());
+    }
+    let ctx = producer.context();
+    if wait && !ctx.wait_reported(TIMEOUT) {
+        return Err(BrokerError::Kafka {
+            what: "flush",
+            source: KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+        });
+    }
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(BrokerError::Delivery { failed });
+    }
+    let reported = *ctx.reported.lock().unwrap_or_else(|e| e.into_inner());
+    // The acknowledged batches' offsets, merged: per partition, the newest.
+    let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    while unacked.front().is_some_and(|(mark, _)| *mark <= reported) {
+        let (_, tpl) = unacked.pop_front().expect("checked above");
+        for e in tpl.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                let at = offsets
+                    .entry((e.topic().to_owned(), e.partition()))
+                    .or_default();
+                *at = (*at).max(o);
+            }
+        }
+    }
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in &offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(kafka("offsets"))?;
+    }
+    // Asynchronous in the steady state: librdkafka keeps commits in order, and a crash before
+    // one lands only decides its batch again (at-least-once).
+    let mode = if wait {
+        CommitMode::Sync
+    } else {
+        CommitMode::Async
+    };
+    consumer.commit(&tpl, mode).map_err(kafka("commit offsets"))
 }
 
 /// Watermarks of a partition; right after topic creation the leader may not be elected yet,
@@ -713,7 +794,9 @@ pub fn run_broker_with(
     let mut pc = ClientConfig::new();
     pc.set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "1");
+        // At-least-once is the low-latency mode: records leave at once (a batch's records
+        // still share requests, as they are queued together).
+        .set("linger.ms", if exactly_once { "1" } else { "0" });
     if exactly_once {
         pc.set("transactional.id", &cfg.transactional_id)
             .set("transaction.timeout.ms", "60000");
@@ -733,6 +816,8 @@ pub fn run_broker_with(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        // Short fetch waits: at-least-once is the low-latency mode.
+        .set("fetch.wait.max.ms", if exactly_once { "100" } else { "5" })
         .set("partition.assignment.strategy", "range")
         // Static membership: a restarted instance (same transactional id) takes its partitions
         // back at once instead of waiting out the dead member's session.
@@ -754,7 +839,9 @@ pub fn run_broker_with(
     let mut chunks = JournalChunks::default();
     let wait = Duration::from_millis(cfg.batch_wait_ms);
     let mut decided = Vec::new();
+    let mut unacked = VecDeque::new();
     while !stop.load(Ordering::Relaxed) {
+        commit_acknowledged(&producer, &consumer, &mut unacked, false)?;
         if sink.view_due() {
             sink.view(
                 RouterView::of(router.state(), router.config()),
@@ -884,14 +971,10 @@ pub fn run_broker_with(
                 .commit_transaction(TIMEOUT)
                 .map_err(kafka("commit transaction"))?;
         } else {
-            producer.flush(TIMEOUT).map_err(kafka("flush"))?;
-            let failed = producer.context().failed.swap(0, Ordering::Relaxed);
-            if failed > 0 {
-                return Err(BrokerError::Delivery { failed });
-            }
-            consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(kafka("commit offsets"))?;
+            // At-least-once does not wait for the acknowledgements: the offsets are committed
+            // once every output record sent before them is acknowledged (checked each round).
+            unacked.push_back((producer.context().sent.load(Ordering::Acquire), tpl));
+            commit_acknowledged(&producer, &consumer, &mut unacked, false)?;
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
         sink.committed(CommittedBatch {
@@ -902,10 +985,13 @@ pub fn run_broker_with(
             commit: committing.elapsed(),
         });
         if let Some(s) = snapshots.as_mut().filter(|s| s.due(input_seq)) {
+            // A snapshot reflects only acknowledged outputs and committed offsets.
+            commit_acknowledged(&producer, &consumer, &mut unacked, true)?;
             sink.snapshot_written(s.save(&router, input_seq, &consumer, &topics, stats)?);
         }
     }
     // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
+    commit_acknowledged(&producer, &consumer, &mut unacked, true)?;
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
         sink.snapshot_written(s.save(&router, input_seq, &consumer, &topics, stats)?);
     }
