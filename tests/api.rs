@@ -3,6 +3,8 @@
 //! after a batch. So every write goes API → event → core → read model → API read.
 //! (`tests/kafka.rs` runs the same API inside `zumik serve` on a real broker.)
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -570,4 +572,102 @@ async fn healthz_says_starting_until_the_broker_is_ready() {
         "{body}"
     );
     assert_eq!(body["assigned_partitions"], 1);
+}
+
+/// The status page in headless Chromium against a live server: it loads, shows the registered
+/// cluster, and shows new decisions on the next load. (The page polls `/v2/status` every second;
+/// `--dump-dom` gives the DOM after 3 s of virtual time, so it has run its fetches.)
+#[actix_web::test]
+async fn the_status_page_shows_clusters_and_decisions_in_headless_chromium() {
+    let h = harness(Some(ADMIN), None);
+    let state = h.state.clone();
+    let server = actix_web::HttpServer::new(move || zumik::api::app(state.clone()))
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+    let url = format!("http://{}/", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+
+    let app = test::init_service(zumik::api::app(h.state.clone())).await;
+    let (_, c, _) = call!(
+        app,
+        post,
+        "/v2/byoc/clusters",
+        Some(ADMIN),
+        Some(cluster_body("gpu-status"))
+    );
+    let id = c["cluster_id"].as_str().unwrap().to_owned();
+    let hb = json!({"status": "ready", "max_inflight": 10, "inflight": 0});
+    call!(
+        app,
+        post,
+        &format!("/v2/byoc/clusters/{id}/heartbeat"),
+        Some(ADMIN),
+        Some(hb)
+    );
+    let t = now_ms();
+    for i in 0..3 {
+        apply(&h.router, &h.model, request(&format!("page-{i}"), t + i));
+    }
+
+    let dir = std::env::temp_dir().join(format!("zumik-status-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dump = |profile: &str| {
+        let (dir, url) = (dir.clone(), url.clone());
+        let profile = profile.to_owned();
+        actix_web::rt::task::spawn_blocking(move || {
+            common::run_chromium(
+                &dir.join(profile),
+                &["--dump-dom", "--virtual-time-budget=3000"],
+                &url,
+            )
+        })
+    };
+    let dom = dump("first").await.unwrap();
+    assert!(
+        dom.contains(&id),
+        "the registered cluster is on the page:\n{dom:.2000}"
+    );
+    assert!(
+        dom.contains("gpu-status") && dom.contains("healthy"),
+        "{dom:.2000}"
+    );
+    assert!(dom.contains("decisions: 3"), "{dom:.3000}");
+    assert!(dom.contains("<rect"), "the decision mix chart has bars");
+
+    for i in 3..8 {
+        apply(&h.router, &h.model, request(&format!("page-{i}"), t + i));
+    }
+    let dom = dump("second").await.unwrap();
+    assert!(
+        dom.contains("decisions: 8"),
+        "new decisions show: {dom:.3000}"
+    );
+
+    let shot = dir.join("status.png");
+    let (d, u, s) = (dir.clone(), url.clone(), shot.clone());
+    actix_web::rt::task::spawn_blocking(move || {
+        common::run_chromium(
+            &d.join("shot"),
+            &[
+                &format!("--screenshot={}", s.display()),
+                "--window-size=1200,1000",
+                "--virtual-time-budget=3000",
+            ],
+            &u,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(std::fs::metadata(&shot)
+        .map(|m| m.len() > 10_000)
+        .unwrap_or(false));
+    if let Some(keep) = std::env::var_os("ZUMIK_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    handle.stop(true).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,12 +9,14 @@
 //! report for activation, the diagnostic on a hand-made trace, and the HTML page rendered by
 //! headless Chromium.
 
+mod common;
+
+use common::run_chromium;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use zumik::core::{Output as RouterOutput, PriceTable, Router, RoutingConfig};
@@ -693,65 +695,6 @@ fn diagnose_reports_shares_rates_burstiness_and_flags_on_a_hand_made_trace() {
 // ---------------------------------------------------------------------------------------------
 // The report page in a real browser.
 
-fn chromium() -> PathBuf {
-    const HOW: &str = "Run scripts/setup, which installs Debian's `chromium` package (or point ZUMIK_CHROMIUM at a \
-                       Chromium/Chrome binary).";
-    if let Some(p) = std::env::var_os("ZUMIK_CHROMIUM") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "ZUMIK_CHROMIUM={} is not a file. {HOW}",
-            p.display()
-        );
-        return p;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
-        for name in ["chromium", "chromium-browser", "google-chrome"] {
-            let p = dir.join(name);
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    panic!(
-        "headless Chromium is needed to check that the gate report renders in a real browser, and none \
-         was found (looked for chromium, chromium-browser, google-chrome in PATH and /usr/bin). {HOW}"
-    );
-}
-
-/// Runs headless Chromium on a file and returns its stdout; fails after a minute.
-fn run_chromium(profile: &Path, extra: &[&str], page: &Path) -> String {
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(format!("file://{}", page.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting chromium");
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("chromium did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn the_html_report_renders_its_charts_in_headless_chromium() {
     let dir = scratch("chromium");
@@ -786,7 +729,11 @@ fn the_html_report_renders_its_charts_in_headless_chromium() {
         );
     }
 
-    let dom = run_chromium(&dir.join("profile-dom"), &["--dump-dom"], &html);
+    let dom = run_chromium(
+        &dir.join("profile-dom"),
+        &["--dump-dom"],
+        &format!("file://{}", html.display()),
+    );
     let start = dom
         .find("data-rendered=\"")
         .expect("the page's measuring script ran")
@@ -828,7 +775,7 @@ fn the_html_report_renders_its_charts_in_headless_chromium() {
             &format!("--screenshot={}", shot.display()),
             "--window-size=1200,1600",
         ],
-        &html,
+        &format!("file://{}", html.display()),
     );
     let png = std::fs::read(&shot).expect("chromium wrote a screenshot");
     assert!(
