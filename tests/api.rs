@@ -297,6 +297,18 @@ async fn bad_input_gets_a_4xx_in_the_envelope_and_writes_nothing() {
             Some("max_inflight"),
         ),
         (
+            with("max_inflight", json!(2.5)),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            Some("max_inflight"),
+        ),
+        (
+            with("max_inflight", json!(4_294_967_296u64)),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            Some("max_inflight"),
+        ),
+        (
             with("lanes", json!(["no-slash"])),
             StatusCode::BAD_REQUEST,
             "invalid_field",
@@ -348,9 +360,26 @@ async fn bad_input_gets_a_4xx_in_the_envelope_and_writes_nothing() {
     let (status, body, _) = call!(app, get, "/v2/nowhere", None::<&str>, None);
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_envelope(&body, "unknown_route");
-    let (status, body, _) = call!(app, patch, "/v2/lanes", None::<&str>, None);
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let res = test::call_service(
+        &app,
+        test::TestRequest::patch()
+            .uri("/v2/byoc/clusters")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers().get("allow").unwrap(), "GET, POST");
+    let body: Value = test::read_body_json(res).await;
     assert_envelope(&body, "method_not_allowed");
+    // `10.0` is an integer in JSON Schema: accepted like `10`.
+    let mut integral = cluster_body("gpu-float");
+    integral["max_inflight"] = json!(10.0);
+    let (status, c, _) = call!(app, post, "/v2/byoc/clusters", Some(ADMIN), Some(integral));
+    assert_eq!(
+        (status, &c["max_inflight"]),
+        (StatusCode::CREATED, &json!(10)),
+        "{c}"
+    );
     let (status, body, _) = call!(
         app,
         get,

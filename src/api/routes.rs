@@ -84,28 +84,28 @@ pub fn app(
                 Ok(res)
             }
         })
-        .service(resource("/").route(web::get().to(super::status_page::page)))
-        .service(resource("/v2/status").route(web::get().to(status)))
-        .service(resource("/healthz").route(web::get().to(healthz)))
-        .service(resource("/metrics").route(web::get().to(metrics_text)))
+        .service(resource("/", "GET").route(web::get().to(super::status_page::page)))
+        .service(resource("/v2/status", "GET").route(web::get().to(status)))
+        .service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics_text)))
         .service(
-            resource("/v2/byoc/clusters")
+            resource("/v2/byoc/clusters", "GET, POST")
                 .route(web::get().to(list_clusters))
                 .route(web::post().to(create_cluster)),
         )
         .service(
-            resource("/v2/byoc/clusters/{id}")
+            resource("/v2/byoc/clusters/{id}", "GET, DELETE")
                 .route(web::get().to(get_cluster))
                 .route(web::delete().to(delete_cluster)),
         )
-        .service(resource("/v2/byoc/clusters/{id}/heartbeat").route(web::post().to(heartbeat)))
-        .service(resource("/v2/lanes").route(web::get().to(list_lanes)))
+        .service(resource("/v2/byoc/clusters/{id}/heartbeat", "POST").route(web::post().to(heartbeat)))
+        .service(resource("/v2/lanes", "GET").route(web::get().to(list_lanes)))
         // Lanes are `provider/model[@rev]`: the last segment is the action.
-        .service(resource("/v2/lanes/{lane:.+}/activate").route(web::post().to(activate)))
-        .service(resource("/v2/lanes/{lane:.+}/deactivate").route(web::post().to(deactivate)))
-        .service(resource("/v2/lanes/{lane:.+}").route(web::get().to(get_lane)))
-        .service(resource("/v2/tenants/{id}/policy").route(web::put().to(put_policy)))
-        .service(resource("/v2/decisions/{request_id}").route(web::get().to(get_decision)))
+        .service(resource("/v2/lanes/{lane:.+}/activate", "POST").route(web::post().to(activate)))
+        .service(resource("/v2/lanes/{lane:.+}/deactivate", "POST").route(web::post().to(deactivate)))
+        .service(resource("/v2/lanes/{lane:.+}", "GET").route(web::get().to(get_lane)))
+        .service(resource("/v2/tenants/{id}/policy", "PUT").route(web::put().to(put_policy)))
+        .service(resource("/v2/decisions/{request_id}", "GET").route(web::get().to(get_decision)))
         .default_service(web::to(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -118,17 +118,24 @@ pub fn app(
         }))
 }
 
-/// A resource whose other methods get 405 in the envelope.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|req: HttpRequest| async move {
-        ApiError {
+/// A resource whose other methods get 405 in the envelope, with the `Allow` header.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        let mut res = ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             kind: "invalid_request_error",
             code: "method_not_allowed",
-            message: format!("{} is not allowed on {}", req.method(), req.path()),
+            message: format!(
+                "{} is not allowed on {}; allowed: {allow}",
+                req.method(),
+                req.path()
+            ),
             param: None,
         }
-        .error_response_owned()
+        .error_response_owned();
+        res.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        res
     }))
 }
 
@@ -230,7 +237,9 @@ fn event<T: serde::de::DeserializeOwned>(
         }
         body.insert(field.into(), value);
     }
-    let inner: T = serde_path_to_error::deserialize(Value::Object(body)).map_err(|e| {
+    let mut body = Value::Object(body);
+    integral_floats(&mut body);
+    let inner: T = serde_path_to_error::deserialize(body).map_err(|e| {
         let mut err = ApiError::from_json(e.inner());
         let path = e.path().to_string();
         if err.param.is_none() && path != "." {
@@ -247,6 +256,25 @@ fn event<T: serde::de::DeserializeOwned>(
         )
     })?;
     Ok(e)
+}
+
+/// JSON does not tell `3` from `3.0`, and JSON Schema counts both as integers: integral floats
+/// become integers so counts like `"inflight": 3.0` are accepted. Others stay floats (a count
+/// of 2.5 is still refused).
+fn integral_floats(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+                *v = Value::from(f as u64);
+            } else if f.fract() == 0.0 && f < 0.0 && f > i64::MIN as f64 {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        Value::Object(m) => m.values_mut().for_each(integral_floats),
+        _ => {}
+    }
 }
 
 fn now() -> Value {
