@@ -81,6 +81,15 @@ pub fn encode_decision_into(decision: &DecisionV1, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_survive_a_json_round_trip_exactly() {
+        // Found by tests/fuzz.rs: without serde_json's `float_roundtrip` this error rate came
+        // back one ulp off after encode → decode.
+        let line = r#"{"schema":"zumik.cluster_heartbeat.v1","cluster_id":"byc_x","status":"ready","max_inflight":1,"inflight":0,"error_rate":2.4141821376854447e-119,"ts":"2026-01-01T00:00:00Z"}"#;
+        let e = decode_input(line.as_bytes()).unwrap();
+        assert_eq!(decode_input(&encode_input(&e)).unwrap(), e);
+    }
     use crate::events::decision::OutputEvent;
     use crate::events::{Mode, Reason, Timestamp};
 
