@@ -573,7 +573,10 @@ impl LaneState {
         let (_, limit) = self.slot_totals(now, self.stale_after_ms);
         let dt = (now - self.window.last) as u64;
         self.window.busy_slot_ms = self.window.busy_slot_ms.saturating_add(busy);
-        self.window.capacity_slot_ms = self.window.capacity_slot_ms.saturating_add(limit * dt);
+        self.window.capacity_slot_ms = self
+            .window
+            .capacity_slot_ms
+            .saturating_add(limit.saturating_mul(dt));
         self.window.last = now;
     }
 
@@ -584,7 +587,7 @@ impl LaneState {
             return 0;
         }
         let reserved: u64 = self.clusters.values().map(|c| c.reserved as u64).sum();
-        let full = reserved * (to - from) as u64;
+        let full = reserved.saturating_mul((to - from) as u64);
         // Only reservations whose deadline passed before `to` overlap the interval partially.
         if self.expiry.peek().is_none_or(|t| t >= to) {
             return full;
@@ -616,7 +619,10 @@ impl LaneState {
             .window
             .busy_slot_ms
             .saturating_add(self.busy_between(self.window.last, now.millis()));
-        let capacity = self.window.capacity_slot_ms.saturating_add(limit * dt);
+        let capacity = self
+            .window
+            .capacity_slot_ms
+            .saturating_add(limit.saturating_mul(dt));
         let utilisation_permille = if capacity == 0 {
             0
         } else {
@@ -629,9 +635,9 @@ impl LaneState {
             failures: w.byoc_failures,
             ts: now,
         }];
-        let floor = self
-            .break_even_permille
-            .map(|be| be * (1000 - super::config::permille(g.demotion_hysteresis)) / 1000);
+        let floor = self.break_even_permille.map(|be| {
+            be.saturating_mul(1000 - super::config::permille(g.demotion_hysteresis)) / 1000
+        });
         // No healthy capacity in the whole window says nothing about demand: that is failover.
         let reason = if let Some(floor) =
             floor.filter(|&f| capacity > 0 && utilisation_permille < f)
@@ -1115,5 +1121,40 @@ pub fn effective_limit(v: &ClusterView, now: i64, cfg: &RoutingConfig) -> u32 {
             ((v.lane_limit as u64 * share / 1000) as u32).clamp(1.min(v.lane_limit), v.lane_limit)
         }
         _ => v.lane_limit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by tests/fuzz.rs (debug build): the demotion window's capacity integral
+    /// (slots × ms) overflowed for a lane share of ~u32::MAX slots (a hostile `max_inflight`)
+    /// over decades of event time (a heartbeat stamped far ahead keeps the cluster serving).
+    /// The integrals saturate now.
+    #[test]
+    fn the_usage_integrals_saturate_instead_of_overflowing() {
+        let century_ms = 100 * 365 * 86_400_000i64;
+        let mut lane = LaneState::new("acme/m", None);
+        lane.active = true;
+        lane.clusters.insert(
+            Arc::from("byc_a"),
+            LaneCluster {
+                view: ClusterView {
+                    cluster_id: Arc::from("byc_a"),
+                    stack: crate::events::Stack::Dynamo,
+                    region: Arc::from("eu"),
+                    dedicated_to: None,
+                    health: Health::Healthy,
+                    last_heartbeat: Some(century_ms),
+                    lane_limit: u32::MAX,
+                    slow_start_since: None,
+                },
+                reserved: 0,
+            },
+        );
+        lane.advance(century_ms);
+        assert_eq!(lane.window.capacity_slot_ms, u64::MAX);
+        assert_eq!(lane.window.last, century_ms);
     }
 }
