@@ -21,7 +21,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::Config;
 use crate::events::codec::encode_input;
 use crate::events::{InputEvent, OutputEvent};
-use crate::kafka::{run_broker, BrokerStats, DeliveryMode, KafkaConfig, Topics};
+use actix::Actor;
+
+use crate::api::model::{ModelSink, ReadModel};
+use crate::kafka::{run_broker, run_broker_with, BrokerStats, DeliveryMode, KafkaConfig, Topics};
 use crate::workload::{Burst, Outage, Workload, WorkloadSpec};
 
 #[derive(Debug, clap::Args)]
@@ -38,6 +41,53 @@ pub struct DemoArgs {
     /// Plain lines even on a terminal (the default when stdout is not a terminal).
     #[arg(long)]
     pub plain: bool,
+    /// Serve the status page and the read-only API here while the demo runs (`off`: none).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub api: String,
+}
+
+/// Starts the read model and a read-only HTTP API (status page, `/metrics`, `/v2/...` reads) on
+/// its own actix system thread. `None` when the address is `off` or taken: the demo goes on
+/// without it.
+fn start_status_page(listen: &str) -> Option<actix::Addr<ReadModel>> {
+    if listen == "off" {
+        return None;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listen = listen.to_owned();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let metrics = Arc::new(crate::telemetry::Metrics::new());
+            let model = ReadModel::new(metrics.clone(), 100_000).start();
+            let control: crate::api::Control =
+                Arc::new(|_| Box::pin(async { Err("the demo is read-only".to_owned()) }));
+            let state = actix_web::web::Data::new(crate::api::ApiState {
+                model: model.clone(),
+                metrics,
+                control,
+                admin_token: None,
+                read_token: None,
+                max_body_bytes: 64 * 1024,
+                apply_wait: Duration::ZERO,
+                stall_after: Duration::from_secs(10),
+            });
+            let server = actix_web::HttpServer::new(move || crate::api::app(state.clone()))
+                .workers(1)
+                .disable_signals()
+                .bind(&listen);
+            match server {
+                Ok(server) => {
+                    let _ = tx.send(Some(model));
+                    let _ = server.run().await;
+                }
+                Err(e) => {
+                    eprintln!("demo: no status page ({listen}: {e})");
+                    let _ = tx.send(None);
+                }
+            }
+        })
+    });
+    rx.recv().ok().flatten()
 }
 
 /// What the decision reader saw.
@@ -157,7 +207,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             cfg.routing_arc(),
             prices,
         );
-        std::thread::spawn(move || run_broker(&kcfg, routing, prices, &stop, &stats))
+        let model = start_status_page(&args.api);
+        if model.is_some() {
+            println!(
+                "status page: http://{}/ (read-only API and /metrics beside it)",
+                args.api
+            );
+        }
+        std::thread::spawn(move || match model {
+            Some(model) => {
+                let mut sink = ModelSink::new(model, Duration::from_millis(500));
+                run_broker_with(&kcfg, routing, prices, &stop, &stats, &mut sink)
+            }
+            None => run_broker(&kcfg, routing, prices, &stop, &stats),
+        })
     };
     while !stats.ready.load(Ordering::Relaxed) {
         anyhow::ensure!(!broker.is_finished(), "the broker stopped while starting");
