@@ -13,7 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{test, web};
 use serde_json::{json, Value};
 
-use zumik::api::model::{Committed, ReadModel, Ready, Viewed};
+use zumik::api::model::{Committed, KafkaReachable, ReadModel, Ready, Viewed};
 use zumik::api::{ApiState, Control, Secret};
 use zumik::core::view::RouterView;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
@@ -601,6 +601,23 @@ async fn healthz_says_starting_until_the_broker_is_ready() {
         "{body}"
     );
     assert_eq!(body["assigned_partitions"], 1);
+    // The broker's metadata probe failed: Kafka is down, the instance is not healthy.
+    h.model.do_send(KafkaReachable(false));
+    let (status, body, _) = call!(app, get, "/healthz", None::<&str>, None);
+    assert_eq!(
+        (status, body["status"].as_str(), body["kafka"].as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("kafka_unreachable"),
+            Some("unreachable")
+        )
+    );
+    h.model.do_send(KafkaReachable(true));
+    let (status, body, _) = call!(app, get, "/healthz", None::<&str>, None);
+    assert_eq!(
+        (status, body["kafka"].as_str()),
+        (StatusCode::OK, Some("reachable"))
+    );
 }
 
 /// The status page in headless Chromium against a live server: it loads, shows the registered

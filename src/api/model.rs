@@ -43,6 +43,8 @@ pub struct BrokerHealth {
     pub last_report_ms: Option<u64>,
     pub batches: u64,
     pub decisions: u64,
+    /// The broker's last metadata request to Kafka succeeded (`None`: not asked yet).
+    pub kafka_reachable: Option<bool>,
 }
 
 /// Decisions of one lane since this process started.
@@ -188,6 +190,7 @@ impl Handler<Ready> for ReadModel {
         self.metrics.ready.set(i64::from(ready));
         if !ready {
             self.health.assigned_partitions = 0;
+            self.health.kafka_reachable = None;
         }
     }
 }
@@ -202,6 +205,19 @@ impl Handler<SnapshotWritten> for ReadModel {
 
     fn handle(&mut self, SnapshotWritten(took): SnapshotWritten, _: &mut Context<Self>) {
         self.metrics.observe(&self.metrics.snapshot_seconds, took);
+    }
+}
+
+/// Whether Kafka answered the broker's last metadata request (from the broker thread).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KafkaReachable(pub bool);
+
+impl Handler<KafkaReachable> for ReadModel {
+    type Result = ();
+
+    fn handle(&mut self, KafkaReachable(ok): KafkaReachable, _: &mut Context<Self>) {
+        self.health.kafka_reachable = Some(ok);
     }
 }
 
@@ -326,6 +342,10 @@ impl BatchSink for ModelSink {
 
     fn snapshot_written(&mut self, took: Duration) {
         self.send(SnapshotWritten(took));
+    }
+
+    fn kafka_reachable(&mut self, ok: bool) {
+        self.send(KafkaReachable(ok));
     }
 
     fn ready(&mut self) {

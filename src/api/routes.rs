@@ -335,6 +335,8 @@ async fn healthz(st: State) -> HttpResponse {
         "starting"
     } else if stalled {
         "stalled"
+    } else if h.kafka_reachable == Some(false) {
+        "kafka_unreachable"
     } else if h.assigned_partitions == 0 {
         "no_partitions"
     } else {
@@ -342,7 +344,11 @@ async fn healthz(st: State) -> HttpResponse {
     };
     let body = json!({
         "status": status,
-        "kafka": if h.ready && !stalled { "reachable" } else { "unknown" },
+        "kafka": match h.kafka_reachable {
+            Some(true) => "reachable",
+            Some(false) => "unreachable",
+            None => "unknown",
+        },
         "ready": h.ready,
         "assigned_partitions": h.assigned_partitions,
         "lag": h.lag,

@@ -250,9 +250,15 @@ pub trait BatchSink {
     /// (topic, partition, messages behind the high watermark).
     fn view(&mut self, _view: RouterView, _lag: Vec<(String, i32, i64)>) {}
     fn snapshot_written(&mut self, _took: Duration) {}
+    /// Whether the Kafka cluster answered a metadata request (checked with the views, at most
+    /// every [`REACHABILITY_EVERY`]).
+    fn kafka_reachable(&mut self, _ok: bool) {}
     /// Recovery is done and the consumer runs.
     fn ready(&mut self) {}
 }
+
+/// How often the broker asks Kafka for metadata to tell its observers Kafka is reachable.
+pub const REACHABILITY_EVERY: Duration = Duration::from_secs(5);
 
 /// A sink that ignores everything (benchmarks, tests).
 pub struct NoSink;
@@ -840,6 +846,7 @@ pub fn run_broker_with(
     let wait = Duration::from_millis(cfg.batch_wait_ms);
     let mut decided = Vec::new();
     let mut unacked = VecDeque::new();
+    let mut probed: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         commit_acknowledged(&producer, &consumer, &mut unacked, false)?;
         if sink.view_due() {
@@ -847,6 +854,16 @@ pub fn run_broker_with(
                 RouterView::of(router.state(), router.config()),
                 input_lag(&consumer),
             );
+            // A consumer waits out an outage silently: ask the cluster itself (a local round
+            // trip normally; during an outage this blocks up to 500 ms every few seconds, when
+            // nothing can be processed anyway).
+            if probed.is_none_or(|t| t.elapsed() >= REACHABILITY_EVERY) {
+                probed = Some(Instant::now());
+                let ok = consumer
+                    .fetch_metadata(Some(&topics.requests), Duration::from_millis(500))
+                    .is_ok_and(|m| !m.brokers().is_empty());
+                sink.kafka_reachable(ok);
+            }
         }
         let Some(first) = consumer.poll(Duration::from_millis(100)) else {
             continue;
