@@ -62,6 +62,42 @@ pub struct Snapshot {
     pub state: Vec<u8>,
 }
 
+/// Format version of a snapshot published on the snapshots topic (first byte).
+pub const SNAPSHOT_MESSAGE_VERSION: u8 = 1;
+
+impl Snapshot {
+    /// One message for the compacted snapshots topic: version byte, position length (u32 LE),
+    /// position record, state bytes.
+    pub fn to_message(&self) -> Vec<u8> {
+        let position = self.position.encode();
+        let mut out = Vec::with_capacity(5 + position.len() + self.state.len());
+        out.push(SNAPSHOT_MESSAGE_VERSION);
+        out.extend_from_slice(&(position.len() as u32).to_le_bytes());
+        out.extend_from_slice(&position);
+        out.extend_from_slice(&self.state);
+        out
+    }
+
+    /// Reads [`Snapshot::to_message`] bytes back.
+    pub fn from_message(bytes: &[u8]) -> Result<Self, String> {
+        let (&version, rest) = bytes.split_first().ok_or("empty snapshot message")?;
+        if version != SNAPSHOT_MESSAGE_VERSION {
+            return Err(format!(
+                "snapshot message version {version}, this build reads {SNAPSHOT_MESSAGE_VERSION}"
+            ));
+        }
+        let len = rest
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or("snapshot message too short")?;
+        let position = rest.get(4..4 + len).ok_or("snapshot message too short")?;
+        Ok(Snapshot {
+            position: SnapshotPosition::decode(position)?,
+            state: rest[4 + len..].to_vec(),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("opening the snapshot store at {path}: {source}")]
@@ -232,5 +268,24 @@ mod tests {
         let e = SnapshotStore::open(&d).unwrap_err().to_string();
         assert!(e.contains(&d.display().to_string()), "{e}");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_snapshot_survives_its_topic_message_form() {
+        let snap = Snapshot {
+            position: SnapshotPosition {
+                input_seq: 42,
+                journal_offsets: BTreeMap::from([(0, 7), (2, 9)]),
+            },
+            state: vec![1, 2, 3, 255],
+        };
+        let msg = snap.to_message();
+        assert_eq!(Snapshot::from_message(&msg).unwrap(), snap);
+        assert!(Snapshot::from_message(&msg[..3]).is_err());
+        let mut other = msg.clone();
+        other[0] = 9;
+        assert!(Snapshot::from_message(&other)
+            .unwrap_err()
+            .contains("version 9"));
     }
 }

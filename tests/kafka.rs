@@ -1082,3 +1082,54 @@ fn at_least_once_decides_like_offline_and_a_clean_restart_redoes_nothing() {
         assert_eq!(got.get(id), Some(w), "decision for {id}");
     }
 }
+
+#[test]
+fn an_instance_without_a_local_snapshot_restores_the_one_published_on_kafka() {
+    let dir = std::env::temp_dir().join(format!("zumik-snaptopic-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = KafkaConfig {
+        snapshot_dir: Some(dir.join("first-machine")),
+        snapshot_every_inputs: 200,
+        ..config("snaptopic")
+    };
+    let (setup, requests) = workload(1_000);
+    let (first, second) = requests.split_at(600);
+
+    let a = start(&cfg);
+    produce_in_order(&cfg, &a, &setup);
+    produce(&cfg, first);
+    wait_for("first part", || {
+        a.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64
+    });
+    let a_inputs = a.inputs();
+    let a = a.stop();
+    assert!(a.snapshots.load(Ordering::Relaxed) >= 1);
+
+    // A new machine: same group, an empty snapshot directory. It restores the snapshot A
+    // published on the snapshots topic and reads no journal record before it.
+    let b = start(&KafkaConfig {
+        snapshot_dir: Some(dir.join("new-machine")),
+        ..cfg.clone()
+    });
+    assert!(
+        b.stats.from_topic.load(Ordering::Relaxed),
+        "restored from Kafka"
+    );
+    assert_eq!(b.stats.restored_seq.load(Ordering::Relaxed), a_inputs);
+    assert_eq!(b.stats.journal_read.load(Ordering::Relaxed), 0);
+    assert_eq!(b.stats.recovered.load(Ordering::Relaxed), 0);
+    produce(&cfg, second);
+    wait_for("second part", || {
+        b.stats.decisions.load(Ordering::Relaxed) >= second.len() as u64
+    });
+    b.stop();
+
+    let got = decisions(&cfg, requests.len());
+    assert_eq!(got.len(), requests.len(), "none lost, none repeated");
+    let got = by_request(got);
+    let want = by_request(offline(&[setup, requests.clone()].concat()));
+    for (id, w) in &want {
+        assert_eq!(got.get(id), Some(w), "decision for {id}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -47,8 +47,9 @@ pub struct KafkaConfig {
     /// Create missing topics at start. Default true (the embedded demo creates its own).
     pub create_topics: bool,
     /// RocksDB directory for state snapshots. With it, a restart restores the latest snapshot
-    /// and replays only the journal written after it; without it (default), a restart replays
-    /// the whole journal topic.
+    /// and replays only the journal written after it; each snapshot is also published on the
+    /// snapshots topic, which an instance with an empty directory restores from. Without it
+    /// (default), a restart replays the whole journal topic.
     pub snapshot_dir: Option<PathBuf>,
     /// A snapshot is written after the batch that brings this many inputs since the last one:
     /// it bounds the journal a restart replays. Default 20 000.

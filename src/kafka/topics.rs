@@ -91,6 +91,9 @@ pub enum TopicError {
     Create { topic: String, message: String },
 }
 
+/// `max.message.bytes` of the snapshots topic (= `worker::SNAPSHOT_MESSAGE_MAX`).
+const MAX_SNAPSHOT_BYTES: &str = "67108864";
+
 /// Creates the topics that do not exist yet (control, status and snapshots compacted).
 pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -109,8 +112,13 @@ pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicErro
                 cfg.partitions,
                 TopicReplication::Fixed(cfg.replication),
             );
-            if *compact {
+            let t = if *compact {
                 t.set("cleanup.policy", "compact")
+            } else {
+                t
+            };
+            if *name == topics.snapshots.as_str() {
+                t.set("max.message.bytes", MAX_SNAPSHOT_BYTES)
             } else {
                 t
             }

@@ -22,7 +22,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +46,8 @@ pub const JOURNAL_CHUNK_VERSION: u8 = 2;
 pub const CHUNK_INPUTS: u8 = 0;
 /// A chunk of actor records (creations, commands with their events, evidence).
 pub const CHUNK_ACTORS: u8 = 1;
+/// Largest snapshot message (and the snapshots topic's `max.message.bytes`): 64 MiB.
+pub const SNAPSHOT_MESSAGE_MAX: usize = 64 * 1024 * 1024;
 /// A chunk is cut once its records pass this size (well under Kafka's 1 MB message default).
 const CHUNK_BYTES: usize = 256 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -219,6 +223,8 @@ pub struct BrokerStats {
     pub restored_seq: AtomicU64,
     /// Snapshots written.
     pub snapshots: AtomicU64,
+    /// The snapshot restored at start came from the snapshots topic (no local one).
+    pub from_topic: AtomicBool,
     /// Set once recovery is done and the consumer runs.
     pub ready: AtomicBool,
 }
@@ -667,6 +673,10 @@ fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -
 /// The RocksDB snapshots of one broker and when the next is due.
 struct Snapshots {
     store: SnapshotStore,
+    /// Publishes each snapshot on the compacted snapshots topic (keyed like the store), so an
+    /// instance without this store (a new machine, a lost volume) restores from Kafka.
+    publisher: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
     /// One snapshot per consumer group and topic prefix.
     key: String,
     every_inputs: u64,
@@ -680,8 +690,16 @@ impl Snapshots {
         let Some(dir) = &cfg.snapshot_dir else {
             return Ok(None);
         };
+        let publisher = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.brokers)
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", SNAPSHOT_MESSAGE_MAX.to_string())
+            .create()
+            .map_err(kafka("snapshot producer"))?;
         Ok(Some(Snapshots {
             store: SnapshotStore::open(dir)?,
+            publisher,
+            topic: Topics::new(&cfg.topic_prefix).snapshots,
             key: format!("{}/{}", cfg.group_id, cfg.topic_prefix),
             every_inputs: cfg.snapshot_every_inputs,
             interval: Duration::from_millis(cfg.snapshot_interval_ms),
@@ -716,11 +734,94 @@ impl Snapshots {
             state: router.snapshot(),
         };
         self.store.save(&self.key, &snapshot)?;
+        // Best effort: the local store is the primary copy; a snapshot that Kafka refuses
+        // (too large for the topic, say) only means a moved partition replays more journal.
+        let message = snapshot.to_message();
+        let record = BaseRecord::to(&self.topic)
+            .key(self.key.as_str())
+            .payload(&message[..]);
+        if let Err((e, _)) = self.publisher.send(record) {
+            tracing::warn!(
+                "snapshot at input {input_seq} not published on {}: {e}",
+                self.topic
+            );
+        }
         self.last_seq = input_seq;
         self.last_at = Instant::now();
         stats.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(started.elapsed())
     }
+}
+
+/// The newest snapshot of `key` on the snapshots topic (compacted: the latest per key), read up
+/// to the topic's end at the time of the call.
+fn published_snapshot(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    key: &str,
+) -> Result<Option<Snapshot>, BrokerError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", format!("{}snapshot-reader", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.max.bytes", SNAPSHOT_MESSAGE_MAX.to_string())
+        .set(
+            "receive.message.max.bytes",
+            (2 * SNAPSHOT_MESSAGE_MAX).to_string(),
+        )
+        .create()
+        .map_err(kafka("snapshot reader"))?;
+    let meta = consumer
+        .fetch_metadata(Some(&topics.snapshots), TIMEOUT)
+        .map_err(kafka("snapshots metadata"))?;
+    let mut latest: Option<Snapshot> = None;
+    for t in meta.topics() {
+        for p in t.partitions() {
+            let (low, high) = watermarks(&consumer, &topics.snapshots, p.id())?;
+            if high <= low {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topics.snapshots, p.id(), Offset::Offset(low))
+                .map_err(kafka("assign"))?;
+            consumer.assign(&tpl).map_err(kafka("assign"))?;
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    continue;
+                };
+                let m = m.map_err(kafka("read snapshots"))?;
+                if m.key() == Some(key.as_bytes()) {
+                    if let Some(bytes) = m.payload() {
+                        match Snapshot::from_message(bytes) {
+                            Ok(snap) => {
+                                if latest
+                                    .as_ref()
+                                    .is_none_or(|l| snap.position.input_seq >= l.position.input_seq)
+                                {
+                                    latest = Some(snap);
+                                }
+                            }
+                            Err(e) => tracing::warn!(
+                                "skipping snapshot at {}/{}/{}: {e}",
+                                topics.snapshots,
+                                p.id(),
+                                m.offset()
+                            ),
+                        }
+                    }
+                }
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(latest)
 }
 
 /// Rebuilds the router: the latest snapshot if there is one, then every journaled `Input` after
@@ -735,7 +836,19 @@ fn recover(
     let mut start = BTreeMap::new();
     let mut input_seq = 0;
     if let Some(s) = snapshots {
-        if let Some(snap) = s.store.load(&s.key)? {
+        // The local store first; without a snapshot there (a new instance, a lost volume), the
+        // one published on the snapshots topic.
+        let snap = match s.store.load(&s.key)? {
+            Some(snap) => Some(snap),
+            None => {
+                let snap = published_snapshot(cfg, topics, &s.key)?;
+                if snap.is_some() {
+                    stats.from_topic.store(true, Ordering::Relaxed);
+                }
+                snap
+            }
+        };
+        if let Some(snap) = snap {
             let (routing, prices) = router.parts();
             *router = Router::restore(routing, prices, &snap.state)?;
             input_seq = snap.position.input_seq;
@@ -1011,6 +1124,11 @@ pub fn run_broker_with(
     commit_acknowledged(&producer, &consumer, &mut unacked, true)?;
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
         sink.snapshot_written(s.save(&router, input_seq, &consumer, &topics, stats)?);
+    }
+    if let Some(s) = &snapshots {
+        if let Err(e) = s.publisher.flush(TIMEOUT) {
+            tracing::warn!("the last snapshot may not be published: {e}");
+        }
     }
     Ok(())
 }
