@@ -338,8 +338,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         if due >= Duration::from_millis(dur_ms) {
             break;
         }
-        while t0.elapsed() < due {
-            std::thread::sleep((due - t0.elapsed()).min(Duration::from_millis(2)));
+        // One clock read per step: `due - elapsed` must not be taken from two reads.
+        while let Some(left) = due.checked_sub(t0.elapsed()).filter(|l| !l.is_zero()) {
+            std::thread::sleep(left.min(Duration::from_millis(2)));
         }
         if let InputEvent::Request(r) = &e {
             sent_at
