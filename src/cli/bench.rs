@@ -6,10 +6,13 @@
 //!    settings, no logic — and (b) the broker (`run_broker`, exactly-once, RocksDB snapshots on)
 //!    each read all of them with their own consumer group. Prints inputs/s of both and the ratio,
 //!    and the process RSS sampled during (b).
-//! 2. **Latency.** Requests produced at a fixed rate to a broker in at-least-once mode, then in
-//!    exactly-once mode; each decision's latency is the time from the request's `send` to the
-//!    decision arriving at a consumer (read_uncommitted for at-least-once, read_committed for
-//!    exactly-once). Prints p50/p99/max.
+//! 2. **Latency.** Requests produced at a fixed rate; each one's latency is the time from its
+//!    `send` to its decision arriving at a consumer (read_uncommitted for at-least-once,
+//!    read_committed for exactly-once). Four paths, so the broker's figures can be read against
+//!    Kafka's own on the same machine: Kafka alone (one hop, the reader consumes the requests),
+//!    a forwarder with the broker's client settings and no logic (two hops, the broker's path),
+//!    the broker at-least-once, the broker exactly-once. Prints p50/p99/max. `--only` runs one
+//!    part.
 //!
 //! Measures, never asserts: the numbers depend on the machine.
 
@@ -32,7 +35,10 @@ use crate::config::Config;
 use crate::events::codec::encode_input;
 use crate::events::{InputEvent, OutputEvent};
 use crate::kafka::topics::ensure_topics;
-use crate::kafka::{run_broker, BrokerStats, DeliveryMode, KafkaConfig, Topics};
+use crate::kafka::worker::{
+    self, commit_transaction, run_broker_with, BatchSink, CommittedBatch, Delivery,
+};
+use crate::kafka::{BrokerStats, DeliveryMode, KafkaConfig, Topics};
 use crate::workload::{Workload, WorkloadSpec};
 
 use super::ConfigArg;
@@ -51,11 +57,21 @@ pub struct BenchArgs {
     /// `batch_wait_ms` of the latency runs (the throughput runs use the config's).
     #[arg(long, default_value_t = 1)]
     pub latency_batch_wait_ms: u64,
+    /// Run only one part (default: both).
+    #[arg(long, value_enum)]
+    pub only: Option<Part>,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub config: ConfigArg,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Throughput,
+    Latency,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,10 +84,20 @@ struct Latency {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Broker batches (0 on the Kafka-only paths) and their mean commit time.
+    batches: u64,
+    commit_ms_avg: f64,
 }
 
 #[derive(Debug, Serialize)]
 struct Figures {
+    /// Absent with `--only latency`.
+    throughput: Option<Throughput>,
+    latency: Vec<Latency>,
+}
+
+#[derive(Debug, Serialize)]
+struct Throughput {
     inputs: u64,
     requests: u64,
     batch_max: usize,
@@ -81,7 +107,7 @@ struct Figures {
     broker_requests_per_s: f64,
     ratio: f64,
     broker_peak_rss_mb: f64,
-    latency: Vec<Latency>,
+    broker_time: Tally,
 }
 
 /// A config on fresh topics of the configured broker.
@@ -146,13 +172,14 @@ fn rss_mb() -> f64 {
 fn passthrough(cfg: &KafkaConfig, topics: &Topics, expected: u64) -> anyhow::Result<f64> {
     // The broker's own output topic: same topics, same client settings.
     let out_topic = topics.decisions.clone();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    // The broker's producer and commit, so the two differ only by the broker's work.
+    let producer: ThreadedProducer<Delivery> = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "1")
         .set("transactional.id", format!("{}pt", cfg.transactional_id))
         .set("transaction.timeout.ms", "60000")
-        .create()?;
+        .create_with_context(Delivery::default())?;
     let t = Duration::from_secs(30);
     producer.init_transactions(t)?;
     let consumer: BaseConsumer = ClientConfig::new()
@@ -183,19 +210,12 @@ fn passthrough(cfg: &KafkaConfig, topics: &Topics, expected: u64) -> anyhow::Res
                 .key()
                 .and_then(|k| std::str::from_utf8(k).ok())
                 .unwrap_or("");
-            let mut record = BaseRecord::to(&out_topic)
-                .key(key)
-                .payload(m.payload().unwrap_or_default());
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            worker::send(
+                &producer,
+                BaseRecord::to(&out_topic)
+                    .key(key)
+                    .payload(m.payload().unwrap_or_default()),
+            )?;
             // Same batching as the broker: what is here, up to batch_max; wait only until
             // batch_wait_ms after the first message.
             if n < cfg.batch_max {
@@ -214,29 +234,60 @@ fn passthrough(cfg: &KafkaConfig, topics: &Topics, expected: u64) -> anyhow::Res
             .group_metadata()
             .context("passthrough consumer has no group metadata")?;
         producer.send_offsets_to_transaction(&tpl, &group, t)?;
-        producer.commit_transaction(t)?;
+        commit_transaction(&producer, t)?;
         moved += n as u64;
     }
     Ok(started.map_or(0.0, |s| s.elapsed().as_secs_f64()))
 }
 
-/// The broker over pre-produced inputs: seconds to apply `expected` inputs, peak RSS (MB).
-fn broker_run(cfg: &KafkaConfig, expected: u64) -> anyhow::Result<(f64, f64)> {
+/// Where the broker's time went in a throughput run (summed over its batches).
+#[derive(Debug, Default, Clone, Serialize)]
+struct Tally {
+    batches: u64,
+    /// First input to commit, summed over batches.
+    batch_s: f64,
+    /// Of which committing (exactly-once: send offsets + commit the transaction).
+    commit_s: f64,
+    snapshots: u64,
+    snapshot_s: f64,
+}
+
+impl BatchSink for Tally {
+    fn committed(&mut self, batch: CommittedBatch) {
+        self.batches += 1;
+        self.batch_s += batch.took.as_secs_f64();
+        self.commit_s += batch.commit.as_secs_f64();
+    }
+
+    fn snapshot_written(&mut self, took: Duration) {
+        self.snapshots += 1;
+        self.snapshot_s += took.as_secs_f64();
+    }
+}
+
+/// The broker over pre-produced inputs: seconds to apply `expected` inputs, peak RSS (MB), and
+/// where the time went.
+fn broker_run(cfg: &KafkaConfig, expected: u64) -> anyhow::Result<(f64, f64, Tally)> {
     let (stop, stats) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(BrokerStats::default()),
     );
     let handle = {
         let (cfg, stop, stats) = (cfg.clone(), stop.clone(), stats.clone());
-        std::thread::spawn(move || {
-            run_broker(
-                &cfg,
-                Arc::new(crate::core::RoutingConfig::default()),
-                Arc::new(crate::core::PriceTable::embedded()),
-                &stop,
-                &stats,
-            )
-        })
+        std::thread::Builder::new()
+            .name("broker".into())
+            .spawn(move || {
+                let mut tally = Tally::default();
+                run_broker_with(
+                    &cfg,
+                    Arc::new(crate::core::RoutingConfig::default()),
+                    Arc::new(crate::core::PriceTable::embedded()),
+                    &stop,
+                    &stats,
+                    &mut tally,
+                )
+                .map(|()| tally)
+            })?
     };
     let mut started: Option<Instant> = None;
     let mut peak: f64 = 0.0;
@@ -253,28 +304,72 @@ fn broker_run(cfg: &KafkaConfig, expected: u64) -> anyhow::Result<(f64, f64)> {
     }
     let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     stop.store(true, Ordering::Relaxed);
-    handle
+    let tally = handle
         .join()
         .map_err(|_| anyhow::anyhow!("broker thread panicked"))??;
-    Ok((secs, peak))
+    Ok((secs, peak, tally))
 }
 
-/// Requests at `rate` into a broker of `mode`; latency of each decision seen by a consumer.
-///
-/// `mode: None` measures the floor instead: no broker, the reader consumes the requests topic
-/// itself (one Kafka hop, produce → consume; the broker's path has two).
-fn latency(
-    base: &KafkaConfig,
-    args: &BenchArgs,
-    mode: Option<DeliveryMode>,
-) -> anyhow::Result<Latency> {
-    let name = match mode {
-        Some(DeliveryMode::AtLeastOnce) => "at_least_once",
-        Some(DeliveryMode::ExactlyOnce) => "exactly_once",
-        None => "kafka_one_hop",
+/// What a latency run measures between the request's producer and the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The floor: no broker, the reader consumes the requests topic itself (produce → consume).
+    OneHop,
+    /// The floor of the broker's path: a forwarder with the broker's client settings moves each
+    /// request unchanged to the decisions topic (two hops, no logic, no journal, no commits).
+    TwoHops,
+    Broker(DeliveryMode),
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::OneHop => "kafka_one_hop",
+            Path::TwoHops => "kafka_two_hops",
+            Path::Broker(DeliveryMode::AtLeastOnce) => "at_least_once",
+            Path::Broker(DeliveryMode::ExactlyOnce) => "exactly_once",
+        }
+    }
+}
+
+/// The two-hop floor: consumes the input topics with the at-least-once broker's consumer
+/// settings and produces every message unchanged to the decisions topic, until `stop`.
+fn forward(cfg: &KafkaConfig, topics: &Topics, stop: &AtomicBool) -> anyhow::Result<()> {
+    let p = producer(cfg, 0)?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    consumer.subscribe(&topics.inputs())?;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m?;
+        let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
+        send(
+            &p,
+            &topics.decisions,
+            key.unwrap_or(""),
+            m.payload().unwrap_or_default(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Requests at `rate` along `path`; the latency of each decision (or forwarded request) seen by
+/// a consumer.
+fn latency(base: &KafkaConfig, args: &BenchArgs, path: Path) -> anyhow::Result<Latency> {
+    let name = path.name();
+    let one_hop = path == Path::OneHop;
+    let mode = match path {
+        Path::Broker(mode) => mode,
+        _ => DeliveryMode::AtLeastOnce,
     };
-    let one_hop = mode.is_none();
-    let mode = mode.unwrap_or(DeliveryMode::AtLeastOnce);
     let cfg = KafkaConfig {
         mode,
         batch_wait_ms: args.latency_batch_wait_ms,
@@ -301,25 +396,36 @@ fn latency(
     );
     let broker = {
         let (cfg, stop, stats) = (cfg.clone(), stop.clone(), stats.clone());
-        std::thread::spawn(move || {
-            if one_hop {
-                stats.ready.store(true, Ordering::Relaxed);
-                return Ok(());
+        let topics = topics.clone();
+        std::thread::spawn(move || match path {
+            Path::Broker(_) => {
+                let mut tally = Tally::default();
+                run_broker_with(
+                    &cfg,
+                    Arc::new(crate::core::RoutingConfig::default()),
+                    Arc::new(crate::core::PriceTable::embedded()),
+                    &stop,
+                    &stats,
+                    &mut tally,
+                )
+                .map(|()| tally)
+                .map_err(anyhow::Error::from)
             }
-            run_broker(
-                &cfg,
-                Arc::new(crate::core::RoutingConfig::default()),
-                Arc::new(crate::core::PriceTable::embedded()),
-                &stop,
-                &stats,
-            )
+            Path::OneHop => {
+                stats.ready.store(true, Ordering::Relaxed);
+                Ok(Tally::default())
+            }
+            Path::TwoHops => {
+                stats.ready.store(true, Ordering::Relaxed);
+                forward(&cfg, &topics, &stop).map(|()| Tally::default())
+            }
         })
     };
     while !stats.ready.load(Ordering::Relaxed) && !broker.is_finished() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let p = producer(&cfg, 0)?;
-    for e in setup.iter().filter(|_| !one_hop) {
+    for e in setup.iter().filter(|_| matches!(path, Path::Broker(_))) {
         let before = stats.inputs.load(Ordering::Relaxed);
         send(&p, topics.for_input(e), e.key(), &encode_input(e))?;
         p.flush(Duration::from_secs(30))?;
@@ -402,7 +508,7 @@ fn latency(
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))?;
     stop.store(true, Ordering::Relaxed);
-    broker
+    let tally = broker
         .join()
         .map_err(|_| anyhow::anyhow!("broker thread panicked"))??;
     let mut s = std::mem::take(&mut *samples.lock().expect("not poisoned"));
@@ -423,18 +529,21 @@ fn latency(
         p50_ms: pick(0.50),
         p99_ms: pick(0.99),
         max_ms: s.last().copied().unwrap_or(0.0),
+        batches: tally.batches,
+        commit_ms_avg: if tally.batches > 0 {
+            tally.commit_s * 1000.0 / tally.batches as f64
+        } else {
+            0.0
+        },
     })
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(args.config.config.as_deref())?;
-    let base = config.kafka.clone();
+/// The throughput part: one set of inputs, read by the passthrough and by the broker.
+fn throughput(base: &KafkaConfig, args: &BenchArgs) -> anyhow::Result<Throughput> {
     let snapshots = std::env::temp_dir().join(format!("zumik-bench-{}", std::process::id()));
-
-    // Throughput: one set of inputs, read by the passthrough and by the broker.
     let cfg = KafkaConfig {
         snapshot_dir: Some(snapshots.clone()),
-        ..fresh(&base, "throughput")
+        ..fresh(base, "throughput")
     };
     let topics = Topics::new(&cfg.topic_prefix);
     ensure_topics(&cfg, &topics)?;
@@ -458,25 +567,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     eprintln!("zumik bench: passthrough over {inputs} inputs");
     let pt_secs = passthrough(&cfg, &topics, inputs)?;
     eprintln!("zumik bench: broker over the same {inputs} inputs (exactly-once, snapshots on)");
-    let (broker_secs, peak_rss) = broker_run(&cfg, inputs)?;
+    let (broker_secs, peak_rss, tally) = broker_run(&cfg, inputs)?;
     let _ = std::fs::remove_dir_all(&snapshots);
-
-    let mut lat = Vec::new();
-    for mode in [
-        None,
-        Some(DeliveryMode::AtLeastOnce),
-        Some(DeliveryMode::ExactlyOnce),
-    ] {
-        eprintln!(
-            "zumik bench: latency, {}, {} requests/s for {} s",
-            mode.map_or("Kafka alone (one hop)".to_owned(), |m| format!("{m:?}")),
-            args.rate,
-            args.latency_secs
-        );
-        lat.push(latency(&base, &args, mode)?);
-    }
     let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
-    let f = Figures {
+    Ok(Throughput {
         inputs,
         requests: args.requests,
         batch_max: cfg.batch_max,
@@ -490,35 +584,81 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             0.0
         },
         broker_peak_rss_mb: peak_rss,
-        latency: lat,
+        broker_time: tally,
+    })
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(args.config.config.as_deref())?;
+    let base = config.kafka.clone();
+    let part = |p: Part| args.only.is_none_or(|o| o == p);
+    let throughput = if part(Part::Throughput) {
+        Some(throughput(&base, &args)?)
+    } else {
+        None
+    };
+    let mut latencies = Vec::new();
+    let paths = [
+        Path::OneHop,
+        Path::TwoHops,
+        Path::Broker(DeliveryMode::AtLeastOnce),
+        Path::Broker(DeliveryMode::ExactlyOnce),
+    ];
+    for path in paths.into_iter().filter(|_| part(Part::Latency)) {
+        eprintln!(
+            "zumik bench: latency, {}, {} requests/s for {} s",
+            path.name(),
+            args.rate,
+            args.latency_secs
+        );
+        latencies.push(latency(&base, &args, path)?);
+    }
+    let f = Figures {
+        throughput,
+        latency: latencies,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&f)?);
-    } else {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(t) = &f.throughput {
         println!(
             "throughput ({} inputs = {} requests + completions + telemetry; batch {} / {} ms):",
-            f.inputs, f.requests, f.batch_max, f.batch_wait_ms
+            t.inputs, t.requests, t.batch_max, t.batch_wait_ms
         );
         println!(
             "  passthrough (exactly-once, no logic)  {:>10.0} inputs/s",
-            f.passthrough_inputs_per_s
+            t.passthrough_inputs_per_s
         );
         println!(
             "  broker (exactly-once, snapshots on)   {:>10.0} inputs/s = {:.0} requests/s  ({:.0} % of passthrough)",
-            f.broker_inputs_per_s,
-            f.broker_requests_per_s,
-            f.ratio * 100.0
+            t.broker_inputs_per_s,
+            t.broker_requests_per_s,
+            t.ratio * 100.0
         );
         println!(
             "  process RSS during the broker run     {:>10.1} MB (peak)",
-            f.broker_peak_rss_mb
+            t.broker_peak_rss_mb
         );
-        for l in &f.latency {
-            println!(
-                "latency {:<13} at {} req/s, batch wait {} ms: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} decisions seen)",
-                l.mode, l.rate, l.batch_wait_ms, l.p50_ms, l.p99_ms, l.max_ms, l.decisions, l.requests
-            );
-        }
+        let b = &t.broker_time;
+        println!(
+            "  broker time: {} batches {:.2} s (commits {:.2} s), {} snapshots {:.2} s",
+            b.batches, b.batch_s, b.commit_s, b.snapshots, b.snapshot_s
+        );
+    }
+    for l in &f.latency {
+        let batches = if l.batches > 0 {
+            format!(
+                "; {} batches, commit {:.1} ms avg",
+                l.batches, l.commit_ms_avg
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "latency {:<14} at {} req/s, batch wait {} ms: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {} seen{batches})",
+            l.mode, l.rate, l.batch_wait_ms, l.p50_ms, l.p99_ms, l.max_ms, l.decisions, l.requests
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -44,6 +44,12 @@ pub struct KafkaConfig {
     /// Longest a batch waits for more input after its first message, ms (latency vs
     /// throughput). Default 20.
     pub batch_wait_ms: u64,
+    /// At-least-once: the input offsets of acknowledged batches are committed at most this often,
+    /// ms (0: after every batch). Each commit is a write to Kafka's offsets log; at a few
+    /// thousand small batches a second, committing each one loads the Kafka broker and costs
+    /// latency. A crash re-decides at most this much input, with the same decision ids.
+    /// Exactly-once ignores it (its offsets are part of each batch's transaction). Default 100.
+    pub commit_interval_ms: u64,
     /// Create missing topics at start. Default true (the embedded demo creates its own).
     pub create_topics: bool,
     /// RocksDB directory for state snapshots. With it, a restart restores the latest snapshot
@@ -70,6 +76,7 @@ impl Default for KafkaConfig {
             transactional_id: "zumik-broker-0".into(),
             batch_max: 10_000,
             batch_wait_ms: 20,
+            commit_interval_ms: 100,
             create_topics: true,
             snapshot_dir: None,
             snapshot_every_inputs: 20_000,

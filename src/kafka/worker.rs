@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::client::Client;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -322,14 +323,33 @@ fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> BrokerError {
 /// while the background thread takes the delivery reports: ~100 ms per batch. Waiting on this
 /// count wakes as soon as the last report is served.)
 #[derive(Default)]
-struct Delivery {
+pub struct Delivery {
     sent: AtomicU64,
     failed: AtomicU64,
     reported: Mutex<u64>,
     wake: Condvar,
+    /// The journal topic, whose acknowledged offsets are tracked (empty: none).
+    journal: String,
+    /// Per journal partition: one past the last offset acknowledged to this producer.
+    journal_ends: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl Delivery {
+    /// A context that also tracks where this producer's records end on `journal`.
+    fn tracking(journal: &str) -> Self {
+        Delivery {
+            journal: journal.to_owned(),
+            ..Delivery::default()
+        }
+    }
+
+    /// One past the last acknowledged journal offset of each partition this producer wrote to.
+    fn journal_ends(&self) -> BTreeMap<i32, i64> {
+        self.journal_ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
     /// Waits until every record sent so far has its delivery report; `false` on timeout.
     fn wait_reported(&self, timeout: Duration) -> bool {
         let want = self.sent.load(Ordering::Acquire);
@@ -347,15 +367,46 @@ impl ClientContext for Delivery {}
 impl ProducerContext for Delivery {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if result.is_err() {
-            self.failed.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(m) if !self.journal.is_empty() && m.topic() == self.journal => {
+                let mut ends = self.journal_ends.lock().unwrap_or_else(|e| e.into_inner());
+                let end = ends.entry(m.partition()).or_default();
+                *end = (*end).max(m.offset() + 1);
+            }
+            Ok(_) => {}
         }
         *self.reported.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.wake.notify_all();
     }
 }
 
-fn send(
+/// Commits the open transaction once every record of it is acknowledged.
+///
+/// rdkafka's `commit_transaction` first flushes by polling for delivery reports, up to 100 ms a
+/// poll; with a `ThreadedProducer` the background thread serves those reports, so whenever it
+/// takes the last one the flush sleeps out a whole 100 ms poll (measured: 100 ms per commit,
+/// whatever the batch). Waiting on this producer's own delivery count first, then for the last
+/// message to be released, leaves that flush nothing to wait for.
+pub fn commit_transaction(
+    producer: &ThreadedProducer<Delivery>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    if !producer.context().wait_reported(timeout) {
+        return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+    }
+    // A record's report is counted inside the callback; the record is released right after.
+    let released_by = Instant::now() + Duration::from_millis(50);
+    while producer.in_flight_count() > 0 && Instant::now() < released_by {
+        std::thread::yield_now();
+    }
+    producer.commit_transaction(timeout)
+}
+
+/// Sends one record, counted for [`commit_transaction`]; a full local queue is waited out.
+pub fn send(
     producer: &ThreadedProducer<Delivery>,
     mut record: BaseRecord<'_, str, [u8]>,
 ) -> Result<(), BrokerError> {
@@ -377,6 +428,48 @@ fn send(
                 })
             }
         }
+    }
+}
+
+/// At-least-once: the batches whose offsets wait for their output records' acknowledgements,
+/// and when their offsets were last committed.
+struct Unacked {
+    /// (records sent when the batch ended, its offsets), oldest first.
+    batches: VecDeque<(u64, TopicPartitionList)>,
+    every: Duration,
+    committed_at: Instant,
+}
+
+impl Unacked {
+    fn new(every: Duration) -> Self {
+        Unacked {
+            batches: VecDeque::new(),
+            every,
+            committed_at: Instant::now(),
+        }
+    }
+
+    /// Commits what is acknowledged, once `every` has passed since the last commit.
+    fn commit_due(
+        &mut self,
+        producer: &ThreadedProducer<Delivery>,
+        consumer: &BaseConsumer,
+    ) -> Result<(), BrokerError> {
+        if self.committed_at.elapsed() < self.every {
+            return Ok(());
+        }
+        self.committed_at = Instant::now();
+        commit_acknowledged(producer, consumer, &mut self.batches, false)
+    }
+
+    /// Waits for every acknowledgement and commits all offsets, synchronously.
+    fn commit_all(
+        &mut self,
+        producer: &ThreadedProducer<Delivery>,
+        consumer: &BaseConsumer,
+    ) -> Result<(), BrokerError> {
+        self.committed_at = Instant::now();
+        commit_acknowledged(producer, consumer, &mut self.batches, true)
     }
 }
 
@@ -437,14 +530,14 @@ fn commit_acknowledged(
 
 /// Watermarks of a partition; right after topic creation the leader may not be elected yet,
 /// so transient errors are retried for a while.
-fn watermarks(
-    consumer: &BaseConsumer,
+fn watermarks<C: ClientContext>(
+    client: &Client<C>,
     topic: &str,
     partition: i32,
 ) -> Result<(i64, i64), BrokerError> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+        match client.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
             Ok(w) => return Ok(w),
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -474,7 +567,7 @@ pub fn read_journal_from(
     topics: &Topics,
     start: &BTreeMap<i32, i64>,
 ) -> Result<Vec<JournalRecord>, BrokerError> {
-    let (records, _) = scan_topic(cfg, &topics.journal, start, |bytes, out| {
+    let (records, _, _) = scan_topic(cfg, &topics.journal, start, |bytes, out| {
         let mut recs = Vec::new();
         JournalRecord::decode_all(bytes, &mut recs)?;
         out.extend(recs.into_iter().map(|r| (r.input_seq, r)));
@@ -486,7 +579,7 @@ pub fn read_journal_from(
 /// Every committed record of `topic` (all partitions, from the beginning to the end at the
 /// time of the call), as raw payloads in partition/offset order.
 pub fn read_topic(cfg: &KafkaConfig, topic: &str) -> Result<Vec<Vec<u8>>, BrokerError> {
-    let (payloads, _) = scan_topic(cfg, topic, &BTreeMap::new(), |bytes, out| {
+    let (payloads, _, _) = scan_topic(cfg, topic, &BTreeMap::new(), |bytes, out| {
         out.push((0, bytes.to_vec()));
         Ok(())
     })?;
@@ -528,13 +621,14 @@ pub fn append_to_journal(
 
 /// Reads a topic (committed records) from `start` (per partition; others from the beginning)
 /// up to its end at the time of the call, keeping what `decode` returns with its sort key,
-/// sorted by `(key, partition, offset)`. Also returns the number of records read.
+/// sorted by `(key, partition, offset)`. Also returns the number of records kept and where the
+/// read ended on each partition.
 fn scan_topic<T>(
     cfg: &KafkaConfig,
     topic: &str,
     start: &BTreeMap<i32, i64>,
     decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
-) -> Result<(Vec<T>, u64), BrokerError> {
+) -> Result<(Vec<T>, u64, BTreeMap<i32, i64>), BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", format!("{}-reader", cfg.group_id))
@@ -549,7 +643,7 @@ fn scan_topic<T>(
     let mut ends = BTreeMap::new();
     for t in meta.topics() {
         for p in t.partitions() {
-            let (low, high) = watermarks(&consumer, topic, p.id())?;
+            let (low, high) = watermarks(consumer.client(), topic, p.id())?;
             let from = start.get(&p.id()).copied().unwrap_or(low).max(low);
             if high > from {
                 tpl.add_partition_offset(topic, p.id(), Offset::Offset(from))
@@ -562,7 +656,7 @@ fn scan_topic<T>(
     let mut kept: Vec<(u64, T)> = Vec::new();
     let mut read = 0u64;
     if ends.is_empty() {
-        return Ok((Vec::new(), 0));
+        return Ok((Vec::new(), 0, ends));
     }
     consumer.assign(&tpl).map_err(kafka("reader assign"))?;
     let mut done = BTreeMap::new();
@@ -609,24 +703,17 @@ fn scan_topic<T>(
         }
     }
     records.sort_by_key(|(seq, partition, offset, _)| (*seq, *partition, *offset));
-    Ok((records.into_iter().map(|(_, _, _, r)| r).collect(), read))
+    let records = records.into_iter().map(|(_, _, _, r)| r).collect();
+    Ok((records, read, ends))
 }
 
 /// Next offset of every journal partition now: where records written from here on start.
-fn journal_ends(
-    consumer: &BaseConsumer,
-    topics: &Topics,
-) -> Result<BTreeMap<i32, i64>, BrokerError> {
-    let meta = consumer
-        .fetch_metadata(Some(&topics.journal), TIMEOUT)
-        .map_err(kafka("journal metadata"))?;
-    let mut ends = BTreeMap::new();
-    for t in meta.topics() {
-        for p in t.partitions() {
-            ends.insert(p.id(), watermarks(consumer, &topics.journal, p.id())?.1);
-        }
+/// Advances `ends` to `more` where `more` is further, per partition.
+fn merge_ends(ends: &mut BTreeMap<i32, i64>, more: &BTreeMap<i32, i64>) {
+    for (&p, &o) in more {
+        let end = ends.entry(p).or_default();
+        *end = (*end).max(o);
     }
-    Ok(ends)
 }
 
 /// Messages behind the high watermark on each assigned input partition, from the consumer's
@@ -683,6 +770,9 @@ struct Snapshots {
     interval: Duration,
     last_seq: u64,
     last_at: Instant,
+    /// Journal offsets the state reflects without this producer's records: the restored
+    /// snapshot's, advanced by the recovery read.
+    journal_base: BTreeMap<i32, i64>,
 }
 
 impl Snapshots {
@@ -705,6 +795,7 @@ impl Snapshots {
             interval: Duration::from_millis(cfg.snapshot_interval_ms),
             last_seq: 0,
             last_at: Instant::now(),
+            journal_base: BTreeMap::new(),
         }))
     }
 
@@ -714,20 +805,24 @@ impl Snapshots {
                 || self.last_at.elapsed() >= self.interval)
     }
 
-    /// Writes the state after the last committed batch (`input_seq` inputs) with the journal's
-    /// current ends: everything before them is in the state.
+    /// Writes the state after the last committed batch (`input_seq` inputs) with the journal
+    /// position it reflects: the recovery base advanced by every journal record this producer
+    /// had acknowledged (all of them: called after a commit). Taken from delivery reports, not
+    /// from a watermark query, which can run ahead of the commit markers and so land before
+    /// the records of the batch just committed.
     fn save(
         &mut self,
         router: &Router,
         input_seq: u64,
-        consumer: &BaseConsumer,
-        topics: &Topics,
+        written: &BTreeMap<i32, i64>,
         stats: &BrokerStats,
     ) -> Result<Duration, BrokerError> {
         let started = Instant::now();
+        let mut journal_offsets = self.journal_base.clone();
+        merge_ends(&mut journal_offsets, written);
         let position = SnapshotPosition {
             input_seq,
-            journal_offsets: journal_ends(consumer, topics)?,
+            journal_offsets,
         };
         let snapshot = Snapshot {
             position,
@@ -778,7 +873,7 @@ fn published_snapshot(
     let mut latest: Option<Snapshot> = None;
     for t in meta.topics() {
         for p in t.partitions() {
-            let (low, high) = watermarks(&consumer, &topics.snapshots, p.id())?;
+            let (low, high) = watermarks(consumer.client(), &topics.snapshots, p.id())?;
             if high <= low {
                 continue;
             }
@@ -833,9 +928,10 @@ fn recover(
     snapshots: Option<&mut Snapshots>,
     stats: &BrokerStats,
 ) -> Result<u64, BrokerError> {
+    let mut snapshots = snapshots;
     let mut start = BTreeMap::new();
     let mut input_seq = 0;
-    if let Some(s) = snapshots {
+    if let Some(s) = snapshots.as_mut() {
         // The local store first; without a snapshot there (a new instance, a lost volume), the
         // one published on the snapshots topic.
         let snap = match s.store.load(&s.key)? {
@@ -857,18 +953,23 @@ fn recover(
             stats.restored_seq.store(input_seq, Ordering::Relaxed);
         }
     }
-    let (inputs, read) = scan_topic(cfg, &topics.journal, &start, |bytes, out| {
+    let (inputs, read, read_to) = scan_topic(cfg, &topics.journal, &start, |bytes, out| {
         let mut inputs = Vec::new();
         JournalRecord::decode_inputs(bytes, &mut inputs)?;
         out.extend(inputs.into_iter().map(|(seq, e)| (seq, (seq, e))));
         Ok(())
     })?;
     stats.journal_read.store(read, Ordering::Relaxed);
+    if let Some(s) = snapshots {
+        // Everything before these offsets is in the state once the tail below is applied.
+        s.journal_base = start;
+        merge_ends(&mut s.journal_base, &read_to);
+    }
     let mut n = 0;
     let mut out = Output::default();
     for (seq, e) in inputs {
-        // The snapshot's journal offsets are read after its batch committed, so the tail may
-        // still hold records the state already reflects: `input_seq` tells them apart.
+        // A snapshot's journal offsets are exact (acknowledged offsets), but a journal written
+        // by an older build may hold records the state already reflects: `input_seq` tells.
         if seq <= input_seq {
             continue;
         }
@@ -921,7 +1022,7 @@ pub fn run_broker_with(
             .set("transaction.timeout.ms", "60000");
     }
     let producer: ThreadedProducer<Delivery> = pc
-        .create_with_context(Delivery::default())
+        .create_with_context(Delivery::tracking(&topics.journal))
         .map_err(kafka("producer"))?;
     if exactly_once {
         // Fences any older instance with the same transactional id (a zombie after a crash).
@@ -948,7 +1049,12 @@ pub fn run_broker_with(
         .map_err(kafka("subscribe"))?;
     // A replayed tail is snapshotted at once, so the next start need not replay it again.
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        sink.snapshot_written(s.save(&router, input_seq, &consumer, &topics, stats)?);
+        sink.snapshot_written(s.save(
+            &router,
+            input_seq,
+            &producer.context().journal_ends(),
+            stats,
+        )?);
     }
     stats.ready.store(true, Ordering::Relaxed);
     sink.ready();
@@ -958,10 +1064,10 @@ pub fn run_broker_with(
     let mut chunks = JournalChunks::default();
     let wait = Duration::from_millis(cfg.batch_wait_ms);
     let mut decided = Vec::new();
-    let mut unacked = VecDeque::new();
+    let mut unacked = Unacked::new(Duration::from_millis(cfg.commit_interval_ms));
     let mut probed: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        commit_acknowledged(&producer, &consumer, &mut unacked, false)?;
+        unacked.commit_due(&producer, &consumer)?;
         if sink.view_due() {
             sink.view(
                 RouterView::of(router.state(), router.config()),
@@ -1097,14 +1203,14 @@ pub fn run_broker_with(
             producer
                 .send_offsets_to_transaction(&tpl, &group, TIMEOUT)
                 .map_err(kafka("send offsets"))?;
-            producer
-                .commit_transaction(TIMEOUT)
-                .map_err(kafka("commit transaction"))?;
+            commit_transaction(&producer, TIMEOUT).map_err(kafka("commit transaction"))?;
         } else {
             // At-least-once does not wait for the acknowledgements: the offsets are committed
             // once every output record sent before them is acknowledged (checked each round).
-            unacked.push_back((producer.context().sent.load(Ordering::Acquire), tpl));
-            commit_acknowledged(&producer, &consumer, &mut unacked, false)?;
+            unacked
+                .batches
+                .push_back((producer.context().sent.load(Ordering::Acquire), tpl));
+            unacked.commit_due(&producer, &consumer)?;
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
         sink.committed(CommittedBatch {
@@ -1116,14 +1222,24 @@ pub fn run_broker_with(
         });
         if let Some(s) = snapshots.as_mut().filter(|s| s.due(input_seq)) {
             // A snapshot reflects only acknowledged outputs and committed offsets.
-            commit_acknowledged(&producer, &consumer, &mut unacked, true)?;
-            sink.snapshot_written(s.save(&router, input_seq, &consumer, &topics, stats)?);
+            unacked.commit_all(&producer, &consumer)?;
+            sink.snapshot_written(s.save(
+                &router,
+                input_seq,
+                &producer.context().journal_ends(),
+                stats,
+            )?);
         }
     }
     // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
-    commit_acknowledged(&producer, &consumer, &mut unacked, true)?;
+    unacked.commit_all(&producer, &consumer)?;
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        sink.snapshot_written(s.save(&router, input_seq, &consumer, &topics, stats)?);
+        sink.snapshot_written(s.save(
+            &router,
+            input_seq,
+            &producer.context().journal_ends(),
+            stats,
+        )?);
     }
     if let Some(s) = &snapshots {
         if let Err(e) = s.publisher.flush(TIMEOUT) {
