@@ -4,7 +4,7 @@
 //!
 //! It is a binary min-heap on `(deadline, seq)` with lazy deletion: a completion does not touch
 //! it; entries whose reservation is gone (or was replaced: other `seq`) are dropped when they
-//! reach the top, and the whole heap is compacted once it holds more than four times the live
+//! come due at the top, and the whole heap is compacted once it holds more than four times the live
 //! reservations, so its size stays within `4 × reservations + 256`. Pushing a deadline later than
 //! all others (the usual case: same deadline, later request) is O(1).
 //!
@@ -69,9 +69,10 @@ impl<'de, C> bincode::BorrowDecode<'de, C> for ExpiryQueue {
     }
 }
 
-/// Whether a reservation `(id, seq)` is still held.
+/// Whether a reservation `(id, seq)` is still held. Gets the entry's own `Arc`, so an owner
+/// that keys reservations by the same allocation can answer from its reference count.
 pub trait Live {
-    fn live(&self, id: &str, seq: u64) -> bool;
+    fn live(&self, id: &Arc<str>, seq: u64) -> bool;
 }
 
 impl ExpiryQueue {
@@ -118,6 +119,23 @@ impl ExpiryQueue {
             }
             self.pop();
         }
+    }
+
+    /// Whether a live entry's deadline is at or before `now`, dropping the dead entries met on
+    /// the way. Entries not yet due are not looked at: asked on every request, this costs one
+    /// comparison until something comes due, where [`ExpiryQueue::prune`] would check the top's
+    /// liveness (a lookup by id) every time and pop the completed requests one by one.
+    pub fn due(&mut self, now: i64, live: &impl Live) -> bool {
+        while let Some(top) = self.heap.first() {
+            if top.at > now {
+                return false;
+            }
+            if live.live(&top.id, top.seq) {
+                return true;
+            }
+            self.pop();
+        }
+        false
     }
 
     /// Keeps only live entries once dead ones outnumber them (amortised O(1) per completion).
@@ -193,8 +211,8 @@ mod tests {
     struct Held(BTreeSet<(String, u64)>);
 
     impl Live for Held {
-        fn live(&self, id: &str, seq: u64) -> bool {
-            self.0.contains(&(id.to_owned(), seq))
+        fn live(&self, id: &Arc<str>, seq: u64) -> bool {
+            self.0.contains(&(id.to_string(), seq))
         }
     }
 
@@ -242,6 +260,9 @@ mod tests {
             let bound = seq as i64 * 10;
             let want: Vec<_> = reference.range(..(bound, 0)).copied().collect();
             assert_eq!(due(&q, &held, bound), want, "due before {bound}");
+            let now = bound + (next() % 500) as i64;
+            let want_due = reference.first().is_some_and(|k| k.0 <= now);
+            assert_eq!(q.due(now, &held), want_due, "due at {now}");
             q.prune(&held);
             assert_eq!(q.peek(), reference.first().map(|k| k.0));
         }

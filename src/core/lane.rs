@@ -46,8 +46,10 @@ pub struct Reservation {
 pub type Reservations = super::index::HashIndex<Arc<str>, Reservation>;
 
 impl super::expiry::Live for Reservations {
-    fn live(&self, id: &str, seq: u64) -> bool {
-        self.get(id).is_some_and(|r| r.seq == seq)
+    fn live(&self, id: &Arc<str>, seq: u64) -> bool {
+        // A live reservation is keyed by a clone of its queue entry's `Arc`, so an id nobody
+        // else holds is dead: no hash lookup (compaction asks this of every dead entry).
+        Arc::strong_count(id) > 1 && self.get(&**id).is_some_and(|r| r.seq == seq)
     }
 }
 
@@ -299,7 +301,7 @@ impl LaneState {
 
     /// Whether a reservation's deadline is at or before `now`: the shell then sends `Expire`.
     pub fn expiry_due(&mut self, now: i64) -> bool {
-        self.next_expiry().is_some_and(|t| t <= now)
+        self.expiry.due(now, &self.reservations)
     }
 
     /// Rebuilds the deadline index from the reservations (after decoding a snapshot).
@@ -458,7 +460,15 @@ impl LaneState {
                         expires_at: *expires_at,
                         seq: decision.seq,
                     };
-                    self.reservations.insert(id, r);
+                    // A held id is refused before it can be reserved again, so this replaces
+                    // nothing; if it ever did, the key must become the queue entry's `Arc` too,
+                    // which the liveness check below relies on.
+                    if self.reservations.insert(id, r).is_some() {
+                        let id = decision.request_id.clone();
+                        if let Some(r) = self.reservations.remove(&*id) {
+                            self.reservations.insert(id, r);
+                        }
+                    }
                 }
             }
             LaneEvent::EmergencyFallback { .. } => {}
@@ -811,7 +821,8 @@ impl LaneState {
         events: &mut Vec<LaneEvent>,
     ) {
         let seq = self.seq + 1;
-        let tenant_id: Arc<str> = tenant.tenant_id.clone();
+        // Borrowed, not cloned: each clone of a shared id is an atomic increment and decrement.
+        let tenant_id = &tenant.tenant_id;
         let mut d = DecisionV1 {
             request_id: r.request_id.clone(),
             tenant_id: tenant_id.clone(),
@@ -914,7 +925,7 @@ impl LaneState {
                     return;
                 }
                 ProfileClass::Byoc => {
-                    match self.byoc(r, &tenant_id, tenant, &mut d.considered, cfg) {
+                    match self.byoc(r, tenant_id, tenant, &mut d.considered, cfg) {
                         Byoc::Chosen { cluster, stack } => {
                             d.profile = Some(byoc_profile(stack));
                             d.mode = Mode::Live;

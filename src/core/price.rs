@@ -51,8 +51,13 @@ impl ModelPrice {
         let pd = uncached * self.input_pd as u128
             + cached * self.cache_read_pd.unwrap_or(self.input_pd) as u128
             + output_tokens as u128 * self.output_pd as u128;
-        // 1 micro = 1e6 pico-dollars.
-        ((pd + 500_000) / 1_000_000).min(u64::MAX as u128) as u64
+        // 1 micro = 1e6 pico-dollars. A u128 division is a library call on the per-request
+        // path; every realistic sum fits in u64, whose division by a constant is a multiply.
+        let rounded = pd + 500_000;
+        match u64::try_from(rounded) {
+            Ok(x) => x / 1_000_000,
+            Err(_) => (rounded / 1_000_000).min(u64::MAX as u128) as u64,
+        }
     }
 }
 
@@ -308,6 +313,19 @@ mod tests {
         assert_eq!(p.cost_micros(2000, 1000, 100), 4750);
         // Cached beyond input is clamped.
         assert_eq!(p.cost_micros(10, 50, 0), 13);
+    }
+
+    #[test]
+    fn cost_past_u64_pico_dollars_takes_the_wide_division_and_saturates() {
+        let p = ModelPrice {
+            input_pd: u64::MAX,
+            output_pd: u64::MAX,
+            ..Default::default()
+        };
+        // 2 × (2^64 − 1) pico-dollars does not fit in u64: rounded the same way in u128.
+        let wide = 2 * (u64::MAX as u128) + 500_000;
+        assert_eq!(p.cost_micros(2, 0, 0), (wide / 1_000_000) as u64);
+        assert_eq!(p.cost_micros(u32::MAX, 0, u32::MAX), u64::MAX);
     }
 
     #[test]
