@@ -8,8 +8,10 @@
 //! Recovery: every applied input is journaled (`JournalEntry::Input`) with a global sequence
 //! number in the same transaction as its outputs, so on start the router is rebuilt by applying
 //! the journaled inputs in sequence order, and consumption resumes at the committed offsets:
-//! the state is exactly the state after the last committed batch. (Snapshots, which bound this
-//! replay, and partition handover between instances come next; this loop assumes one instance.)
+//! the state is exactly the state after the last committed batch. RocksDB snapshots (also
+//! published on the snapshots topic) bound this replay to the journal written after them.
+//! The loop assumes one instance: scale-out with per-partition state and handover between
+//! instances is not built yet.
 //!
 //! Blocking calls only, on the caller's thread: never run this on an async executor.
 
