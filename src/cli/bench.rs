@@ -265,6 +265,24 @@ impl BatchSink for Tally {
     }
 }
 
+/// The broker with the default routing config until `stop`, and where its time went.
+fn tallied_broker(
+    cfg: &KafkaConfig,
+    stop: &AtomicBool,
+    stats: &BrokerStats,
+) -> Result<Tally, crate::kafka::worker::BrokerError> {
+    let mut tally = Tally::default();
+    run_broker_with(
+        cfg,
+        Arc::new(crate::core::RoutingConfig::default()),
+        Arc::new(crate::core::PriceTable::embedded()),
+        stop,
+        stats,
+        &mut tally,
+    )?;
+    Ok(tally)
+}
+
 /// The broker over pre-produced inputs: seconds to apply `expected` inputs, peak RSS (MB), and
 /// where the time went.
 fn broker_run(cfg: &KafkaConfig, expected: u64) -> anyhow::Result<(f64, f64, Tally)> {
@@ -276,18 +294,7 @@ fn broker_run(cfg: &KafkaConfig, expected: u64) -> anyhow::Result<(f64, f64, Tal
         let (cfg, stop, stats) = (cfg.clone(), stop.clone(), stats.clone());
         std::thread::Builder::new()
             .name("broker".into())
-            .spawn(move || {
-                let mut tally = Tally::default();
-                run_broker_with(
-                    &cfg,
-                    Arc::new(crate::core::RoutingConfig::default()),
-                    Arc::new(crate::core::PriceTable::embedded()),
-                    &stop,
-                    &stats,
-                    &mut tally,
-                )
-                .map(|()| tally)
-            })?
+            .spawn(move || tallied_broker(&cfg, &stop, &stats))?
     };
     let mut started: Option<Instant> = None;
     let mut peak: f64 = 0.0;
@@ -336,14 +343,7 @@ impl Path {
 /// settings and produces every message unchanged to the decisions topic, until `stop`.
 fn forward(cfg: &KafkaConfig, topics: &Topics, stop: &AtomicBool) -> anyhow::Result<()> {
     let p = producer(cfg, 0)?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "5")
-        .create()?;
+    let consumer: BaseConsumer = worker::consumer_config(cfg).create()?;
     consumer.subscribe(&topics.inputs())?;
     while !stop.load(Ordering::Relaxed) {
         let Some(m) = consumer.poll(Duration::from_millis(100)) else {
@@ -398,19 +398,7 @@ fn latency(base: &KafkaConfig, args: &BenchArgs, path: Path) -> anyhow::Result<L
         let (cfg, stop, stats) = (cfg.clone(), stop.clone(), stats.clone());
         let topics = topics.clone();
         std::thread::spawn(move || match path {
-            Path::Broker(_) => {
-                let mut tally = Tally::default();
-                run_broker_with(
-                    &cfg,
-                    Arc::new(crate::core::RoutingConfig::default()),
-                    Arc::new(crate::core::PriceTable::embedded()),
-                    &stop,
-                    &stats,
-                    &mut tally,
-                )
-                .map(|()| tally)
-                .map_err(anyhow::Error::from)
-            }
+            Path::Broker(_) => tallied_broker(&cfg, &stop, &stats).map_err(anyhow::Error::from),
             Path::OneHop => {
                 stats.ready.store(true, Ordering::Relaxed);
                 Ok(Tally::default())

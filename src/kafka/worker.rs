@@ -819,12 +819,12 @@ impl Snapshots {
         &mut self,
         router: &Router,
         input_seq: u64,
-        written: &BTreeMap<i32, i64>,
+        producer: &ThreadedProducer<Delivery>,
         stats: &BrokerStats,
     ) -> Result<Duration, BrokerError> {
         let started = Instant::now();
         let mut journal_offsets = self.journal_base.clone();
-        merge_ends(&mut journal_offsets, written);
+        merge_ends(&mut journal_offsets, &producer.context().journal_ends());
         let position = SnapshotPosition {
             input_seq,
             journal_offsets,
@@ -996,6 +996,24 @@ fn recover(
     Ok(input_seq)
 }
 
+/// The settings of the broker's input consumer (also the bench's two-hop floor).
+pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        // Short fetch waits: at-least-once is the low-latency mode.
+        .set("fetch.wait.max.ms", if exactly_once { "100" } else { "5" })
+        .set("partition.assignment.strategy", "range")
+        // Static membership: a restarted instance (same transactional id) takes its partitions
+        // back at once instead of waiting out the dead member's session.
+        .set("group.instance.id", &cfg.transactional_id);
+    c
+}
+
 /// Runs the broker until `stop` is set (the current batch is finished and committed first).
 pub fn run_broker(
     cfg: &KafkaConfig,
@@ -1051,31 +1069,13 @@ pub fn run_broker_with(
             .init_transactions(TIMEOUT)
             .map_err(kafka("init transactions"))?;
     }
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        // Short fetch waits: at-least-once is the low-latency mode.
-        .set("fetch.wait.max.ms", if exactly_once { "100" } else { "5" })
-        .set("partition.assignment.strategy", "range")
-        // Static membership: a restarted instance (same transactional id) takes its partitions
-        // back at once instead of waiting out the dead member's session.
-        .set("group.instance.id", &cfg.transactional_id)
-        .create()
-        .map_err(kafka("consumer"))?;
+    let consumer: BaseConsumer = consumer_config(cfg).create().map_err(kafka("consumer"))?;
     consumer
         .subscribe(&topics.inputs())
         .map_err(kafka("subscribe"))?;
     // A replayed tail is snapshotted at once, so the next start need not replay it again.
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        sink.snapshot_written(s.save(
-            &router,
-            input_seq,
-            &producer.context().journal_ends(),
-            stats,
-        )?);
+        sink.snapshot_written(s.save(&router, input_seq, &producer, stats)?);
     }
     stats.ready.store(true, Ordering::Relaxed);
     sink.ready();
@@ -1244,23 +1244,13 @@ pub fn run_broker_with(
         if let Some(s) = snapshots.as_mut().filter(|s| s.due(input_seq)) {
             // A snapshot reflects only acknowledged outputs and committed offsets.
             unacked.commit_all(&producer, &consumer)?;
-            sink.snapshot_written(s.save(
-                &router,
-                input_seq,
-                &producer.context().journal_ends(),
-                stats,
-            )?);
+            sink.snapshot_written(s.save(&router, input_seq, &producer, stats)?);
         }
     }
     // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
     unacked.commit_all(&producer, &consumer)?;
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        sink.snapshot_written(s.save(
-            &router,
-            input_seq,
-            &producer.context().journal_ends(),
-            stats,
-        )?);
+        sink.snapshot_written(s.save(&router, input_seq, &producer, stats)?);
     }
     if let Some(s) = &snapshots {
         if let Err(e) = s.publisher.flush(TIMEOUT) {
