@@ -569,7 +569,7 @@ pub fn read_journal_from(
     topics: &Topics,
     start: &BTreeMap<i32, i64>,
 ) -> Result<Vec<JournalRecord>, BrokerError> {
-    let (records, _, _) = scan_topic(cfg, &topics.journal, start, |bytes, out| {
+    let Scan { records, .. } = scan_topic(cfg, &topics.journal, start, |bytes, out| {
         let mut recs = Vec::new();
         JournalRecord::decode_all(bytes, &mut recs)?;
         out.extend(recs.into_iter().map(|r| (r.input_seq, r)));
@@ -581,7 +581,9 @@ pub fn read_journal_from(
 /// Every committed record of `topic` (all partitions, from the beginning to the end at the
 /// time of the call), as raw payloads in partition/offset order.
 pub fn read_topic(cfg: &KafkaConfig, topic: &str) -> Result<Vec<Vec<u8>>, BrokerError> {
-    let (payloads, _, _) = scan_topic(cfg, topic, &BTreeMap::new(), |bytes, out| {
+    let Scan {
+        records: payloads, ..
+    } = scan_topic(cfg, topic, &BTreeMap::new(), |bytes, out| {
         out.push((0, bytes.to_vec()));
         Ok(())
     })?;
@@ -621,6 +623,15 @@ pub fn append_to_journal(
     }
 }
 
+/// What [`scan_topic`] read.
+struct Scan<T> {
+    records: Vec<T>,
+    /// Records `decode` kept.
+    kept: u64,
+    /// Where the read ended on each partition it read.
+    ends: BTreeMap<i32, i64>,
+}
+
 /// Reads a topic (committed records) from `start` (per partition; others from the beginning)
 /// up to its end at the time of the call, keeping what `decode` returns with its sort key,
 /// sorted by `(key, partition, offset)`. Also returns the number of records kept and where the
@@ -630,7 +641,7 @@ fn scan_topic<T>(
     topic: &str,
     start: &BTreeMap<i32, i64>,
     decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
-) -> Result<(Vec<T>, u64, BTreeMap<i32, i64>), BrokerError> {
+) -> Result<Scan<T>, BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", format!("{}-reader", cfg.group_id))
@@ -658,7 +669,11 @@ fn scan_topic<T>(
     let mut kept: Vec<(u64, T)> = Vec::new();
     let mut read = 0u64;
     if ends.is_empty() {
-        return Ok((Vec::new(), 0, ends));
+        return Ok(Scan {
+            records: Vec::new(),
+            kept: 0,
+            ends,
+        });
     }
     consumer.assign(&tpl).map_err(kafka("reader assign"))?;
     let mut done = BTreeMap::new();
@@ -708,8 +723,11 @@ fn scan_topic<T>(
         }
     }
     records.sort_by_key(|(seq, partition, offset, _)| (*seq, *partition, *offset));
-    let records = records.into_iter().map(|(_, _, _, r)| r).collect();
-    Ok((records, read, ends))
+    Ok(Scan {
+        records: records.into_iter().map(|(_, _, _, r)| r).collect(),
+        kept: read,
+        ends,
+    })
 }
 
 /// Next offset of every journal partition now: where records written from here on start.
@@ -960,7 +978,11 @@ fn recover(
         }
     }
     let snapshot_at = began.elapsed();
-    let (inputs, read, read_to) = scan_topic(cfg, &topics.journal, &start, |bytes, out| {
+    let Scan {
+        records: inputs,
+        kept: read,
+        ends: read_to,
+    } = scan_topic(cfg, &topics.journal, &start, |bytes, out| {
         let mut inputs = Vec::new();
         JournalRecord::decode_inputs(bytes, &mut inputs)?;
         out.extend(inputs.into_iter().map(|(seq, e)| (seq, (seq, e))));
