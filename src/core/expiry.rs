@@ -69,10 +69,9 @@ impl<'de, C> bincode::BorrowDecode<'de, C> for ExpiryQueue {
     }
 }
 
-/// Whether a reservation `(id, seq)` is still held. Gets the entry's own `Arc`, so an owner
-/// that keys reservations by the same allocation can answer from its reference count.
+/// Whether a reservation `(id, seq)` is still held.
 pub trait Live {
-    fn live(&self, id: &Arc<str>, seq: u64) -> bool;
+    fn live(&self, id: &str, seq: u64) -> bool;
 }
 
 impl ExpiryQueue {
@@ -111,20 +110,9 @@ impl ExpiryQueue {
         }
     }
 
-    /// Drops dead entries from the top: afterwards the top, if any, is live.
-    pub fn prune(&mut self, live: &impl Live) {
-        while let Some(top) = self.heap.first() {
-            if live.live(&top.id, top.seq) {
-                return;
-            }
-            self.pop();
-        }
-    }
-
     /// Whether a live entry's deadline is at or before `now`, dropping the dead entries met on
-    /// the way. Entries not yet due are not looked at: asked on every request, this costs one
-    /// comparison until something comes due, where [`ExpiryQueue::prune`] would check the top's
-    /// liveness (a lookup by id) every time and pop the completed requests one by one.
+    /// the way (afterwards the top, if due, is live). Entries not yet due are not looked at:
+    /// asked on every request, this costs one comparison until something comes due.
     pub fn due(&mut self, now: i64, live: &impl Live) -> bool {
         while let Some(top) = self.heap.first() {
             if top.at > now {
@@ -149,7 +137,8 @@ impl ExpiryQueue {
         }
     }
 
-    /// Deadline at the top (the earliest, if [`ExpiryQueue::prune`] ran since the last change).
+    /// Deadline at the top (the earliest live one, if [`ExpiryQueue::due`] with `i64::MAX` ran
+    /// since the last change).
     pub fn peek(&self) -> Option<i64> {
         self.heap.first().map(|e| e.at)
     }
@@ -211,8 +200,8 @@ mod tests {
     struct Held(BTreeSet<(String, u64)>);
 
     impl Live for Held {
-        fn live(&self, id: &Arc<str>, seq: u64) -> bool {
-            self.0.contains(&(id.to_string(), seq))
+        fn live(&self, id: &str, seq: u64) -> bool {
+            self.0.contains(&(id.to_owned(), seq))
         }
     }
 
@@ -263,7 +252,7 @@ mod tests {
             let now = bound + (next() % 500) as i64;
             let want_due = reference.first().is_some_and(|k| k.0 <= now);
             assert_eq!(q.due(now, &held), want_due, "due at {now}");
-            q.prune(&held);
+            q.due(i64::MAX, &held);
             assert_eq!(q.peek(), reference.first().map(|k| k.0));
         }
     }

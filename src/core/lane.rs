@@ -46,10 +46,8 @@ pub struct Reservation {
 pub type Reservations = super::index::HashIndex<Arc<str>, Reservation>;
 
 impl super::expiry::Live for Reservations {
-    fn live(&self, id: &Arc<str>, seq: u64) -> bool {
-        // A live reservation is keyed by a clone of its queue entry's `Arc`, so an id nobody
-        // else holds is dead: no hash lookup (compaction asks this of every dead entry).
-        Arc::strong_count(id) > 1 && self.get(&**id).is_some_and(|r| r.seq == seq)
+    fn live(&self, id: &str, seq: u64) -> bool {
+        self.get(id).is_some_and(|r| r.seq == seq)
     }
 }
 
@@ -293,12 +291,6 @@ impl LaneState {
         }
     }
 
-    /// Earliest reservation deadline, if any.
-    pub fn next_expiry(&mut self) -> Option<i64> {
-        self.expiry.prune(&self.reservations);
-        self.expiry.peek()
-    }
-
     /// Whether a reservation's deadline is at or before `now`: the shell then sends `Expire`.
     pub fn expiry_due(&mut self, now: i64) -> bool {
         self.expiry.due(now, &self.reservations)
@@ -460,15 +452,7 @@ impl LaneState {
                         expires_at: *expires_at,
                         seq: decision.seq,
                     };
-                    // A held id is refused before it can be reserved again, so this replaces
-                    // nothing; if it ever did, the key must become the queue entry's `Arc` too,
-                    // which the liveness check below relies on.
-                    if self.reservations.insert(id, r).is_some() {
-                        let id = decision.request_id.clone();
-                        if let Some(r) = self.reservations.remove(&*id) {
-                            self.reservations.insert(id, r);
-                        }
-                    }
+                    self.reservations.insert(id, r);
                 }
             }
             LaneEvent::EmergencyFallback { .. } => {}
