@@ -25,9 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
@@ -124,35 +123,22 @@ fn fresh(base: &KafkaConfig, what: &str) -> KafkaConfig {
     }
 }
 
-fn producer(
-    cfg: &KafkaConfig,
-    linger_ms: u32,
-) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+fn producer(cfg: &KafkaConfig, linger_ms: u32) -> anyhow::Result<ThreadedProducer<Delivery>> {
     ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", linger_ms.to_string())
-        .create()
+        .create_with_context(Delivery::default())
         .context("creating the bench producer")
 }
 
 fn send(
-    p: &ThreadedProducer<DefaultProducerContext>,
+    p: &ThreadedProducer<Delivery>,
     topic: &str,
     key: &str,
     payload: &[u8],
 ) -> anyhow::Result<()> {
-    let mut record = BaseRecord::to(topic).key(key).payload(payload);
-    loop {
-        match p.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Err((e, _)) => return Err(e).context("producing"),
-        }
-    }
+    worker::send(p, BaseRecord::to(topic).key(key).payload(payload)).context("producing")
 }
 
 /// Resident set size of this process now, MB.
@@ -170,25 +156,19 @@ fn rss_mb() -> f64 {
 /// The raw passthrough: input topics → one output topic, exactly-once batches, no logic.
 /// Returns the seconds it took to move `expected` messages.
 fn passthrough(cfg: &KafkaConfig, topics: &Topics, expected: u64) -> anyhow::Result<f64> {
-    // The broker's own output topic: same topics, same client settings.
+    // The broker's own output topic, its client settings and its commit, so the two differ
+    // only by the broker's work (group and transactional id of their own).
     let out_topic = topics.decisions.clone();
-    // The broker's producer and commit, so the two differ only by the broker's work.
-    let producer: ThreadedProducer<Delivery> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "1")
-        .set("transactional.id", format!("{}pt", cfg.transactional_id))
-        .set("transaction.timeout.ms", "60000")
-        .create_with_context(Delivery::default())?;
+    let own = KafkaConfig {
+        group_id: format!("{}pt", cfg.group_id),
+        transactional_id: format!("{}pt", cfg.transactional_id),
+        ..cfg.clone()
+    };
+    let producer: ThreadedProducer<Delivery> =
+        worker::producer_config(&own).create_with_context(Delivery::default())?;
     let t = Duration::from_secs(30);
     producer.init_transactions(t)?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", format!("{}pt", cfg.group_id))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()?;
+    let consumer: BaseConsumer = worker::consumer_config(&own).create()?;
     consumer.subscribe(&topics.inputs())?;
     let wait = Duration::from_millis(cfg.batch_wait_ms);
     let mut moved = 0u64;
@@ -241,7 +221,7 @@ fn passthrough(cfg: &KafkaConfig, topics: &Topics, expected: u64) -> anyhow::Res
 }
 
 /// Where the broker's time went in a throughput run (summed over its batches).
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct Tally {
     batches: u64,
     /// First input to commit, summed over batches.

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::client::Client;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -330,8 +329,8 @@ pub struct Delivery {
     failed: AtomicU64,
     reported: Mutex<u64>,
     wake: Condvar,
-    /// The journal topic, whose acknowledged offsets are tracked (empty: none).
-    journal: String,
+    /// The journal topic, whose acknowledged offsets are tracked.
+    journal: Option<String>,
     /// Per journal partition: one past the last offset acknowledged to this producer.
     journal_ends: Mutex<BTreeMap<i32, i64>>,
 }
@@ -340,7 +339,7 @@ impl Delivery {
     /// A context that also tracks where this producer's records end on `journal`.
     fn tracking(journal: &str) -> Self {
         Delivery {
-            journal: journal.to_owned(),
+            journal: Some(journal.to_owned()),
             ..Delivery::default()
         }
     }
@@ -373,7 +372,7 @@ impl ProducerContext for Delivery {
             Err(_) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(m) if !self.journal.is_empty() && m.topic() == self.journal => {
+            Ok(m) if self.journal.as_deref() == Some(m.topic()) => {
                 let mut ends = self.journal_ends.lock().unwrap_or_else(|e| e.into_inner());
                 let end = ends.entry(m.partition()).or_default();
                 *end = (*end).max(m.offset() + 1);
@@ -449,6 +448,12 @@ impl Unacked {
             every,
             committed_at: Instant::now(),
         }
+    }
+
+    /// A batch whose offsets may be committed once the records sent so far (`sent`) are all
+    /// acknowledged.
+    fn push(&mut self, sent: u64, offsets: TopicPartitionList) {
+        self.batches.push_back((sent, offsets));
     }
 
     /// Commits what is acknowledged, once `every` has passed since the last commit.
@@ -532,14 +537,14 @@ fn commit_acknowledged(
 
 /// Watermarks of a partition; right after topic creation the leader may not be elected yet,
 /// so transient errors are retried for a while.
-fn watermarks<C: ClientContext>(
-    client: &Client<C>,
+fn watermarks(
+    consumer: &BaseConsumer,
     topic: &str,
     partition: i32,
 ) -> Result<(i64, i64), BrokerError> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        match client.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
             Ok(w) => return Ok(w),
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -656,7 +661,7 @@ fn scan_topic<T>(
     let mut ends = BTreeMap::new();
     for t in meta.topics() {
         for p in t.partitions() {
-            let (low, high) = watermarks(consumer.client(), topic, p.id())?;
+            let (low, high) = watermarks(&consumer, topic, p.id())?;
             let from = start.get(&p.id()).copied().unwrap_or(low).max(low);
             if high > from {
                 tpl.add_partition_offset(topic, p.id(), Offset::Offset(from))
@@ -730,7 +735,6 @@ fn scan_topic<T>(
     })
 }
 
-/// Next offset of every journal partition now: where records written from here on start.
 /// Advances `ends` to `more` where `more` is further, per partition.
 fn merge_ends(ends: &mut BTreeMap<i32, i64>, more: &BTreeMap<i32, i64>) {
     for (&p, &o) in more {
@@ -896,7 +900,7 @@ fn published_snapshot(
     let mut latest: Option<Snapshot> = None;
     for t in meta.topics() {
         for p in t.partitions() {
-            let (low, high) = watermarks(consumer.client(), &topics.snapshots, p.id())?;
+            let (low, high) = watermarks(&consumer, &topics.snapshots, p.id())?;
             if high <= low {
                 continue;
             }
@@ -1018,7 +1022,23 @@ fn recover(
     Ok(input_seq)
 }
 
-/// The settings of the broker's input consumer (also the bench's two-hop floor).
+/// The settings of the broker's output producer (also the bench's passthrough).
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("enable.idempotence", "true")
+        // At-least-once is the low-latency mode: records leave at once (a batch's records
+        // still share requests, as they are queued together).
+        .set("linger.ms", if exactly_once { "1" } else { "0" });
+    if exactly_once {
+        c.set("transactional.id", &cfg.transactional_id)
+            .set("transaction.timeout.ms", "60000");
+    }
+    c
+}
+
+/// The settings of the broker's input consumer (also the bench's passthrough and two-hop floor).
 pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
     let mut c = ClientConfig::new();
@@ -1072,17 +1092,7 @@ pub fn run_broker_with(
     );
 
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
-    let mut pc = ClientConfig::new();
-    pc.set("bootstrap.servers", &cfg.brokers)
-        .set("enable.idempotence", "true")
-        // At-least-once is the low-latency mode: records leave at once (a batch's records
-        // still share requests, as they are queued together).
-        .set("linger.ms", if exactly_once { "1" } else { "0" });
-    if exactly_once {
-        pc.set("transactional.id", &cfg.transactional_id)
-            .set("transaction.timeout.ms", "60000");
-    }
-    let producer: ThreadedProducer<Delivery> = pc
+    let producer: ThreadedProducer<Delivery> = producer_config(cfg)
         .create_with_context(Delivery::tracking(&topics.journal))
         .map_err(kafka("producer"))?;
     if exactly_once {
@@ -1250,9 +1260,7 @@ pub fn run_broker_with(
         } else {
             // At-least-once does not wait for the acknowledgements: the offsets are committed
             // once every output record sent before them is acknowledged (checked each round).
-            unacked
-                .batches
-                .push_back((producer.context().sent.load(Ordering::Acquire), tpl));
+            unacked.push(producer.context().sent.load(Ordering::Acquire), tpl);
             unacked.commit_due(&producer, &consumer)?;
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
