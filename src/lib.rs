@@ -12,6 +12,9 @@
 //!   reports (JSON + HTML); pure, driving the same [`core::Router`] as production.
 //! - [`workload`] — the deterministic synthetic workload generator (seeded; feeds the demo,
 //!   `zumik produce`, the benches).
+//! - [`actors`] — the actix actors, one per lane, cluster and tenant, thin shells over the
+//!   core's steps, and the dispatcher that drives them in input order (same bytes out as
+//!   [`core::Router`]); the broker runs on them (`kafka.engine = "actors"`).
 //! - [`kafka`] — the Kafka runtime: topics, the exactly-once broker loop over the core, recovery
 //!   from the journal topic (blocking librdkafka calls on dedicated threads).
 //! - [`store`] — the RocksDB snapshot store: router state and the input position it reflects,
@@ -22,9 +25,10 @@
 //! - [`telemetry`] — every Prometheus metric name and label, and the `tracing` log setup.
 //! - [`cli`] — the `zumik` command line (thin: parses arguments, does I/O, calls the core).
 //!
-//! Planned next (DESIGN §6): actix actors per lane, cluster and tenant, partition handover
-//! between instances through `zumik.snapshots`.
+//! Planned next (DESIGN §6): partition handover between live instances through
+//! `zumik.snapshots`.
 
+pub mod actors;
 pub mod api;
 pub mod cli;
 pub mod config;

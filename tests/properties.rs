@@ -37,6 +37,11 @@
 //! 7. **audit replay** — the journal alone re-derives every decision: the auditor replays it
 //!    with zero mismatches and rebuilds the router's lane, cluster and tenant states.
 //!
+//! 8. **actors** — the actix actors (`zumik::actors::ActorEngine`, one actor per lane, cluster
+//!    and tenant) give, event by event, the inline router's decision bytes, journal records and
+//!    warnings, and the same snapshot bytes at random cuts; restarting the actors from the inline
+//!    router's snapshot there changes nothing.
+//!
 //! `redelivered_requests_keep_capacity_exact` runs 3, 5 and 6 with some requests delivered twice
 //! (at-least-once producers). `generator_reaches_the_paths_the_properties_are_about` checks that
 //! the sequences really hit hot lanes, overflow, failover, expiry, the breaker, slow start,
@@ -55,11 +60,12 @@ use proptest::prelude::*;
 use proptest::sample::{select, subsequence, Index};
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
+use zumik::actors::ActorEngine;
 use zumik::core::audit::Auditor;
 use zumik::core::cluster::{ClusterEvent, Health};
 use zumik::core::config::{BreakerConfig, GateConfig, UnknownTenant};
 use zumik::core::lane::{effective_limit, LaneEvent};
-use zumik::core::router::JournalEntry;
+use zumik::core::router::{JournalEntry, RouterState};
 use zumik::core::tenant::TenantEvent;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::codec::{decode_input, encode_decision, encode_input};
@@ -1722,8 +1728,66 @@ fn journal_replays(s: &Scenario) -> Result<(), Failure> {
     Ok(())
 }
 
+/// 8. The actor engine and the inline router, side by side: same outputs after every event, same
+/// snapshot bytes at the cuts (where the actors restart from the router's snapshot) and at the end.
+fn actors_match(s: &Scenario, cuts: &[Index]) -> Result<(), Failure> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(s.events.len() + 1)).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut router = Router::new(s.cfg.clone(), prices());
+    let mut actors = ActorEngine::new(s.cfg.clone(), prices(), RouterState::default());
+    let (mut a, mut b) = (Output::with_journal(), Output::with_journal());
+    let same_snapshot =
+        |router: &Router, actors: &ActorEngine, at: usize| -> Result<Vec<u8>, Failure> {
+            let bytes = router.snapshot();
+            let theirs = actors.snapshot().map_err(|e| e.to_string())?;
+            if theirs != bytes {
+                let msg =
+                    format!("after {at} events the actors' snapshot differs from the router's");
+                return Err(Failure {
+                    at: Some(at.saturating_sub(1)),
+                    msg,
+                });
+            }
+            Ok(bytes)
+        };
+    for (i, e) in s.events.iter().enumerate() {
+        if cuts.contains(&i) {
+            let bytes = same_snapshot(&router, &actors, i)?;
+            actors = ActorEngine::restore(s.cfg.clone(), prices(), &bytes)
+                .map_err(|e| format!("actors restoring the snapshot after {i} events: {e}"))?;
+        }
+        apply(&mut router, e, &mut a).map_err(|m| Failure {
+            at: Some(i),
+            msg: m,
+        })?;
+        actors.apply(e.clone(), &mut b).map_err(|e| e.to_string())?;
+        let enc = |o: &Output| o.decisions.iter().map(encode_decision).collect::<Vec<_>>();
+        if enc(&a) != enc(&b) || a.journal != b.journal || a.warnings != b.warnings {
+            let msg = format!(
+                "at event #{i} the actors differ from the router:\n decisions {:?}\n vs {:?}\n journal {:?}\n vs {:?}\n warnings {:?} vs {:?}",
+                enc(&a).iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<Vec<_>>(),
+                enc(&b).iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<Vec<_>>(),
+                a.journal, b.journal, a.warnings, b.warnings
+            );
+            return Err(Failure { at: Some(i), msg });
+        }
+        a.clear();
+        b.clear();
+    }
+    same_snapshot(&router, &actors, s.events.len()).map(|_| ())
+}
+
 proptest! {
     #![proptest_config(proptest_config())]
+
+    #[test]
+    fn actors_decide_and_journal_exactly_as_the_inline_router(
+        case in case(false),
+        cuts in prop::collection::vec(any::<Index>(), 1..=3),
+    ) {
+        check(&case, |s| actors_match(s, &cuts))?;
+    }
 
     #[test]
     fn same_events_give_byte_identical_decisions(case in case(false)) {

@@ -3,9 +3,10 @@
 //! 1. **Throughput.** N synthetic requests with their completions and telemetry are produced
 //!    once; then (a) a raw passthrough — consume the input topics, produce every message unchanged
 //!    to the decisions topic, in exactly-once transactions with the consumed offsets, same batch
-//!    settings, no logic — and (b) the broker (`run_broker`, exactly-once, RocksDB snapshots on)
-//!    each read all of them with their own consumer group. Prints inputs/s of both and the ratio,
-//!    and the process RSS sampled during (b).
+//!    settings, no logic — and (b) the broker (`run_broker`, exactly-once, RocksDB snapshots on),
+//!    once with each engine (the actix actors, the inline router), each read all of them with
+//!    their own consumer group. Prints inputs/s of each and the ratio to the passthrough, and the
+//!    process RSS sampled during each broker run.
 //! 2. **Latency.** Requests produced at a fixed rate; each one's latency is the time from its
 //!    `send` to its decision arriving at a consumer (read_uncommitted for at-least-once,
 //!    read_committed for exactly-once). Four paths, so the broker's figures can be read against
@@ -37,7 +38,7 @@ use crate::kafka::topics::ensure_topics;
 use crate::kafka::worker::{
     self, commit_transaction, run_broker_with, BatchSink, CommittedBatch, Delivery,
 };
-use crate::kafka::{BrokerStats, DeliveryMode, KafkaConfig, Topics};
+use crate::kafka::{BrokerStats, DeliveryMode, EngineKind, KafkaConfig, Topics};
 use crate::workload::{Workload, WorkloadSpec};
 
 use super::ConfigArg;
@@ -102,11 +103,19 @@ struct Throughput {
     batch_max: usize,
     batch_wait_ms: u64,
     passthrough_inputs_per_s: f64,
-    broker_inputs_per_s: f64,
-    broker_requests_per_s: f64,
+    /// The broker with each engine (`kafka.engine`), over the same inputs.
+    broker: Vec<BrokerRun>,
+}
+
+#[derive(Debug, Serialize)]
+struct BrokerRun {
+    engine: EngineKind,
+    inputs_per_s: f64,
+    requests_per_s: f64,
+    /// Of the passthrough's rate.
     ratio: f64,
-    broker_peak_rss_mb: f64,
-    broker_time: Tally,
+    peak_rss_mb: f64,
+    time: Tally,
 }
 
 /// A config on fresh topics of the configured broker.
@@ -534,25 +543,39 @@ fn throughput(base: &KafkaConfig, args: &BenchArgs) -> anyhow::Result<Throughput
     drop(p);
     eprintln!("zumik bench: passthrough over {inputs} inputs");
     let pt_secs = passthrough(&cfg, &topics, inputs)?;
-    eprintln!("zumik bench: broker over the same {inputs} inputs (exactly-once, snapshots on)");
-    let (broker_secs, peak_rss, tally) = broker_run(&cfg, inputs)?;
-    let _ = std::fs::remove_dir_all(&snapshots);
     let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    let mut broker = Vec::new();
+    for engine in [EngineKind::Actors, EngineKind::Inline] {
+        let name = format!("{engine:?}").to_lowercase();
+        eprintln!(
+            "zumik bench: broker ({name}) over the same {inputs} inputs (exactly-once, snapshots on)"
+        );
+        // A consumer group, transactional id and snapshot store of its own per engine.
+        let run_cfg = KafkaConfig {
+            engine,
+            group_id: format!("{}-{name}", cfg.group_id),
+            transactional_id: format!("{}-{name}", cfg.transactional_id),
+            snapshot_dir: Some(snapshots.join(&name)),
+            ..cfg.clone()
+        };
+        let (secs, peak_rss_mb, time) = broker_run(&run_cfg, inputs)?;
+        broker.push(BrokerRun {
+            engine,
+            inputs_per_s: per_s(inputs, secs),
+            requests_per_s: per_s(args.requests, secs),
+            ratio: if secs > 0.0 { pt_secs / secs } else { 0.0 },
+            peak_rss_mb,
+            time,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&snapshots);
     Ok(Throughput {
         inputs,
         requests: args.requests,
         batch_max: cfg.batch_max,
         batch_wait_ms: cfg.batch_wait_ms,
         passthrough_inputs_per_s: per_s(inputs, pt_secs),
-        broker_inputs_per_s: per_s(inputs, broker_secs),
-        broker_requests_per_s: per_s(args.requests, broker_secs),
-        ratio: if broker_secs > 0.0 {
-            pt_secs / broker_secs
-        } else {
-            0.0
-        },
-        broker_peak_rss_mb: peak_rss,
-        broker_time: tally,
+        broker,
     })
 }
 
@@ -598,21 +621,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "  passthrough (exactly-once, no logic)  {:>10.0} inputs/s",
             t.passthrough_inputs_per_s
         );
-        println!(
-            "  broker (exactly-once, snapshots on)   {:>10.0} inputs/s = {:.0} requests/s  ({:.0} % of passthrough)",
-            t.broker_inputs_per_s,
-            t.broker_requests_per_s,
-            t.ratio * 100.0
-        );
-        println!(
-            "  process RSS during the broker run     {:>10.1} MB (peak)",
-            t.broker_peak_rss_mb
-        );
-        let b = &t.broker_time;
-        println!(
-            "  broker time: {} batches {:.2} s (commits {:.2} s), {} snapshots {:.2} s",
-            b.batches, b.batch_s, b.commit_s, b.snapshots, b.snapshot_s
-        );
+        for b in &t.broker {
+            println!(
+                "  broker, {:<7} (exactly-once, snapshots on) {:>10.0} inputs/s = {:.0} requests/s  ({:.0} % of passthrough); RSS {:.1} MB peak",
+                format!("{:?}", b.engine).to_lowercase(),
+                b.inputs_per_s,
+                b.requests_per_s,
+                b.ratio * 100.0,
+                b.peak_rss_mb
+            );
+            let x = &b.time;
+            println!(
+                "    time: {} batches {:.2} s (commits {:.2} s), {} snapshots {:.2} s",
+                x.batches, x.batch_s, x.commit_s, x.snapshots, x.snapshot_s
+            );
+        }
     }
     for l in &f.latency {
         let batches = if l.batches > 0 {

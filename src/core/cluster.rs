@@ -229,6 +229,18 @@ impl ClusterState {
         }
     }
 
+    /// What a lane created after this cluster registered gets of it: its view, with the event
+    /// time of the last heartbeat (or of the registration, before the first one). `None` when
+    /// the cluster does not serve the lane.
+    pub fn catch_up(&self, lane: &str, cfg: &RoutingConfig) -> Option<(ClusterView, Timestamp)> {
+        self.lanes.iter().any(|l| **l == *lane).then(|| {
+            (
+                self.view(lane, cfg),
+                Timestamp(self.last_heartbeat.unwrap_or(self.registered_at)),
+            )
+        })
+    }
+
     pub fn decide(&self, cmd: &ClusterCommand, cfg: &RoutingConfig) -> Vec<ClusterEvent> {
         let mut out = Vec::new();
         self.decide_into(cmd, cfg, &mut out);

@@ -23,7 +23,7 @@ use super::cluster::{ClusterCommand, ClusterEvent, ClusterState, ClusterView};
 use super::config::RoutingConfig;
 use super::lane::{LaneCommand, LaneEvent, LaneState};
 use super::price::{ModelPrice, PriceTable};
-use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState};
+use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState, TenantView};
 
 /// Format version of [`Router::snapshot`] bytes (first byte).
 pub const SNAPSHOT_VERSION: u8 = 4;
@@ -141,6 +141,38 @@ pub struct RouterState {
     pub applied: u64,
 }
 
+impl RouterState {
+    /// Snapshot bytes: [`SNAPSHOT_VERSION`], then bincode. The maps are ordered (or encode in
+    /// key order), so equal states are equal bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        // Plain data with no maps keyed by non-serializable types: encoding cannot fail.
+        let body = bincode::encode_to_vec(self, bincode::config::standard())
+            .expect("router state encodes");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// The state of [`RouterState::encode`] bytes. Derived data (a lane's expiry queue) is not
+    /// in the bytes: [`Router::from_state`] and the actor shells rebuild it.
+    pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version {
+                found: version,
+                expected: SNAPSHOT_VERSION,
+            });
+        }
+        let (state, used) = bincode::decode_from_slice(body, bincode::config::standard())?;
+        if used != body.len() {
+            return Err(SnapshotError::Trailing {
+                bytes: body.len() - used,
+            });
+        }
+        Ok(state)
+    }
+}
+
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -195,12 +227,7 @@ impl Router {
 
     /// Serializes the whole state: a version byte, then bincode.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = vec![SNAPSHOT_VERSION];
-        // Plain data with no maps keyed by non-serializable types: encoding cannot fail.
-        let body = bincode::encode_to_vec(&self.state, bincode::config::standard())
-            .expect("router state encodes");
-        out.extend_from_slice(&body);
-        out
+        self.state.encode()
     }
 
     /// A router continuing from [`Router::snapshot`] bytes.
@@ -209,25 +236,21 @@ impl Router {
         prices: Arc<PriceTable>,
         bytes: &[u8],
     ) -> Result<Self, SnapshotError> {
-        let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version {
-                found: version,
-                expected: SNAPSHOT_VERSION,
-            });
-        }
-        let (state, used) = bincode::decode_from_slice(body, bincode::config::standard())?;
-        if used != body.len() {
-            return Err(SnapshotError::Trailing {
-                bytes: body.len() - used,
-            });
-        }
+        Ok(Router::from_state(cfg, prices, RouterState::decode(bytes)?))
+    }
+
+    /// A router continuing from a state (as restored, or gathered from actors).
+    pub fn from_state(
+        cfg: Arc<RoutingConfig>,
+        prices: Arc<PriceTable>,
+        state: RouterState,
+    ) -> Self {
         let mut r = Router::new(cfg, prices);
         r.state = state;
         for lane in r.state.lanes.values_mut() {
             lane.rebuild_expiry();
         }
-        Ok(r)
+        r
     }
 
     /// Applies one validated input event.
@@ -314,13 +337,7 @@ impl Router {
     fn on_request(&mut self, r: RequestV1, out: &mut Output) {
         let tenant = match self.state.tenants.get(r.tenant_id.as_str()) {
             Some(t) => t.view(r.ts, &self.default_policy),
-            None => super::tenant::TenantView {
-                tenant_id: Arc::from(r.tenant_id.as_str()),
-                known: false,
-                version: 0,
-                policy: self.default_policy.clone(),
-                paused: false,
-            },
+            None => default_tenant_view(&r.tenant_id, &self.default_policy),
         };
         self.hot_lane_cmd(LaneCommand::Route { request: r, tenant }, out);
     }
@@ -382,24 +399,8 @@ impl Router {
         if let Some((k, _)) = self.state.lanes.get_key_value(lane) {
             return k.clone();
         }
-        let price = self.prices.resolve(lane);
-        if price.is_none() {
-            out.warnings.push(Warning {
-                code: "price_missing",
-                message: format!(
-                    "lane {lane}: model has no price in the price table; cost estimates are 0 \
-                     (map it under [pricing.models] in the config)"
-                ),
-            });
-        }
-        let state = LaneState::new(lane, price.map(|m| m.price));
+        let state = create_lane(&self.prices, lane, out);
         let key = state.lane.clone();
-        if out.record_journal {
-            out.journal.push(JournalEntry::LaneCreated {
-                lane: key.clone(),
-                price: state.price,
-            });
-        }
         let provider = state.provider.clone();
         self.state.lanes.insert(key.clone(), state);
         if let Some(&(status, ts)) = self.state.providers.get(&provider) {
@@ -411,13 +412,7 @@ impl Router {
             .state
             .clusters
             .values()
-            .filter(|c| c.lanes.iter().any(|l| **l == *lane))
-            .map(|c| {
-                (
-                    c.view(lane, &self.cfg),
-                    Timestamp(c.last_heartbeat.unwrap_or(c.registered_at)),
-                )
-            })
+            .filter_map(|c| c.catch_up(lane, &self.cfg))
             .collect();
         for (view, ts) in views {
             self.lane_cmd(&key, LaneCommand::ClusterUpdated { view, ts }, out);
@@ -429,20 +424,13 @@ impl Router {
     /// with a single lane lookup when the lane exists. A route first expires the reservations
     /// whose deadline event time has reached.
     fn hot_lane_cmd(&mut self, cmd: LaneCommand, out: &mut Output) {
-        let (lane, now) = match &cmd {
-            LaneCommand::Route { request, .. } => (request.model.as_str(), Some(request.ts)),
-            LaneCommand::Complete(c) => (c.model.as_str(), None),
+        let lane = match &cmd {
+            LaneCommand::Route { request, .. } => request.model.as_str(),
+            LaneCommand::Complete(c) => c.model.as_str(),
             _ => unreachable!("only requests and completions take the hot path"),
         };
         let follow_ups = match self.state.lanes.get_mut(lane) {
-            Some(state) => {
-                let events = &mut self.lane_events;
-                if let Some(now) = now.filter(|n| state.expiry_due(n.millis())) {
-                    // Expiry yields no follow-ups: released capacity stays within the lane.
-                    run_lane(state, &self.cfg, events, LaneCommand::Expire { now }, out);
-                }
-                run_lane(state, &self.cfg, events, cmd, out)
-            }
+            Some(state) => lane_hot_step(state, &self.cfg, &mut self.lane_events, cmd, out),
             None => {
                 let key = self.lane_key(lane, out);
                 return self.lane_cmd(&key, cmd, out);
@@ -457,7 +445,7 @@ impl Router {
         }
         // Present: `lane_key` just created it if it was missing.
         let state = self.state.lanes.get_mut(lane).expect("lane exists");
-        let follow_ups = run_lane(state, &self.cfg, &mut self.lane_events, cmd, out);
+        let follow_ups = lane_step(state, &self.cfg, &mut self.lane_events, cmd, out);
         self.follow_up(follow_ups, out);
     }
 
@@ -479,45 +467,9 @@ impl Router {
             });
             return;
         };
-        let mut events = std::mem::take(&mut self.cluster_events);
-        events.clear();
-        state.decide_into(&cmd, &self.cfg, &mut events);
-        if events.is_empty() {
-            self.cluster_events = events;
-            return;
-        }
-        for event in &events {
-            state.evolve(event, &self.cfg);
-        }
-        // What lanes see of a cluster (its view) changes only with a registration, a heartbeat
-        // or a health change; a plain completion outcome leaves it as it was.
-        let changed = events
-            .iter()
-            .any(|e| !matches!(e, ClusterEvent::OutcomeRecorded { .. }));
-        let views: Vec<(Arc<str>, ClusterView)> = if changed {
-            state
-                .lanes
-                .iter()
-                .map(|l| (l.clone(), state.view(l, &self.cfg)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let key = state.cluster_id.clone();
-        let ts = match &cmd {
-            ClusterCommand::Register(e) => e.ts,
-            ClusterCommand::Heartbeat(h) => h.ts,
-            ClusterCommand::Outcome { ts, .. } => *ts,
-        };
-        if out.record_journal {
-            out.journal.push(JournalEntry::Cluster {
-                cluster_id: key,
-                command: cmd,
-                events: events.clone(),
-            });
-        }
-        self.cluster_events = events;
-        for (lane, view) in views {
+        let fan_out = cluster_step(state, &self.cfg, &mut self.cluster_events, cmd, out);
+        for (lane, view) in fan_out.views {
+            let ts = fan_out.ts;
             self.lane_cmd(&lane, LaneCommand::ClusterUpdated { view, ts }, out);
         }
     }
@@ -531,32 +483,153 @@ impl Router {
                 .entry(id.clone())
                 .or_insert_with(|| TenantState::new(id.clone())),
         };
-        let mut events = std::mem::take(&mut self.tenant_events);
-        events.clear();
-        t.decide_into(&cmd, &self.cfg, &mut events);
-        for event in &events {
-            t.evolve(event, &self.cfg);
-        }
-        if out.record_journal {
-            out.journal.push(JournalEntry::Tenant {
-                tenant_id: id.clone(),
-                command: cmd,
-                events: events.clone(),
-            });
-        }
-        self.tenant_events = events;
+        tenant_step(t, &self.cfg, &mut self.tenant_events, cmd, out);
     }
 }
 
+// The steps below are each actor's share of the wiring: one command on one actor, its events
+// applied, its journal record and outputs written to `out`, and what it gives other actors. The
+// inline `Router` and the actix shells (`crate::actors`) both run exactly these, so the two
+// engines cannot drift apart; only the order in which they are driven is the router's.
+
 /// A completion's outcome for its cluster's breaker and its cost for its tenant's budget.
-type FollowUps = (
+pub type FollowUps = (
     Option<(Arc<str>, ClusterCommand)>,
     Option<(Arc<str>, TenantCommand)>,
 );
 
+/// The view a request gets of a tenant the router has no state for: the default policy.
+pub fn default_tenant_view(tenant_id: &str, default: &Arc<TenantPolicy>) -> TenantView {
+    TenantView {
+        tenant_id: Arc::from(tenant_id),
+        known: false,
+        version: 0,
+        policy: default.clone(),
+        paused: false,
+    }
+}
+
+/// A lane on first sight, priced from the table: a `price_missing` warning when the model has
+/// no price, and the `LaneCreated` journal record. The caller then gives it the provider status
+/// and cluster views that already concern it ([`ClusterState::catch_up`]).
+pub fn create_lane(prices: &PriceTable, lane: &str, out: &mut Output) -> LaneState {
+    let price = prices.resolve(lane);
+    if price.is_none() {
+        out.warnings.push(Warning {
+            code: "price_missing",
+            message: format!(
+                "lane {lane}: model has no price in the price table; cost estimates are 0 \
+                 (map it under [pricing.models] in the config)"
+            ),
+        });
+    }
+    let state = LaneState::new(lane, price.map(|m| m.price));
+    if out.record_journal {
+        out.journal.push(JournalEntry::LaneCreated {
+            lane: state.lane.clone(),
+            price: state.price,
+        });
+    }
+    state
+}
+
+/// A request or completion on its lane (the per-request path): a route first expires the
+/// reservations whose deadline its event time has reached (no follow-ups: released capacity
+/// stays within the lane).
+pub fn lane_hot_step(
+    state: &mut LaneState,
+    cfg: &RoutingConfig,
+    events: &mut Vec<LaneEvent>,
+    cmd: LaneCommand,
+    out: &mut Output,
+) -> FollowUps {
+    if let LaneCommand::Route { request, .. } = &cmd {
+        let now = request.ts;
+        if state.expiry_due(now.millis()) {
+            lane_step(state, cfg, events, LaneCommand::Expire { now }, out);
+        }
+    }
+    lane_step(state, cfg, events, cmd, out)
+}
+
+/// What a cluster command gives the cluster's lanes: each lane's new view, with the event time
+/// of the command (empty when the view did not change).
+#[derive(Debug, Default)]
+pub struct ClusterFanOut {
+    pub views: Vec<(Arc<str>, ClusterView)>,
+    pub ts: Timestamp,
+}
+
+/// Decides and applies one command on a cluster, with its journal record.
+pub fn cluster_step(
+    state: &mut ClusterState,
+    cfg: &RoutingConfig,
+    events: &mut Vec<ClusterEvent>,
+    cmd: ClusterCommand,
+    out: &mut Output,
+) -> ClusterFanOut {
+    events.clear();
+    state.decide_into(&cmd, cfg, events);
+    if events.is_empty() {
+        return ClusterFanOut::default();
+    }
+    for event in events.iter() {
+        state.evolve(event, cfg);
+    }
+    // What lanes see of a cluster (its view) changes only with a registration, a heartbeat
+    // or a health change; a plain completion outcome leaves it as it was.
+    let changed = events
+        .iter()
+        .any(|e| !matches!(e, ClusterEvent::OutcomeRecorded { .. }));
+    let views = if changed {
+        state
+            .lanes
+            .iter()
+            .map(|l| (l.clone(), state.view(l, cfg)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ts = match &cmd {
+        ClusterCommand::Register(e) => e.ts,
+        ClusterCommand::Heartbeat(h) => h.ts,
+        ClusterCommand::Outcome { ts, .. } => *ts,
+    };
+    if out.record_journal {
+        out.journal.push(JournalEntry::Cluster {
+            cluster_id: state.cluster_id.clone(),
+            command: cmd,
+            events: events.clone(),
+        });
+    }
+    ClusterFanOut { views, ts }
+}
+
+/// Decides and applies one command on a tenant, with its journal record.
+pub fn tenant_step(
+    state: &mut TenantState,
+    cfg: &RoutingConfig,
+    events: &mut Vec<TenantEvent>,
+    cmd: TenantCommand,
+    out: &mut Output,
+) {
+    events.clear();
+    state.decide_into(&cmd, cfg, events);
+    for event in events.iter() {
+        state.evolve(event, cfg);
+    }
+    if out.record_journal {
+        out.journal.push(JournalEntry::Tenant {
+            tenant_id: state.tenant_id.clone(),
+            command: cmd,
+            events: events.clone(),
+        });
+    }
+}
+
 /// Decides and applies one command on a lane: decisions and warnings to `out`, the journal
 /// record when recording, and the commands it gives other deciders. `events` is a scratch buffer.
-fn run_lane(
+pub fn lane_step(
     state: &mut LaneState,
     cfg: &RoutingConfig,
     events: &mut Vec<LaneEvent>,

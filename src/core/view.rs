@@ -122,21 +122,24 @@ pub const HEALTH_NAMES: [&str; 7] = [
 impl RouterView {
     /// The view of `state`.
     pub fn of(state: &RouterState, cfg: &RoutingConfig) -> Self {
-        let lanes: Vec<LaneView> = state
-            .lanes
-            .sorted()
-            .into_iter()
-            .map(|(_, l)| lane_view(l))
-            .collect();
-        let clusters = state
-            .clusters
-            .values()
-            .map(|c| cluster_info(c, &lanes, cfg))
-            .collect();
+        let lanes = state.lanes.values().map(LaneView::of).collect();
+        RouterView::from_parts(lanes, state.clusters.values(), state.applied, cfg)
+    }
+
+    /// The view of lanes (already viewed, in any order) and clusters (in id order): what the
+    /// actor engine gathers, each lane actor viewing its own state.
+    pub fn from_parts<'a>(
+        mut lanes: Vec<LaneView>,
+        clusters: impl Iterator<Item = &'a ClusterState>,
+        applied: u64,
+        cfg: &RoutingConfig,
+    ) -> Self {
+        lanes.sort_unstable_by(|a, b| a.lane.cmp(&b.lane));
+        let clusters = clusters.map(|c| cluster_info(c, &lanes, cfg)).collect();
         RouterView {
             lanes,
             clusters,
-            applied: state.applied,
+            applied,
         }
     }
 
@@ -155,38 +158,41 @@ impl RouterView {
     }
 }
 
-fn lane_view(l: &LaneState) -> LaneView {
-    let clusters: Vec<LaneClusterView> = l
-        .clusters
-        .iter()
-        .map(|(id, c)| LaneClusterView {
-            cluster_id: id.to_string(),
-            health: health_name(c.view.health),
-            reserved: c.reserved,
-            limit: c.view.lane_limit,
-        })
-        .collect();
-    let mut reports: Vec<ReportView> = l
-        .reports
-        .values()
-        .map(|r| ReportView {
-            digest: r.digest.clone(),
-            passed: r.passed,
-            digest_ok: r.digest_ok,
-            window_end_ms: r.window_end,
-        })
-        .collect();
-    reports.sort_by(|a, b| (a.window_end_ms, &a.digest).cmp(&(b.window_end_ms, &b.digest)));
-    LaneView {
-        lane: l.lane.to_string(),
-        state: if l.active { "active" } else { "inactive" },
-        report_digest: l.report_digest.clone(),
-        reports,
-        provider_down: l.provider_down,
-        inflight: clusters.iter().map(|c| c.reserved).sum(),
-        capacity: clusters.iter().map(|c| c.limit).sum(),
-        clusters,
-        decisions: l.seq,
+impl LaneView {
+    /// What operators see of one lane.
+    pub fn of(l: &LaneState) -> LaneView {
+        let clusters: Vec<LaneClusterView> = l
+            .clusters
+            .iter()
+            .map(|(id, c)| LaneClusterView {
+                cluster_id: id.to_string(),
+                health: health_name(c.view.health),
+                reserved: c.reserved,
+                limit: c.view.lane_limit,
+            })
+            .collect();
+        let mut reports: Vec<ReportView> = l
+            .reports
+            .values()
+            .map(|r| ReportView {
+                digest: r.digest.clone(),
+                passed: r.passed,
+                digest_ok: r.digest_ok,
+                window_end_ms: r.window_end,
+            })
+            .collect();
+        reports.sort_by(|a, b| (a.window_end_ms, &a.digest).cmp(&(b.window_end_ms, &b.digest)));
+        LaneView {
+            lane: l.lane.to_string(),
+            state: if l.active { "active" } else { "inactive" },
+            report_digest: l.report_digest.clone(),
+            reports,
+            provider_down: l.provider_down,
+            inflight: clusters.iter().map(|c| c.reserved).sum(),
+            capacity: clusters.iter().map(|c| c.limit).sum(),
+            clusters,
+            decisions: l.seq,
+        }
     }
 }
 

@@ -20,6 +20,19 @@ pub enum DeliveryMode {
     AtLeastOnce,
 }
 
+/// What runs the deciders inside the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// One actix actor per lane, cluster and tenant, driven in input order by a dispatcher
+    /// (`zumik::actors`).
+    #[default]
+    Actors,
+    /// The same steps called in-process by `core::Router`, without messages: the same bytes
+    /// out, less overhead per input.
+    Inline,
+}
+
 /// The `[kafka]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +48,9 @@ pub struct KafkaConfig {
     /// Replication factor of topics the broker creates. Default 1.
     pub replication: i32,
     pub mode: DeliveryMode,
+    /// What runs the deciders: `actors` (default) or `inline`. Both give the same decisions,
+    /// journal and snapshots byte for byte; a snapshot of one restores the other.
+    pub engine: EngineKind,
     /// Transactional id of this instance (exactly-once); must be unique per instance and stable
     /// across its restarts. Default `zumik-broker-0`.
     pub transactional_id: String,
@@ -73,6 +89,7 @@ impl Default for KafkaConfig {
             partitions: 4,
             replication: 1,
             mode: DeliveryMode::ExactlyOnce,
+            engine: EngineKind::Actors,
             transactional_id: "zumik-broker-0".into(),
             batch_max: 10_000,
             batch_wait_ms: 20,

@@ -9,7 +9,7 @@ pub mod config;
 pub mod topics;
 pub mod worker;
 
-pub use config::{DeliveryMode, KafkaConfig};
+pub use config::{DeliveryMode, EngineKind, KafkaConfig};
 pub use topics::Topics;
 pub use worker::{
     append_to_journal, read_journal, read_topic, run_broker, run_broker_with, BatchSink,

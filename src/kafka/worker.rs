@@ -1,4 +1,5 @@
-//! The broker loop: consume input batches, run them through the [`Router`], and write
+//! The broker loop: consume input batches, run them through the deciders (an [`Engine`]: the
+//! actix actors of `crate::actors` by default, or the inline `core::Router`), and write
 //! decisions, journal and DLQ records — with the consumed offsets — durably before going on.
 //!
 //! Exactly-once (default): one Kafka transaction per batch holds every output record and the
@@ -13,7 +14,9 @@
 //! The loop assumes one instance: scale-out with per-partition state and handover between
 //! instances is not built yet.
 //!
-//! Blocking calls only, on the caller's thread: never run this on an async executor.
+//! Blocking calls only, on the caller's thread: never run this on an async executor. The actors'
+//! actix system belongs to this thread and runs only inside `Engine` calls, between the Kafka
+//! calls.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,9 +35,10 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::{ensure_topics, TopicError, Topics};
+use crate::actors::{ActorGone, Engine};
 use crate::core::router::{JournalEntry, SnapshotError};
 use crate::core::view::RouterView;
-use crate::core::{Output, PriceTable, Router, RoutingConfig};
+use crate::core::{Output, PriceTable, RoutingConfig};
 use crate::events::codec::{decode_input, encode_decision_into};
 use crate::events::{DecisionV1, InputEvent, Source};
 use crate::store::{Snapshot, SnapshotPosition, SnapshotStore, StoreError};
@@ -299,6 +303,8 @@ pub enum BrokerError {
     Store(#[from] StoreError),
     #[error("stored snapshot does not restore: {0}")]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Actors(#[from] ActorGone),
 }
 
 impl BrokerError {
@@ -311,6 +317,14 @@ impl BrokerError {
             BrokerError::Kafka { .. } | BrokerError::Delivery { .. } | BrokerError::Topics(_)
         )
     }
+}
+
+/// A consume error that only says an input topic is not ready yet (right after its creation).
+fn topic_not_ready(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)
+    )
 }
 
 fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> BrokerError {
@@ -839,7 +853,7 @@ impl Snapshots {
     /// the records of the batch just committed.
     fn save(
         &mut self,
-        router: &Router,
+        engine: &Engine,
         input_seq: u64,
         producer: &ThreadedProducer<Delivery>,
         stats: &BrokerStats,
@@ -853,7 +867,7 @@ impl Snapshots {
         };
         let snapshot = Snapshot {
             position,
-            state: router.snapshot(),
+            state: engine.snapshot()?,
         };
         self.store.save(&self.key, &snapshot)?;
         // Best effort: the local store is the primary copy; a snapshot that Kafka refuses
@@ -951,7 +965,7 @@ fn published_snapshot(
 fn recover(
     cfg: &KafkaConfig,
     topics: &Topics,
-    router: &mut Router,
+    engine: &mut Engine,
     snapshots: Option<&mut Snapshots>,
     stats: &BrokerStats,
 ) -> Result<u64, BrokerError> {
@@ -973,8 +987,7 @@ fn recover(
             }
         };
         if let Some(snap) = snap {
-            let (routing, prices) = router.parts();
-            *router = Router::restore(routing, prices, &snap.state)?;
+            engine.restore(&snap.state)?;
             input_seq = snap.position.input_seq;
             start = snap.position.journal_offsets;
             s.last_seq = input_seq;
@@ -1006,7 +1019,7 @@ fn recover(
         if seq <= input_seq {
             continue;
         }
-        router.apply(e, &mut out);
+        engine.apply(e, &mut out)?;
         out.clear();
         input_seq = seq;
         n += 1;
@@ -1082,9 +1095,9 @@ pub fn run_broker_with(
         ensure_topics(cfg, &topics)?;
     }
     let topics_at = started.elapsed();
-    let mut router = Router::new(routing, prices);
+    let mut engine = Engine::new(cfg.engine, routing, prices);
     let mut snapshots = Snapshots::open(cfg)?;
-    let mut input_seq = recover(cfg, &topics, &mut router, snapshots.as_mut(), stats)?;
+    let mut input_seq = recover(cfg, &topics, &mut engine, snapshots.as_mut(), stats)?;
     tracing::debug!(
         topics_ms = topics_at.as_millis() as u64,
         recovered_ms = started.elapsed().as_millis() as u64,
@@ -1107,7 +1120,7 @@ pub fn run_broker_with(
         .map_err(kafka("subscribe"))?;
     // A replayed tail is snapshotted at once, so the next start need not replay it again.
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        sink.snapshot_written(s.save(&router, input_seq, &producer, stats)?);
+        sink.snapshot_written(s.save(&engine, input_seq, &producer, stats)?);
     }
     stats.ready.store(true, Ordering::Relaxed);
     sink.ready();
@@ -1122,10 +1135,7 @@ pub fn run_broker_with(
     while !stop.load(Ordering::Relaxed) {
         unacked.commit_due(&producer, &consumer)?;
         if sink.view_due() {
-            sink.view(
-                RouterView::of(router.state(), router.config()),
-                input_lag(&consumer),
-            );
+            sink.view(engine.view()?, input_lag(&consumer));
             // A consumer waits out an outage silently: ask the cluster itself (a local round
             // trip normally; during an outage this blocks up to 500 ms every few seconds, when
             // nothing can be processed anyway).
@@ -1151,74 +1161,84 @@ pub fn run_broker_with(
         let mut n = 0;
         let mut dlq = 0;
         while let Some(polled) = next.take() {
-            let m = polled.map_err(kafka("consume"))?;
-            n += 1;
-            offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
-            let payload = m.payload().unwrap_or_default();
-            match decode_input(payload) {
-                Ok(event) => {
-                    input_seq += 1;
-                    stats.inputs.fetch_add(1, Ordering::Relaxed);
-                    router.apply(event, &mut out);
-                    for entry in out.journal.drain(..) {
-                        let rec = JournalRecord { input_seq, entry };
-                        if let Some((key, payload)) = chunks.push(&rec) {
+            let m = match polled {
+                Err(e) if topic_not_ready(&e) => {
+                    // Just after the topics were created, a subscription can see a topic before
+                    // its partitions are ready: nothing was consumed, the next poll goes on.
+                    tracing::debug!("input topic not ready yet: {e}");
+                    None
+                }
+                polled => Some(polled.map_err(kafka("consume"))?),
+            };
+            if let Some(m) = m {
+                n += 1;
+                offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+                let payload = m.payload().unwrap_or_default();
+                match decode_input(payload) {
+                    Ok(event) => {
+                        input_seq += 1;
+                        stats.inputs.fetch_add(1, Ordering::Relaxed);
+                        engine.apply(event, &mut out)?;
+                        for entry in out.journal.drain(..) {
+                            let rec = JournalRecord { input_seq, entry };
+                            if let Some((key, payload)) = chunks.push(&rec) {
+                                send(
+                                    &producer,
+                                    BaseRecord::to(&topics.journal)
+                                        .key(key.as_str())
+                                        .payload(&payload[..]),
+                                )?;
+                            }
+                        }
+                        for mut d in out.decisions.drain(..) {
+                            d.source = Some(Source {
+                                topic: m.topic().to_owned(),
+                                partition: m.partition(),
+                                offset: m.offset(),
+                            });
+                            buf.clear();
+                            encode_decision_into(&d, &mut buf);
                             send(
                                 &producer,
-                                BaseRecord::to(&topics.journal)
-                                    .key(key.as_str())
-                                    .payload(&payload[..]),
+                                BaseRecord::to(&topics.decisions)
+                                    .key(&*d.lane)
+                                    .payload(&buf[..]),
                             )?;
+                            stats.decisions.fetch_add(1, Ordering::Relaxed);
+                            decided.push(d);
                         }
+                        out.clear();
                     }
-                    for mut d in out.decisions.drain(..) {
-                        d.source = Some(Source {
-                            topic: m.topic().to_owned(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                        });
-                        buf.clear();
-                        encode_decision_into(&d, &mut buf);
+                    Err(e) => {
+                        let source = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+                        let reason = e.to_string();
+                        let headers = OwnedHeaders::new()
+                            .insert(Header {
+                                key: "zumik.error",
+                                value: Some(reason.as_str()),
+                            })
+                            .insert(Header {
+                                key: "zumik.error_code",
+                                value: Some(e.code()),
+                            })
+                            .insert(Header {
+                                key: "zumik.source",
+                                value: Some(source.as_str()),
+                            });
+                        let key = m
+                            .key()
+                            .and_then(|k| std::str::from_utf8(k).ok())
+                            .unwrap_or("");
                         send(
                             &producer,
-                            BaseRecord::to(&topics.decisions)
-                                .key(&*d.lane)
-                                .payload(&buf[..]),
+                            BaseRecord::to(&topics.dlq)
+                                .key(key)
+                                .payload(payload)
+                                .headers(headers),
                         )?;
-                        stats.decisions.fetch_add(1, Ordering::Relaxed);
-                        decided.push(d);
+                        stats.dlq.fetch_add(1, Ordering::Relaxed);
+                        dlq += 1;
                     }
-                    out.clear();
-                }
-                Err(e) => {
-                    let source = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
-                    let reason = e.to_string();
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: "zumik.error",
-                            value: Some(reason.as_str()),
-                        })
-                        .insert(Header {
-                            key: "zumik.error_code",
-                            value: Some(e.code()),
-                        })
-                        .insert(Header {
-                            key: "zumik.source",
-                            value: Some(source.as_str()),
-                        });
-                    let key = m
-                        .key()
-                        .and_then(|k| std::str::from_utf8(k).ok())
-                        .unwrap_or("");
-                    send(
-                        &producer,
-                        BaseRecord::to(&topics.dlq)
-                            .key(key)
-                            .payload(payload)
-                            .headers(headers),
-                    )?;
-                    stats.dlq.fetch_add(1, Ordering::Relaxed);
-                    dlq += 1;
                 }
             }
             // The batch takes whatever input is already here, up to `batch_max`; it waits for
@@ -1274,13 +1294,13 @@ pub fn run_broker_with(
         if let Some(s) = snapshots.as_mut().filter(|s| s.due(input_seq)) {
             // A snapshot reflects only acknowledged outputs and committed offsets.
             unacked.commit_all(&producer, &consumer)?;
-            sink.snapshot_written(s.save(&router, input_seq, &producer, stats)?);
+            sink.snapshot_written(s.save(&engine, input_seq, &producer, stats)?);
         }
     }
     // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
     unacked.commit_all(&producer, &consumer)?;
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        sink.snapshot_written(s.save(&router, input_seq, &producer, stats)?);
+        sink.snapshot_written(s.save(&engine, input_seq, &producer, stats)?);
     }
     if let Some(s) = &snapshots {
         if let Err(e) = s.publisher.flush(TIMEOUT) {

@@ -1,0 +1,85 @@
+//! Memory of the routing state at DESIGN §9's scale (≤ 300 MB RSS at 10 k lanes, 100 k tenants,
+//! 1 k clusters), for one engine per run: the inline `core::Router`, or the actix actors
+//! (`zumik::actors::ActorEngine`, one actor per lane, cluster and tenant).
+//!
+//! A synthetic workload with 250 hot lanes × 4 clusters, 9 750 tail lanes and 100 000 tenants
+//! (each with a policy) is applied — its setup and enough traffic that every lane has been
+//! seen — and the process RSS is printed with the counts reached. The events are generated and
+//! dropped in a stream, so what stays is the state (and the allocator's retained memory).
+//!
+//! Run: `cargo bench --bench memory -- inline` and `cargo bench --bench memory -- actors`.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::sync::Arc;
+
+use zumik::actors::ActorEngine;
+use zumik::core::router::RouterState;
+use zumik::core::{Output, PriceTable, Router, RoutingConfig};
+use zumik::workload::{Workload, WorkloadSpec};
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let engine = std::env::args()
+        .skip(1)
+        .find(|a| a == "inline" || a == "actors")
+        .unwrap_or_else(|| "inline".into());
+    let spec = WorkloadSpec {
+        hot_lanes: 250,
+        clusters_per_hot_lane: 4,
+        tail_lanes: 9_750,
+        tenants: 100_000,
+        requests: 400_000,
+        rate_per_sec: 20_000,
+        hot_share_permille: 300,
+        ..WorkloadSpec::default()
+    };
+    let w = Workload::new(spec).expect("memory workload spec is valid");
+    let (cfg, prices) = (
+        Arc::new(RoutingConfig::default()),
+        Arc::new(PriceTable::embedded()),
+    );
+    let before = rss_mb();
+    let mut out = Output::default();
+    let counts = if engine == "actors" {
+        let mut a = ActorEngine::new(cfg, prices, RouterState::default());
+        for e in w.setup_events().into_iter().chain(w.events()) {
+            a.apply(e, &mut out).expect("actors run");
+            out.clear();
+        }
+        let counts = a.actors();
+        println!(
+            "{engine}: RSS {:.1} MB (before state: {before:.1} MB)",
+            rss_mb()
+        );
+        counts
+    } else {
+        let mut r = Router::new(cfg, prices);
+        for e in w.setup_events().into_iter().chain(w.events()) {
+            r.apply(e, &mut out);
+            out.clear();
+        }
+        let s = r.state();
+        let counts = (s.lanes.len(), s.clusters.len(), s.tenants.len());
+        println!(
+            "{engine}: RSS {:.1} MB (before state: {before:.1} MB)",
+            rss_mb()
+        );
+        counts
+    };
+    println!(
+        "{engine}: {} lanes, {} clusters, {} tenants",
+        counts.0, counts.1, counts.2
+    );
+}

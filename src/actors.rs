@@ -1,0 +1,923 @@
+//! The actix actors of the broker (DESIGN §6): one actor per lane, per BYOC cluster and per
+//! tenant, each a thin shell that owns one decider's state and runs the core's step for it
+//! (`core::router::{lane_step, lane_hot_step, cluster_step, tenant_step}`) on each message.
+//!
+//! [`ActorRouter`] is the dispatcher: it takes input events in order, sends each actor the
+//! commands it owes it and turns one actor's facts into commands for the others, as
+//! `core::Router` does in-process. It awaits every reply before the next command, depth-first,
+//! so the commands reach each actor in exactly the order `core::Router` runs them: decisions,
+//! journal and snapshot bytes are the same as the inline router's (`tests/actors.rs` checks
+//! this on random workloads). Actors never read each other's state; what crosses between them
+//! is the commands of `docs/architecture.md` ("The router: the only place actors meet").
+//!
+//! Mailboxes are bounded ([`MAILBOX`]) and every send waits for room, so a slow actor slows the
+//! dispatcher and, through it, consumption; nothing queues without bound.
+//!
+//! [`ActorEngine`] runs all of it on an actix system of the calling thread: the broker loop, a
+//! blocking thread, hands it one input at a time and the system runs only inside that call, so
+//! the blocking Kafka calls never happen on an executor thread.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+
+use crate::core::cluster::{ClusterCommand, ClusterEvent, ClusterState, ClusterView};
+use crate::core::index::HashIndex;
+use crate::core::lane::{LaneCommand, LaneEvent, LaneState};
+use crate::core::router::{
+    cluster_step, create_lane, default_tenant_view, lane_hot_step, lane_step, tenant_step,
+    ClusterFanOut, FollowUps, JournalEntry, RouterState, SnapshotError, Warning,
+};
+use crate::core::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState, TenantView};
+use crate::core::view::{LaneView, RouterView};
+use crate::core::{Output, PriceTable, Router, RoutingConfig};
+use crate::events::{
+    ClusterDeregisteredV1, ClusterRegisteredV1, InputEvent, ProviderStatus, RequestV1, Timestamp,
+};
+use crate::kafka::config::EngineKind;
+
+/// Mailbox capacity of every lane, cluster and tenant actor.
+pub const MAILBOX: usize = 16;
+
+/// An actor's message could not be delivered: the actor stopped. Actors stop only when the
+/// dispatcher drops them, so this is a bug, not an operating condition.
+#[derive(Debug, thiserror::Error)]
+#[error("actor mailbox closed: {0}")]
+pub struct ActorGone(#[from] MailboxError);
+
+/// A fresh output for one actor message, recording the journal like the dispatcher's.
+fn reply_output(record_journal: bool) -> Output {
+    Output {
+        record_journal,
+        ..Output::default()
+    }
+}
+
+/// Appends what one actor produced to the dispatcher's output, in order.
+fn merge(out: &mut Output, part: Output) {
+    out.decisions.extend(part.decisions);
+    out.journal.extend(part.journal);
+    out.warnings.extend(part.warnings);
+}
+
+// ---- lane ----------------------------------------------------------------------------------
+
+/// One lane: its reservations, clusters, activation and decision sequence.
+pub struct LaneActor {
+    state: LaneState,
+    cfg: Arc<RoutingConfig>,
+    events: Vec<LaneEvent>,
+}
+
+impl Actor for LaneActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+    }
+}
+
+/// A command for a lane. `hot` marks a request or completion from the input (a route first
+/// expires what is due, see `core::router::lane_hot_step`).
+#[derive(Message)]
+#[rtype(result = "LaneReply")]
+pub struct LaneMsg {
+    pub cmd: LaneCommand,
+    pub hot: bool,
+    pub record_journal: bool,
+}
+
+/// What a lane command produced: decisions, journal, warnings, and the commands it gives the
+/// cluster and the tenant.
+pub struct LaneReply {
+    pub out: Output,
+    pub follow_ups: FollowUps,
+}
+
+impl Handler<LaneMsg> for LaneActor {
+    type Result = MessageResult<LaneMsg>;
+    fn handle(&mut self, msg: LaneMsg, _: &mut Context<Self>) -> Self::Result {
+        let mut out = reply_output(msg.record_journal);
+        let step = if msg.hot { lane_hot_step } else { lane_step };
+        let follow_ups = step(
+            &mut self.state,
+            &self.cfg,
+            &mut self.events,
+            msg.cmd,
+            &mut out,
+        );
+        MessageResult(LaneReply { out, follow_ups })
+    }
+}
+
+/// What operators see of the lane (`core::view::LaneView`).
+#[derive(Message)]
+#[rtype(result = "LaneView")]
+pub struct GetLaneView;
+
+impl Handler<GetLaneView> for LaneActor {
+    type Result = MessageResult<GetLaneView>;
+    fn handle(&mut self, _: GetLaneView, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(LaneView::of(&self.state))
+    }
+}
+
+// ---- cluster -------------------------------------------------------------------------------
+
+/// One BYOC cluster: registration, heartbeats, health and breaker.
+pub struct ClusterActor {
+    state: ClusterState,
+    cfg: Arc<RoutingConfig>,
+    events: Vec<ClusterEvent>,
+}
+
+impl Actor for ClusterActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "ClusterReply")]
+pub struct ClusterMsg {
+    pub cmd: ClusterCommand,
+    pub record_journal: bool,
+}
+
+/// What a cluster command produced: its journal record, the views its lanes get, and for a
+/// registration the lanes it served before and serves now.
+pub struct ClusterReply {
+    pub out: Output,
+    pub fan_out: ClusterFanOut,
+    pub lanes: Option<(Vec<Arc<str>>, Vec<Arc<str>>)>,
+}
+
+impl Handler<ClusterMsg> for ClusterActor {
+    type Result = MessageResult<ClusterMsg>;
+    fn handle(&mut self, msg: ClusterMsg, _: &mut Context<Self>) -> Self::Result {
+        let mut out = reply_output(msg.record_journal);
+        let before =
+            matches!(msg.cmd, ClusterCommand::Register(_)).then(|| self.state.lanes.clone());
+        let fan_out = cluster_step(
+            &mut self.state,
+            &self.cfg,
+            &mut self.events,
+            msg.cmd,
+            &mut out,
+        );
+        let lanes = before.map(|b| (b, self.state.lanes.clone()));
+        MessageResult(ClusterReply {
+            out,
+            fan_out,
+            lanes,
+        })
+    }
+}
+
+/// The view a newly created lane gets of this cluster, if the cluster serves it.
+#[derive(Message)]
+#[rtype(result = "Option<(ClusterView, Timestamp)>")]
+pub struct CatchUp(pub Arc<str>);
+
+impl Handler<CatchUp> for ClusterActor {
+    type Result = Option<(ClusterView, Timestamp)>;
+    fn handle(&mut self, msg: CatchUp, _: &mut Context<Self>) -> Self::Result {
+        self.state.catch_up(&msg.0, &self.cfg)
+    }
+}
+
+// ---- tenant --------------------------------------------------------------------------------
+
+/// One tenant: policy, version and the month's spend.
+pub struct TenantActor {
+    state: TenantState,
+    cfg: Arc<RoutingConfig>,
+    events: Vec<TenantEvent>,
+}
+
+impl Actor for TenantActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Output")]
+pub struct TenantMsg {
+    pub cmd: TenantCommand,
+    pub record_journal: bool,
+}
+
+impl Handler<TenantMsg> for TenantActor {
+    type Result = MessageResult<TenantMsg>;
+    fn handle(&mut self, msg: TenantMsg, _: &mut Context<Self>) -> Self::Result {
+        let mut out = reply_output(msg.record_journal);
+        tenant_step(
+            &mut self.state,
+            &self.cfg,
+            &mut self.events,
+            msg.cmd,
+            &mut out,
+        );
+        MessageResult(out)
+    }
+}
+
+/// The view a request at event time `ts` gets of this tenant (`default`: the policy of tenants
+/// without one).
+#[derive(Message)]
+#[rtype(result = "TenantView")]
+pub struct ViewAt {
+    pub ts: Timestamp,
+    pub default: Arc<TenantPolicy>,
+}
+
+impl Handler<ViewAt> for TenantActor {
+    type Result = MessageResult<ViewAt>;
+    fn handle(&mut self, msg: ViewAt, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.state.view(msg.ts, &msg.default))
+    }
+}
+
+// ---- state, for snapshots and views --------------------------------------------------------
+
+/// A copy of an actor's state (snapshots, the status page).
+pub struct GetState<S>(std::marker::PhantomData<S>);
+
+impl<S> GetState<S> {
+    pub fn new() -> Self {
+        GetState(std::marker::PhantomData)
+    }
+}
+
+impl<S> Default for GetState<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: 'static> Message for GetState<S> {
+    type Result = S;
+}
+
+macro_rules! state_handler {
+    ($actor:ty, $state:ty) => {
+        impl Handler<GetState<$state>> for $actor {
+            type Result = MessageResult<GetState<$state>>;
+            fn handle(&mut self, _: GetState<$state>, _: &mut Context<Self>) -> Self::Result {
+                MessageResult(self.state.clone())
+            }
+        }
+    };
+}
+state_handler!(LaneActor, LaneState);
+state_handler!(ClusterActor, ClusterState);
+state_handler!(TenantActor, TenantState);
+
+// ---- the dispatcher ------------------------------------------------------------------------
+
+/// A lane's actor and the provider it belongs to (for provider-health fan-out).
+struct LaneEntry {
+    addr: Addr<LaneActor>,
+    provider: Arc<str>,
+}
+
+/// The dispatcher over all actors of one process: `core::Router`'s wiring, by messages. Must be
+/// used inside a running actix system (see [`ActorEngine`]).
+pub struct ActorRouter {
+    cfg: Arc<RoutingConfig>,
+    prices: Arc<PriceTable>,
+    default_policy: Arc<TenantPolicy>,
+    lanes: HashIndex<Arc<str>, LaneEntry>,
+    clusters: BTreeMap<Arc<str>, Addr<ClusterActor>>,
+    tenants: HashIndex<Arc<str>, Addr<TenantActor>>,
+    providers: BTreeMap<Arc<str>, (ProviderStatus, Timestamp)>,
+    applied: u64,
+}
+
+impl ActorRouter {
+    /// Starts an actor for every lane, cluster and tenant of `state` (empty for a new router).
+    pub fn start(cfg: Arc<RoutingConfig>, prices: Arc<PriceTable>, state: RouterState) -> Self {
+        let RouterState {
+            lanes,
+            clusters,
+            tenants,
+            providers,
+            applied,
+        } = state;
+        let mut r = ActorRouter {
+            cfg,
+            prices,
+            default_policy: Arc::new(TenantPolicy::permissive()),
+            lanes: HashIndex::default(),
+            clusters: BTreeMap::new(),
+            tenants: HashIndex::default(),
+            providers,
+            applied,
+        };
+        for (key, mut lane) in lanes.0 {
+            lane.rebuild_expiry();
+            r.start_lane(key, lane);
+        }
+        for (key, cluster) in clusters {
+            r.start_cluster(key, cluster);
+        }
+        for (key, tenant) in tenants.0 {
+            r.start_tenant(key, tenant);
+        }
+        r
+    }
+
+    fn start_lane(&mut self, key: Arc<str>, state: LaneState) -> Addr<LaneActor> {
+        let provider = state.provider.clone();
+        let addr = LaneActor {
+            state,
+            cfg: self.cfg.clone(),
+            events: Vec::with_capacity(4),
+        }
+        .start();
+        self.lanes.insert(
+            key,
+            LaneEntry {
+                addr: addr.clone(),
+                provider,
+            },
+        );
+        addr
+    }
+
+    fn start_cluster(&mut self, key: Arc<str>, state: ClusterState) {
+        let addr = ClusterActor {
+            state,
+            cfg: self.cfg.clone(),
+            events: Vec::with_capacity(4),
+        }
+        .start();
+        self.clusters.insert(key, addr);
+    }
+
+    fn start_tenant(&mut self, key: Arc<str>, state: TenantState) -> Addr<TenantActor> {
+        let addr = TenantActor {
+            state,
+            cfg: self.cfg.clone(),
+            events: Vec::with_capacity(4),
+        }
+        .start();
+        self.tenants.insert(key, addr.clone());
+        addr
+    }
+
+    /// Input events applied so far.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Applies one validated input event (as `core::Router::apply`).
+    pub async fn apply(&mut self, event: InputEvent, out: &mut Output) -> Result<(), ActorGone> {
+        self.applied += 1;
+        if out.record_journal {
+            out.journal.push(JournalEntry::Input(event.clone()));
+        }
+        match event {
+            InputEvent::Request(r) => self.on_request(r, out).await,
+            InputEvent::Completion(c) => self.hot_lane_cmd(LaneCommand::Complete(c), out).await,
+            InputEvent::ClusterRegistered(e) => self.on_register(e, out).await,
+            InputEvent::ClusterDeregistered(e) => self.on_deregister(e, out).await,
+            InputEvent::ClusterHeartbeat(hb) => {
+                let id = hb.cluster_id.clone();
+                self.cluster_cmd(&id, ClusterCommand::Heartbeat(hb), out)
+                    .await
+            }
+            InputEvent::ProviderHealth(p) => {
+                let provider: Arc<str> = Arc::from(p.provider.as_str());
+                self.providers.insert(provider.clone(), (p.status, p.ts));
+                let mut lanes: Vec<Arc<str>> = self
+                    .lanes
+                    .iter()
+                    .filter(|(_, e)| e.provider == provider)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                // Hash order must not decide the order of the journal: lanes go in id order.
+                lanes.sort_unstable();
+                for lane in lanes {
+                    let cmd = LaneCommand::ProviderHealth {
+                        status: p.status,
+                        ts: p.ts,
+                    };
+                    self.lane_cmd(&lane, cmd, out).await?;
+                }
+                Ok(())
+            }
+            InputEvent::TenantPolicy(p) => {
+                let id: Arc<str> = Arc::from(p.tenant_id.as_str());
+                self.tenant_cmd(&id, TenantCommand::SetPolicy(p), out).await
+            }
+            InputEvent::LaneActivated(a) => {
+                let lane = self.lane_key(&a.lane, out).await?;
+                let cmd = LaneCommand::Activate {
+                    report_digest: a.report_digest,
+                    ts: a.ts,
+                };
+                self.lane_cmd(&lane, cmd, out).await
+            }
+            InputEvent::LaneDeactivated(a) => {
+                let lane = self.lane_key(&a.lane, out).await?;
+                let cmd = LaneCommand::Deactivate {
+                    reason: a.reason,
+                    ts: a.ts,
+                };
+                self.lane_cmd(&lane, cmd, out).await
+            }
+            InputEvent::LaneActivate(a) => {
+                let lane = self.lane_key(&a.lane, out).await?;
+                let cmd = LaneCommand::RequestActivation {
+                    report_digest: a.report_digest,
+                    ts: a.ts,
+                };
+                self.lane_cmd(&lane, cmd, out).await
+            }
+            InputEvent::GateReport(r) => {
+                let lane = self.lane_key(&r.lane, out).await?;
+                self.lane_cmd(&lane, LaneCommand::RecordReport(r), out)
+                    .await
+            }
+        }
+    }
+
+    async fn on_request(&mut self, r: RequestV1, out: &mut Output) -> Result<(), ActorGone> {
+        let tenant = match self.tenants.get(r.tenant_id.as_str()) {
+            Some(t) => {
+                t.send(ViewAt {
+                    ts: r.ts,
+                    default: self.default_policy.clone(),
+                })
+                .await?
+            }
+            None => default_tenant_view(&r.tenant_id, &self.default_policy),
+        };
+        self.hot_lane_cmd(LaneCommand::Route { request: r, tenant }, out)
+            .await
+    }
+
+    async fn on_register(
+        &mut self,
+        e: ClusterRegisteredV1,
+        out: &mut Output,
+    ) -> Result<(), ActorGone> {
+        let id: Arc<str> = Arc::from(e.cluster_id.as_str());
+        if !self.clusters.contains_key(&id) {
+            self.start_cluster(id.clone(), ClusterState::registered(&e));
+        }
+        let ts = e.ts;
+        let (old_lanes, new_lanes) = self
+            .cluster_cmd_lanes(&id, ClusterCommand::Register(e), out)
+            .await?
+            .expect("a registration reports its lanes");
+        for lane in old_lanes.iter().filter(|l| !new_lanes.contains(l)) {
+            let cmd = LaneCommand::ClusterRemoved {
+                cluster_id: id.clone(),
+                ts,
+            };
+            self.lane_cmd(lane, cmd, out).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_deregister(
+        &mut self,
+        e: ClusterDeregisteredV1,
+        out: &mut Output,
+    ) -> Result<(), ActorGone> {
+        let Some(addr) = self.clusters.remove(e.cluster_id.as_str()) else {
+            out.warnings.push(Warning {
+                code: "unknown_cluster",
+                message: format!("deregistration of unknown cluster {}", e.cluster_id),
+            });
+            return Ok(());
+        };
+        // The last message to this actor: dropping its address stops it.
+        let c = addr.send(GetState::<ClusterState>::new()).await?;
+        if out.record_journal {
+            out.journal.push(JournalEntry::ClusterRemoved {
+                cluster_id: c.cluster_id.clone(),
+            });
+        }
+        for lane in &c.lanes {
+            let cmd = LaneCommand::ClusterRemoved {
+                cluster_id: c.cluster_id.clone(),
+                ts: e.ts,
+            };
+            self.lane_cmd(lane, cmd, out).await?;
+        }
+        Ok(())
+    }
+
+    /// The lane's key, starting its actor (priced, with the clusters and provider status that
+    /// already concern it) on first sight.
+    async fn lane_key(&mut self, lane: &str, out: &mut Output) -> Result<Arc<str>, ActorGone> {
+        if let Some((k, _)) = self.lanes.get_key_value(lane) {
+            return Ok(k.clone());
+        }
+        let state = create_lane(&self.prices, lane, out);
+        let key = state.lane.clone();
+        let provider = state.provider.clone();
+        self.start_lane(key.clone(), state);
+        if let Some(&(status, ts)) = self.providers.get(&provider) {
+            if status == ProviderStatus::Down {
+                let cmd = LaneCommand::ProviderHealth { status, ts };
+                self.lane_cmd(&key, cmd, out).await?;
+            }
+        }
+        let mut views = Vec::new();
+        for c in self.clusters.values() {
+            if let Some(v) = c.send(CatchUp(key.clone())).await? {
+                views.push(v);
+            }
+        }
+        for (view, ts) in views {
+            self.lane_cmd(&key, LaneCommand::ClusterUpdated { view, ts }, out)
+                .await?;
+        }
+        Ok(key)
+    }
+
+    /// A request's route or a completion, to the lane it names (as `Router::hot_lane_cmd`).
+    async fn hot_lane_cmd(&mut self, cmd: LaneCommand, out: &mut Output) -> Result<(), ActorGone> {
+        let lane = match &cmd {
+            LaneCommand::Route { request, .. } => request.model.as_str(),
+            LaneCommand::Complete(c) => c.model.as_str(),
+            _ => unreachable!("only requests and completions take the hot path"),
+        };
+        let Some(entry) = self.lanes.get(lane) else {
+            let key = self.lane_key(lane, out).await?;
+            return self.lane_cmd(&key, cmd, out).await;
+        };
+        let reply = entry
+            .addr
+            .send(LaneMsg {
+                cmd,
+                hot: true,
+                record_journal: out.record_journal,
+            })
+            .await?;
+        merge(out, reply.out);
+        self.follow_up(reply.follow_ups, out).await
+    }
+
+    /// One command to a lane, and what follows from it. Boxed: a lane's follow-ups can reach a
+    /// cluster whose views come back to lanes.
+    fn lane_cmd<'a>(
+        &'a mut self,
+        lane: &'a Arc<str>,
+        cmd: LaneCommand,
+        out: &'a mut Output,
+    ) -> LocalBoxFuture<'a, Result<(), ActorGone>> {
+        Box::pin(async move {
+            let addr = match self.lanes.get(lane) {
+                Some(e) => e.addr.clone(),
+                None => {
+                    let key = self.lane_key(lane, out).await?;
+                    self.lanes[&key].addr.clone()
+                }
+            };
+            let reply = addr
+                .send(LaneMsg {
+                    cmd,
+                    hot: false,
+                    record_journal: out.record_journal,
+                })
+                .await?;
+            merge(out, reply.out);
+            self.follow_up(reply.follow_ups, out).await
+        })
+    }
+
+    async fn follow_up(
+        &mut self,
+        (to_cluster, to_tenant): FollowUps,
+        out: &mut Output,
+    ) -> Result<(), ActorGone> {
+        if let Some((id, cmd)) = to_cluster {
+            self.cluster_cmd(&id, cmd, out).await?;
+        }
+        if let Some((id, cmd)) = to_tenant {
+            self.tenant_cmd(&id, cmd, out).await?;
+        }
+        Ok(())
+    }
+
+    async fn cluster_cmd(
+        &mut self,
+        id: &str,
+        cmd: ClusterCommand,
+        out: &mut Output,
+    ) -> Result<(), ActorGone> {
+        self.cluster_cmd_lanes(id, cmd, out).await.map(|_| ())
+    }
+
+    /// A cluster command and its views fanned out to the cluster's lanes; for a registration,
+    /// the lanes before and after.
+    fn cluster_cmd_lanes<'a>(
+        &'a mut self,
+        id: &'a str,
+        cmd: ClusterCommand,
+        out: &'a mut Output,
+    ) -> LocalBoxFuture<'a, Result<Option<(Vec<Arc<str>>, Vec<Arc<str>>)>, ActorGone>> {
+        Box::pin(async move {
+            let Some(addr) = self.clusters.get(id) else {
+                out.warnings.push(Warning {
+                    code: "unknown_cluster",
+                    message: format!("event for unregistered cluster {id} ignored"),
+                });
+                return Ok(None);
+            };
+            let reply = addr
+                .send(ClusterMsg {
+                    cmd,
+                    record_journal: out.record_journal,
+                })
+                .await?;
+            merge(out, reply.out);
+            let ts = reply.fan_out.ts;
+            for (lane, view) in reply.fan_out.views {
+                self.lane_cmd(&lane, LaneCommand::ClusterUpdated { view, ts }, out)
+                    .await?;
+            }
+            Ok(reply.lanes)
+        })
+    }
+
+    async fn tenant_cmd(
+        &mut self,
+        id: &Arc<str>,
+        cmd: TenantCommand,
+        out: &mut Output,
+    ) -> Result<(), ActorGone> {
+        let addr = match self.tenants.get(id) {
+            Some(a) => a.clone(),
+            None => self.start_tenant(id.clone(), TenantState::new(id.clone())),
+        };
+        let part = addr
+            .send(TenantMsg {
+                cmd,
+                record_journal: out.record_journal,
+            })
+            .await?;
+        merge(out, part);
+        Ok(())
+    }
+
+    /// The whole state, gathered from every actor (snapshots; equal to the inline router's
+    /// state after the same inputs).
+    pub async fn state(&self) -> Result<RouterState, ActorGone> {
+        let mut state = self.lanes_and_clusters().await?;
+        for (key, addr) in &self.tenants {
+            let t = addr.send(GetState::<TenantState>::new()).await?;
+            state.tenants.insert(key.clone(), t);
+        }
+        Ok(state)
+    }
+
+    /// Lanes, clusters, providers and the input count, without the tenants.
+    async fn lanes_and_clusters(&self) -> Result<RouterState, ActorGone> {
+        let mut state = RouterState {
+            providers: self.providers.clone(),
+            applied: self.applied,
+            ..RouterState::default()
+        };
+        for (key, entry) in &self.lanes {
+            let l = entry.addr.send(GetState::<LaneState>::new()).await?;
+            state.lanes.insert(key.clone(), l);
+        }
+        for (key, addr) in &self.clusters {
+            let c = addr.send(GetState::<ClusterState>::new()).await?;
+            state.clusters.insert(key.clone(), c);
+        }
+        Ok(state)
+    }
+
+    /// What the status page shows: each lane actor views its own state (no copy of its
+    /// reservations crosses), the clusters' states are gathered.
+    pub async fn view(&self) -> Result<RouterView, ActorGone> {
+        let mut lanes = Vec::with_capacity(self.lanes.len());
+        for entry in self.lanes.values() {
+            lanes.push(entry.addr.send(GetLaneView).await?);
+        }
+        let mut clusters = Vec::with_capacity(self.clusters.len());
+        for addr in self.clusters.values() {
+            clusters.push(addr.send(GetState::<ClusterState>::new()).await?);
+        }
+        Ok(RouterView::from_parts(
+            lanes,
+            clusters.iter(),
+            self.applied,
+            &self.cfg,
+        ))
+    }
+}
+
+/// The actor router on an actix system owned by the calling thread. Each call runs the system
+/// until that call's work is done; between calls the actors wait in their mailboxes.
+pub struct ActorEngine {
+    system: SystemRunner,
+    router: ActorRouter,
+}
+
+impl ActorEngine {
+    /// Actors for `state` (`RouterState::default()` for a new router).
+    pub fn new(cfg: Arc<RoutingConfig>, prices: Arc<PriceTable>, state: RouterState) -> Self {
+        let system = System::new();
+        let router = system.block_on(async { ActorRouter::start(cfg, prices, state) });
+        ActorEngine { system, router }
+    }
+
+    /// Actors for the state of snapshot bytes.
+    pub fn restore(
+        cfg: Arc<RoutingConfig>,
+        prices: Arc<PriceTable>,
+        bytes: &[u8],
+    ) -> Result<Self, SnapshotError> {
+        Ok(ActorEngine::new(cfg, prices, RouterState::decode(bytes)?))
+    }
+
+    pub fn apply(&mut self, event: InputEvent, out: &mut Output) -> Result<(), ActorGone> {
+        let router = &mut self.router;
+        self.system.block_on(router.apply(event, out))
+    }
+
+    pub fn state(&self) -> Result<RouterState, ActorGone> {
+        self.system.block_on(self.router.state())
+    }
+
+    pub fn view(&self) -> Result<RouterView, ActorGone> {
+        self.system.block_on(self.router.view())
+    }
+
+    pub fn snapshot(&self) -> Result<Vec<u8>, ActorGone> {
+        Ok(self.state()?.encode())
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.router.applied()
+    }
+
+    /// Actors started: lanes, clusters, tenants.
+    pub fn actors(&self) -> (usize, usize, usize) {
+        let r = &self.router;
+        (r.lanes.len(), r.clusters.len(), r.tenants.len())
+    }
+}
+
+/// What runs the deciders in the broker (`kafka.engine`): the actors, or the inline router.
+pub enum Engine {
+    Actors(ActorEngine),
+    Inline(Router),
+}
+
+impl Engine {
+    pub fn new(kind: EngineKind, cfg: Arc<RoutingConfig>, prices: Arc<PriceTable>) -> Self {
+        match kind {
+            EngineKind::Actors => {
+                Engine::Actors(ActorEngine::new(cfg, prices, RouterState::default()))
+            }
+            EngineKind::Inline => Engine::Inline(Router::new(cfg, prices)),
+        }
+    }
+
+    /// Replaces the state by that of snapshot bytes (either engine's: they are the same).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let state = RouterState::decode(bytes)?;
+        match self {
+            Engine::Actors(a) => {
+                let (cfg, prices) = (a.router.cfg.clone(), a.router.prices.clone());
+                *a = ActorEngine::new(cfg, prices, state);
+            }
+            Engine::Inline(r) => {
+                let (cfg, prices) = r.parts();
+                *r = Router::from_state(cfg, prices, state);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn apply(&mut self, event: InputEvent, out: &mut Output) -> Result<(), ActorGone> {
+        match self {
+            Engine::Actors(a) => a.apply(event, out),
+            Engine::Inline(r) => {
+                r.apply(event, out);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> Result<Vec<u8>, ActorGone> {
+        match self {
+            Engine::Actors(a) => a.snapshot(),
+            Engine::Inline(r) => Ok(r.snapshot()),
+        }
+    }
+
+    /// What the status page shows of the lanes and clusters.
+    pub fn view(&self) -> Result<RouterView, ActorGone> {
+        match self {
+            Engine::Actors(a) => a.view(),
+            Engine::Inline(r) => Ok(RouterView::of(r.state(), r.config())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::codec::decode_input;
+
+    fn parts() -> (Arc<RoutingConfig>, Arc<PriceTable>) {
+        (
+            Arc::new(RoutingConfig::default()),
+            Arc::new(PriceTable::embedded()),
+        )
+    }
+
+    fn events(text: &str) -> Vec<InputEvent> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| decode_input(l.as_bytes()).ok())
+            .collect()
+    }
+
+    /// Both example files through both engines: the same outputs, one actor per lane, cluster
+    /// and tenant of the inline router's state, and the same snapshot.
+    #[test]
+    fn the_examples_run_the_same_on_actors() {
+        for text in [
+            include_str!("../examples/scenario.jsonl"),
+            include_str!("../examples/tenants.jsonl"),
+        ] {
+            let (cfg, prices) = parts();
+            let mut router = Router::new(cfg.clone(), prices.clone());
+            let mut actors = ActorEngine::new(cfg, prices, RouterState::default());
+            let (mut a, mut b) = (Output::with_journal(), Output::with_journal());
+            for e in events(text) {
+                router.apply(e.clone(), &mut a);
+                actors.apply(e, &mut b).unwrap();
+            }
+            assert!(!a.decisions.is_empty());
+            assert_eq!(a.decisions, b.decisions);
+            assert_eq!(a.journal, b.journal);
+            assert_eq!(a.warnings, b.warnings);
+            let s = router.state();
+            assert_eq!(
+                actors.actors(),
+                (s.lanes.len(), s.clusters.len(), s.tenants.len())
+            );
+            assert_eq!(actors.applied(), s.applied);
+            assert_eq!(actors.snapshot().unwrap(), router.snapshot());
+            let view = RouterView::of(s, router.config());
+            assert!(!view.lanes.is_empty());
+            assert_eq!(actors.view().unwrap(), view);
+        }
+    }
+
+    /// A deregistered cluster's actor stops: the dispatcher held its only address.
+    #[test]
+    fn a_deregistered_cluster_stops_its_actor() {
+        let (cfg, prices) = parts();
+        let mut actors = ActorEngine::new(cfg, prices, RouterState::default());
+        let mut out = Output::with_journal();
+        let text = include_str!("../examples/scenario.jsonl");
+        let register = events(text)
+            .into_iter()
+            .find(|e| matches!(e, InputEvent::ClusterRegistered(_)))
+            .expect("the scenario registers a cluster");
+        let InputEvent::ClusterRegistered(r) = &register else {
+            unreachable!()
+        };
+        let id = r.cluster_id.clone();
+        let ts = r.ts;
+        actors.apply(register, &mut out).unwrap();
+        let weak = actors.router.clusters[id.as_str()].downgrade();
+        assert_eq!(actors.actors().1, 1);
+        let gone = InputEvent::ClusterDeregistered(ClusterDeregisteredV1 {
+            cluster_id: id.clone(),
+            ts,
+        });
+        actors.apply(gone, &mut out).unwrap();
+        assert_eq!(actors.actors().1, 0);
+        assert!(matches!(
+            out.journal.last(),
+            Some(JournalEntry::Lane {
+                command: LaneCommand::ClusterRemoved { .. },
+                ..
+            })
+        ));
+        // Let the system run so the actor sees its mailbox closed.
+        actors.system.block_on(async {
+            actix::clock::sleep(std::time::Duration::from_millis(10)).await;
+        });
+        let alive = weak.upgrade().is_some_and(|a| a.connected());
+        assert!(!alive, "the actor stopped with its last address gone");
+    }
+}
