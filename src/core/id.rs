@@ -1,4 +1,4 @@
-//! [`InlineId`]: a request id stored in place — ids of up to 30 bytes inside the value itself,
+//! [`InlineId`]: a request id stored in place — ids of up to 22 bytes inside the value itself,
 //! longer ones behind a shared pointer.
 //!
 //! A lane finds a reservation by request id on every completion, long after the request came
@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Longest id kept inline (the value is 32 bytes either way).
-const INLINE: usize = 30;
+/// Longest id kept inline (the value is 24 bytes either way).
+const INLINE: usize = 22;
 
 /// A short string id, inline when it fits (see the module docs).
 #[derive(Clone)]
@@ -177,8 +177,8 @@ mod tests {
             "",
             "r",
             "req_s42_0000000001",
-            &"x".repeat(30),
-            &"y".repeat(31),
+            &"x".repeat(22),
+            &"y".repeat(23),
         ];
         for a in ids {
             let id = InlineId::from(a);
