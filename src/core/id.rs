@@ -172,6 +172,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_id_takes_24_bytes() {
+        assert_eq!(std::mem::size_of::<InlineId>(), 24);
+    }
+
+    #[test]
     fn short_and_long_ids_encode_compare_and_order_like_strings() {
         let ids = [
             "",
