@@ -12,14 +12,14 @@
 //! snapshots leave it out, and its internal order never reaches a decision — callers that list
 //! due reservations sort them by `(deadline, seq)`.
 
-use std::sync::Arc;
+use super::id::InlineId;
 
 /// One reservation's deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub at: i64,
     pub seq: u64,
-    pub id: Arc<str>,
+    pub id: InlineId,
 }
 
 impl Entry {
@@ -71,7 +71,7 @@ impl<'de, C> bincode::BorrowDecode<'de, C> for ExpiryQueue {
 
 /// Whether a reservation `(id, seq)` is still held.
 pub trait Live {
-    fn live(&self, id: &str, seq: u64) -> bool;
+    fn live(&self, id: &InlineId, seq: u64) -> bool;
 }
 
 impl ExpiryQueue {
@@ -97,7 +97,7 @@ impl ExpiryQueue {
         ExpiryQueue { heap }
     }
 
-    pub fn push(&mut self, at: i64, seq: u64, id: Arc<str>) {
+    pub fn push(&mut self, at: i64, seq: u64, id: InlineId) {
         self.heap.push(Entry { at, seq, id });
         let mut i = self.heap.len() - 1;
         while i > 0 {
@@ -200,8 +200,8 @@ mod tests {
     struct Held(BTreeSet<(String, u64)>);
 
     impl Live for Held {
-        fn live(&self, id: &str, seq: u64) -> bool {
-            self.0.contains(&(id.to_owned(), seq))
+        fn live(&self, id: &InlineId, seq: u64) -> bool {
+            self.0.contains(&(id.to_string(), seq))
         }
     }
 
@@ -234,7 +234,7 @@ mod tests {
             let at = (seq as i64) * 10 + (next() % 400) as i64;
             let id = format!("r{}", next() % 700);
             // A resend of a held id replaces nothing here: ids are unique per seq in the heap.
-            q.push(at, seq, Arc::from(id.as_str()));
+            q.push(at, seq, InlineId::from(id.as_str()));
             held.0.insert((id.clone(), seq));
             reference.insert((at, seq));
             ids.push((at, seq, id));
@@ -262,7 +262,7 @@ mod tests {
         let q = ExpiryQueue::from_entries((0..10).rev().map(|i| Entry {
             at: i,
             seq: i as u64,
-            id: Arc::from("x"),
+            id: InlineId::from("x"),
         }));
         assert_eq!(q.peek(), Some(0));
         let mut seen = Vec::new();

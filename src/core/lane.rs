@@ -21,6 +21,8 @@ use crate::events::{
 use super::cluster::{ClusterView, Health};
 use super::config::RoutingConfig;
 use super::expiry::ExpiryQueue;
+use super::id::InlineId;
+use super::index::HashIndex;
 use super::price::ModelPrice;
 use super::tenant::{ProfileSet, TenantView};
 
@@ -41,13 +43,58 @@ pub struct Reservation {
     pub seq: u64,
 }
 
-/// In-flight requests by id. A hash map (lookups by id are the hot path); its iteration order
-/// never reaches a decision, and it is written sorted wherever it is shown.
-pub type Reservations = super::index::HashIndex<Arc<str>, Reservation>;
+/// In-flight requests by id. A hash map (lookups by id are the hot path) keyed by inline ids,
+/// so a lookup reads only the table; its iteration order never reaches a decision, and it is
+/// written sorted wherever it is shown.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
+#[serde(transparent)]
+pub struct Reservations(HashIndex<InlineId, Reservation>);
+
+impl Reservations {
+    pub fn get(&self, id: &str) -> Option<&Reservation> {
+        self.0.get(id.as_bytes())
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains_key(id.as_bytes())
+    }
+
+    pub fn insert(&mut self, id: InlineId, r: Reservation) {
+        self.0.insert(id, r);
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Reservation> {
+        self.0.remove(id.as_bytes())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Hash order: sort before it reaches an output.
+    pub fn iter(&self) -> impl Iterator<Item = (&InlineId, &Reservation)> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Reservations {
+    type Item = (&'a InlineId, &'a Reservation);
+    type IntoIter = std::collections::hash_map::Iter<'a, InlineId, Reservation>;
+    /// Hash order: sort before it reaches an output.
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
 
 impl super::expiry::Live for Reservations {
-    fn live(&self, id: &str, seq: u64) -> bool {
-        self.get(id).is_some_and(|r| r.seq == seq)
+    fn live(&self, id: &InlineId, seq: u64) -> bool {
+        self.0.get(id).is_some_and(|r| r.seq == seq)
     }
 }
 
@@ -111,7 +158,7 @@ pub struct LaneState {
     pub stale_after_ms: i64,
     pub clusters: BTreeMap<Arc<str>, LaneCluster>,
     pub provider_down: bool,
-    /// In-flight BYOC requests by `request_id` (one shared allocation per id for both indexes).
+    /// In-flight BYOC requests by `request_id`.
     pub reservations: Reservations,
     /// The reservations' deadlines, earliest first: derived from `reservations` (rebuilt by
     /// [`LaneState::rebuild_expiry`] after a restore, left out of snapshots).
@@ -184,7 +231,7 @@ pub enum LaneEvent {
     /// A routed request finished. `cluster` is set when it released a BYOC reservation;
     /// `billable_micros` is what the tenant's budget is charged.
     Completed {
-        request_id: Arc<str>,
+        request_id: InlineId,
         tenant_id: Arc<str>,
         cluster: Option<Arc<str>>,
         profile: Profile,
@@ -195,7 +242,7 @@ pub enum LaneEvent {
     },
     /// A reservation outlived its deadline without a completion.
     Expired {
-        request_id: Arc<str>,
+        request_id: InlineId,
         cluster: Arc<str>,
         ts: Timestamp,
     },
@@ -309,14 +356,11 @@ impl LaneState {
 
     /// Held reservations whose deadline is before `bound`, as `(deadline, seq, id)`, in hash
     /// order (sort before output).
-    fn due_before(&self, bound: i64) -> Vec<(i64, u64, &Arc<str>)> {
+    fn due_before(&self, bound: i64) -> Vec<(i64, u64, &InlineId)> {
+        use super::expiry::Live;
         let mut due = Vec::new();
         self.expiry.for_each_before(bound, |e| {
-            if self
-                .reservations
-                .get(&*e.id)
-                .is_some_and(|r| r.seq == e.seq)
-            {
+            if self.reservations.live(&e.id, e.seq) {
                 due.push((e.at, e.seq, &e.id));
             }
         });
@@ -361,7 +405,7 @@ impl LaneState {
                 due.sort_unstable();
                 due.into_iter()
                     .filter_map(|(_, _, id)| {
-                        let r = self.reservations.get(&**id)?;
+                        let r = self.reservations.get(id)?;
                         Some(LaneEvent::Expired {
                             request_id: id.clone(),
                             cluster: r.cluster.clone(),
@@ -444,7 +488,7 @@ impl LaneState {
                     if let Some(c) = self.clusters.get_mut(cluster) {
                         c.reserved += 1;
                     }
-                    let id: Arc<str> = decision.request_id.clone();
+                    let id = InlineId::from(&decision.request_id);
                     self.expiry.push(*expires_at, decision.seq, id.clone());
                     let r = Reservation {
                         cluster: cluster.clone(),
@@ -491,7 +535,7 @@ impl LaneState {
             LaneEvent::ClusterRemoved { cluster_id, .. } => {
                 self.clusters.remove(cluster_id);
                 // Requests in flight on a removed cluster no longer hold capacity anywhere.
-                let gone: Vec<Arc<str>> = self
+                let gone: Vec<InlineId> = self
                     .reservations
                     .iter()
                     .filter(|(_, r)| r.cluster == *cluster_id)
@@ -591,7 +635,7 @@ impl LaneState {
             .into_iter()
             .filter(|(_, _, id)| {
                 self.reservations
-                    .get(&***id)
+                    .get(id)
                     .is_some_and(|r| self.clusters.contains_key(&r.cluster))
             })
             .map(|(at, _, _)| (to - at.max(from)) as u64)
@@ -728,8 +772,7 @@ impl LaneState {
     }
 
     fn complete(&self, c: &CompletionV1) -> LaneEvent {
-        let held = self.reservations.get_key_value(c.request_id.as_str());
-        let reservation = held.map(|(_, r)| r);
+        let reservation = self.reservations.get(&c.request_id);
         let profile = match (c.profile, reservation) {
             (Some(p), _) => p,
             (None, Some(r)) => self
@@ -747,8 +790,7 @@ impl LaneState {
             _ => 0,
         };
         LaneEvent::Completed {
-            // The reservation's key is the same id: share it instead of copying.
-            request_id: held.map_or_else(|| Arc::from(c.request_id.as_str()), |(id, _)| id.clone()),
+            request_id: InlineId::from(c.request_id.as_str()),
             // The reservation already holds the tenant id (when it is the same tenant).
             tenant_id: reservation
                 .filter(|r| *r.tenant == *c.tenant_id)

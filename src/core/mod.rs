@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod expiry;
+pub mod id;
 pub mod index;
 pub mod lane;
 pub mod price;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::events::{DataBoundary, OverageMode, ProfileClass, TenantPolicyV1, Timestamp};
 
 use super::config::RoutingConfig;
+use super::id::InlineId;
 
 /// A set of [`ProfileClass`]es as a bitmask (cheap to copy and to intersect).
 #[derive(
@@ -160,7 +161,7 @@ pub enum TenantCommand {
     SetPolicy(TenantPolicyV1),
     /// Billable cost of a completed request.
     RecordUsage {
-        request_id: Arc<str>,
+        request_id: InlineId,
         cost_micros: u64,
         ts: Timestamp,
     },
@@ -178,7 +179,7 @@ pub enum TenantEvent {
         month: u32,
     },
     UsageRecorded {
-        request_id: Arc<str>,
+        request_id: InlineId,
         cost_micros: u64,
         spent_micros: u64,
         ts: Timestamp,
