@@ -388,7 +388,7 @@ impl ActorRouter {
             InputEvent::ClusterDeregistered(e) => self.on_deregister(e, out).await,
             InputEvent::ClusterHeartbeat(hb) => {
                 let id = hb.cluster_id.clone();
-                self.cluster_cmd(&id, ClusterCommand::Heartbeat(hb), out)
+                self.cluster_cmd(&id, ClusterCommand::Heartbeat(Box::new(hb)), out)
                     .await
             }
             InputEvent::ProviderHealth(p) => {
@@ -413,7 +413,8 @@ impl ActorRouter {
             }
             InputEvent::TenantPolicy(p) => {
                 let id: Arc<str> = Arc::from(p.tenant_id.as_str());
-                self.tenant_cmd(&id, TenantCommand::SetPolicy(p), out).await
+                self.tenant_cmd(&id, TenantCommand::SetPolicy(Box::new(p)), out)
+                    .await
             }
             InputEvent::LaneActivated(a) => {
                 let lane = self.lane_key(&a.lane, out).await?;
@@ -473,7 +474,7 @@ impl ActorRouter {
         }
         let ts = e.ts;
         let (old_lanes, new_lanes) = self
-            .cluster_cmd_lanes(&id, ClusterCommand::Register(e), out)
+            .cluster_cmd_lanes(&id, ClusterCommand::Register(Box::new(e)), out)
             .await?
             .expect("a registration reports its lanes");
         for lane in old_lanes.iter().filter(|l| !new_lanes.contains(l)) {

@@ -126,8 +126,8 @@ pub struct ClusterState {
 /// Inputs of the cluster decider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum ClusterCommand {
-    Register(ClusterRegisteredV1),
-    Heartbeat(ClusterHeartbeatV1),
+    Register(Box<ClusterRegisteredV1>),
+    Heartbeat(Box<ClusterHeartbeatV1>),
     /// Outcome of a request this cluster served (from a lane's completion).
     Outcome {
         failed: bool,
@@ -255,7 +255,7 @@ impl ClusterState {
         out: &mut Vec<ClusterEvent>,
     ) {
         match cmd {
-            ClusterCommand::Register(e) => out.push(ClusterEvent::Registered(Box::new(e.clone()))),
+            ClusterCommand::Register(e) => out.push(ClusterEvent::Registered(e.clone())),
             ClusterCommand::Heartbeat(hb) => out.extend(self.on_heartbeat(hb, cfg)),
             ClusterCommand::Outcome { failed, ts } => self.on_outcome(*failed, *ts, cfg, out),
         }
@@ -449,7 +449,12 @@ mod tests {
     }
 
     fn hb(status: ClusterStatus, ts: i64) -> ClusterCommand {
-        ClusterCommand::Heartbeat(ClusterHeartbeatV1::new("byc_a", status, 10, Timestamp(ts)))
+        ClusterCommand::Heartbeat(Box::new(ClusterHeartbeatV1::new(
+            "byc_a",
+            status,
+            10,
+            Timestamp(ts),
+        )))
     }
 
     fn apply(s: &mut ClusterState, c: ClusterCommand, cfg: &RoutingConfig) -> Vec<ClusterEvent> {

@@ -3,7 +3,8 @@
 //!
 //! Sans-IO: no tokio, rdkafka, rocksdb, actix, clock, randomness or logging in here. Each decider
 //! is `decide(&state, &command) -> Vec<Event>` plus `evolve(&mut state, &event)`; time comes
-//! from events; maps are `BTreeMap` so iteration order never depends on hashing.
+//! from events; maps iterated into an output are `BTreeMap`s, and the hash maps looked up on the
+//! hot path (`index::HashIndex`) encode in key order, so hash order never reaches an output.
 
 pub mod audit;
 pub mod cluster;

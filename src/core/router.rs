@@ -266,7 +266,7 @@ impl Router {
             InputEvent::ClusterDeregistered(e) => self.on_deregister(e, out),
             InputEvent::ClusterHeartbeat(hb) => {
                 let id = hb.cluster_id.clone();
-                self.cluster_cmd(&id, ClusterCommand::Heartbeat(hb), out);
+                self.cluster_cmd(&id, ClusterCommand::Heartbeat(Box::new(hb)), out);
             }
             InputEvent::ProviderHealth(p) => {
                 let provider: Arc<str> = Arc::from(p.provider.as_str());
@@ -295,7 +295,7 @@ impl Router {
             }
             InputEvent::TenantPolicy(p) => {
                 let id: Arc<str> = Arc::from(p.tenant_id.as_str());
-                self.tenant_cmd(&id, TenantCommand::SetPolicy(p), out);
+                self.tenant_cmd(&id, TenantCommand::SetPolicy(Box::new(p)), out);
             }
             InputEvent::LaneActivated(a) => {
                 let lane = self.lane_key(&a.lane, out);
@@ -354,7 +354,7 @@ impl Router {
             }
         };
         let ts = e.ts;
-        self.cluster_cmd(&id, ClusterCommand::Register(e), out);
+        self.cluster_cmd(&id, ClusterCommand::Register(Box::new(e)), out);
         let new_lanes = self.state.clusters[&id].lanes.clone();
         for lane in old_lanes.iter().filter(|l| !new_lanes.contains(l)) {
             self.lane_cmd(

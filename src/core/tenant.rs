@@ -158,7 +158,7 @@ pub struct TenantState {
 /// Inputs of the tenant decider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub enum TenantCommand {
-    SetPolicy(TenantPolicyV1),
+    SetPolicy(Box<TenantPolicyV1>),
     /// Billable cost of a completed request.
     RecordUsage {
         request_id: InlineId,
