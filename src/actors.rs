@@ -151,8 +151,11 @@ pub struct ClusterMsg {
 pub struct ClusterReply {
     pub out: Output,
     pub fan_out: ClusterFanOut,
-    pub lanes: Option<(Vec<Arc<str>>, Vec<Arc<str>>)>,
+    pub lanes: Option<LanesBeforeAfter>,
 }
+
+/// The lanes a cluster served before a registration, and those it serves after it.
+pub type LanesBeforeAfter = (Vec<Arc<str>>, Vec<Arc<str>>);
 
 impl Handler<ClusterMsg> for ClusterActor {
     type Result = MessageResult<ClusterMsg>;
@@ -626,7 +629,7 @@ impl ActorRouter {
         id: &'a str,
         cmd: ClusterCommand,
         out: &'a mut Output,
-    ) -> LocalBoxFuture<'a, Result<Option<(Vec<Arc<str>>, Vec<Arc<str>>)>, ActorGone>> {
+    ) -> LocalBoxFuture<'a, Result<Option<LanesBeforeAfter>, ActorGone>> {
         Box::pin(async move {
             let Some(addr) = self.clusters.get(id) else {
                 out.warnings.push(Warning {

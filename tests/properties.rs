@@ -1568,7 +1568,7 @@ fn capacity_holds(
             ));
         };
         if l.reservations
-            .get(&*d.request_id)
+            .get(&d.request_id)
             .is_none_or(|r| *r.cluster != *target)
         {
             return Err(format!(
@@ -1728,8 +1728,9 @@ fn journal_replays(s: &Scenario) -> Result<(), Failure> {
     Ok(())
 }
 
-/// 8. The actor engine and the inline router, side by side: same outputs after every event, same
-/// snapshot bytes at the cuts (where the actors restart from the router's snapshot) and at the end.
+/// Property 8: the actor engine and the inline router side by side give the same outputs after
+/// every event, and the same snapshot bytes at the cuts (where the actors restart from the
+/// router's snapshot) and at the end.
 fn actors_match(s: &Scenario, cuts: &[Index]) -> Result<(), Failure> {
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(s.events.len() + 1)).collect();
     cuts.sort_unstable();

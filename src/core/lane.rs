@@ -806,7 +806,7 @@ impl LaneState {
 
     /// Why a request cannot be routed at all, if it cannot.
     fn invalid_reason(&self, r: &RequestV1) -> Option<String> {
-        if let Some(held) = self.reservations.get(&*r.request_id) {
+        if let Some(held) = self.reservations.get(&r.request_id) {
             // A resend of a request still in flight: answering twice would reserve twice.
             return Some(format!(
                 "request_id {} is already in flight on {}",
