@@ -10,6 +10,10 @@
 //! this on random workloads). Actors never read each other's state; what crosses between them
 //! is the commands of `docs/architecture.md` ("The router: the only place actors meet").
 //!
+//! Besides addresses, the dispatcher keeps only a tenant's last view while it cannot change
+//! (`TenantView::is_stable`: until that tenant's next policy), so most requests take one round
+//! trip (their lane) rather than two.
+//!
 //! Mailboxes are bounded ([`MAILBOX`]) and every send waits for room, so a slow actor slows the
 //! dispatcher and, through it, consumption; nothing queues without bound.
 //!
@@ -282,6 +286,13 @@ state_handler!(TenantActor, TenantState);
 
 // ---- the dispatcher ------------------------------------------------------------------------
 
+/// A tenant's actor and, while it holds, the view it last gave that cannot change before its
+/// next policy ([`TenantView::is_stable`]): most requests then need no round trip to the tenant.
+struct TenantEntry {
+    addr: Addr<TenantActor>,
+    stable_view: Option<TenantView>,
+}
+
 /// A lane's actor and the provider it belongs to (for provider-health fan-out).
 struct LaneEntry {
     addr: Addr<LaneActor>,
@@ -296,7 +307,7 @@ pub struct ActorRouter {
     default_policy: Arc<TenantPolicy>,
     lanes: HashIndex<Arc<str>, LaneEntry>,
     clusters: BTreeMap<Arc<str>, Addr<ClusterActor>>,
-    tenants: HashIndex<Arc<str>, Addr<TenantActor>>,
+    tenants: HashIndex<Arc<str>, TenantEntry>,
     providers: BTreeMap<Arc<str>, (ProviderStatus, Timestamp)>,
     applied: u64,
 }
@@ -369,7 +380,13 @@ impl ActorRouter {
             events: Vec::with_capacity(4),
         }
         .start();
-        self.tenants.insert(key, addr.clone());
+        self.tenants.insert(
+            key,
+            TenantEntry {
+                addr: addr.clone(),
+                stable_view: None,
+            },
+        );
         addr
     }
 
@@ -453,13 +470,24 @@ impl ActorRouter {
 
     async fn on_request(&mut self, r: RequestV1, out: &mut Output) -> Result<(), ActorGone> {
         let tenant = match self.tenants.get(r.tenant_id.as_str()) {
-            Some(t) => {
-                t.send(ViewAt {
-                    ts: r.ts,
-                    default: self.default_policy.clone(),
-                })
-                .await?
-            }
+            Some(t) => match &t.stable_view {
+                Some(view) => view.clone(),
+                None => {
+                    let view = t
+                        .addr
+                        .send(ViewAt {
+                            ts: r.ts,
+                            default: self.default_policy.clone(),
+                        })
+                        .await?;
+                    if view.is_stable() {
+                        // Valid until the tenant's next policy (`tenant_cmd` drops it).
+                        let entry = self.tenants.get_mut(r.tenant_id.as_str());
+                        entry.expect("looked up above").stable_view = Some(view.clone());
+                    }
+                    view
+                }
+            },
             None => default_tenant_view(&r.tenant_id, &self.default_policy),
         };
         self.hot_lane_cmd(LaneCommand::Route { request: r, tenant }, out)
@@ -660,8 +688,13 @@ impl ActorRouter {
         cmd: TenantCommand,
         out: &mut Output,
     ) -> Result<(), ActorGone> {
-        let addr = match self.tenants.get(id) {
-            Some(a) => a.clone(),
+        let addr = match self.tenants.get_mut(id) {
+            Some(t) => {
+                if matches!(cmd, TenantCommand::SetPolicy(_)) {
+                    t.stable_view = None;
+                }
+                t.addr.clone()
+            }
             None => self.start_tenant(id.clone(), TenantState::new(id.clone())),
         };
         let part = addr
@@ -678,8 +711,8 @@ impl ActorRouter {
     /// state after the same inputs).
     pub async fn state(&self) -> Result<RouterState, ActorGone> {
         let mut state = self.lanes_and_clusters().await?;
-        for (key, addr) in &self.tenants {
-            let t = addr.send(GetState::<TenantState>::new()).await?;
+        for (key, entry) in &self.tenants {
+            let t = entry.addr.send(GetState::<TenantState>::new()).await?;
             state.tenants.insert(key.clone(), t);
         }
         Ok(state)

@@ -138,6 +138,16 @@ pub struct TenantView {
     pub paused: bool,
 }
 
+impl TenantView {
+    /// Whether the tenant's state gives this same view at every event time and after any usage:
+    /// true unless the policy can pause the tenant (a budget with `overage_mode = pause`). Such
+    /// a view changes only with the tenant's next `SetPolicy`, so a caller may keep it until then.
+    pub fn is_stable(&self) -> bool {
+        self.policy.overage_mode != OverageMode::Pause
+            || self.policy.monthly_budget_micros.is_none()
+    }
+}
+
 /// Tenant state: policy and the current month's spend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct TenantState {
