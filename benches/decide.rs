@@ -9,6 +9,8 @@
 //! Groups (throughput in requests = decisions per second):
 //! - `decide/full_mix` — requests, their completions, heartbeats and provider health, as they
 //!   arrive (default spec: 4 hot lanes take 80 %, 200 tail lanes, 200 tenants);
+//! - `decide_actors/full_mix` — the same events on the actix actors (`zumik::actors`), one actor
+//!   per lane, cluster and tenant: the broker's default engine, messages included;
 //! - `decide/hot_lane_requests` — only requests, all on one active hot lane with two clusters
 //!   (the BYOC path: eligibility, least-utilised pick, reservation);
 //! - `decide/tail_lane_requests` — only requests on 200 managed-only tail lanes;
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use zumik::actors::ActorEngine;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::InputEvent;
 use zumik::workload::{Events, Workload, WorkloadSpec};
@@ -115,6 +118,39 @@ fn full_mix(c: &mut Criterion) {
     };
     let p = Prepared::new(spec, 10_000, |_| true);
     bench_prepared(c, "full_mix", &p);
+}
+
+/// The same full mix on the actix actors (`zumik::actors::ActorEngine`, the broker's default
+/// engine): against `decide/full_mix`, what the messages cost per input.
+fn full_mix_actors(c: &mut Criterion) {
+    let spec = WorkloadSpec {
+        requests: 60_000,
+        ..WorkloadSpec::default()
+    };
+    let p = Prepared::new(spec, 10_000, |_| true);
+    let mut g = c.benchmark_group("decide_actors");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(p.requests));
+    g.bench_function("full_mix", |b| {
+        b.iter_batched(
+            || {
+                let (cfg, prices) = config();
+                let actors = ActorEngine::restore(cfg, prices, &p.snapshot).expect("restores");
+                (actors, p.events.clone())
+            },
+            |(mut actors, mut events)| {
+                let mut out = Output::default();
+                for e in events.drain(..) {
+                    actors.apply(e, &mut out).expect("actors run");
+                    black_box(&out.decisions);
+                    out.clear();
+                }
+                (actors, events)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
 }
 
 fn hot_lane_requests(c: &mut Criterion) {
@@ -262,6 +298,7 @@ fn request_latency(c: &mut Criterion) {
 criterion_group!(
     benches,
     full_mix,
+    full_mix_actors,
     hot_lane_requests,
     tail_lane_requests,
     request_latency

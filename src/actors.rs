@@ -6,16 +6,18 @@
 //! commands it owes it and turns one actor's facts into commands for the others, as
 //! `core::Router` does in-process. It awaits every reply before the next command, depth-first,
 //! so the commands reach each actor in exactly the order `core::Router` runs them: decisions,
-//! journal and snapshot bytes are the same as the inline router's (`tests/actors.rs` checks
-//! this on random workloads). Actors never read each other's state; what crosses between them
+//! journal and snapshot bytes are the same as the inline router's (property 8 of
+//! `tests/properties.rs` checks this on random workloads, the unit tests below on the examples). Actors never read each other's state; what crosses between them
 //! is the commands of `docs/architecture.md` ("The router: the only place actors meet").
 //!
-//! Besides addresses, the dispatcher keeps only a tenant's last view while it cannot change
-//! (`TenantView::is_stable`: until that tenant's next policy), so most requests take one round
-//! trip (their lane) rather than two.
+//! Besides addresses, the dispatcher keeps only each cluster's lanes (from its registrations, so
+//! a new lane asks just the clusters serving it for their view) and a tenant's last view while
+//! it cannot change (`TenantView::is_stable`: until that tenant's next policy), so most
+//! requests take one round trip (their lane) rather than two.
 //!
-//! Mailboxes are bounded ([`MAILBOX`]) and every send waits for room, so a slow actor slows the
-//! dispatcher and, through it, consumption; nothing queues without bound.
+//! Nothing queues: the dispatcher awaits each reply before its next send, so an actor holds at
+//! most one message (mailboxes are bounded too, [`MAILBOX`]), and a slow actor slows the
+//! dispatcher and, through it, consumption.
 //!
 //! [`ActorEngine`] runs all of it on an actix system of the calling thread: the broker loop, a
 //! blocking thread, hands it one input at a time and the system runs only inside that call, so
@@ -45,8 +47,9 @@ use crate::kafka::config::EngineKind;
 /// Mailbox capacity of every lane, cluster and tenant actor.
 pub const MAILBOX: usize = 16;
 
-/// An actor's message could not be delivered: the actor stopped. Actors stop only when the
-/// dispatcher drops them, so this is a bug, not an operating condition.
+/// An actor's message could not be delivered or answered: the actor stopped. Actors stop when
+/// the dispatcher drops them or when a handler panics (the panic is printed on stderr), so this
+/// is a bug, not an operating condition: the broker stops rather than restart on it.
 #[derive(Debug, thiserror::Error)]
 #[error("actor mailbox closed: {0}")]
 pub struct ActorGone(#[from] MailboxError);
@@ -293,6 +296,13 @@ struct TenantEntry {
     stable_view: Option<TenantView>,
 }
 
+/// A cluster's actor and the lanes it serves (as of its last registration), so a new lane asks
+/// only the clusters that serve it for their view.
+struct ClusterEntry {
+    addr: Addr<ClusterActor>,
+    lanes: Vec<Arc<str>>,
+}
+
 /// A lane's actor and the provider it belongs to (for provider-health fan-out).
 struct LaneEntry {
     addr: Addr<LaneActor>,
@@ -306,7 +316,7 @@ pub struct ActorRouter {
     prices: Arc<PriceTable>,
     default_policy: Arc<TenantPolicy>,
     lanes: HashIndex<Arc<str>, LaneEntry>,
-    clusters: BTreeMap<Arc<str>, Addr<ClusterActor>>,
+    clusters: BTreeMap<Arc<str>, ClusterEntry>,
     tenants: HashIndex<Arc<str>, TenantEntry>,
     providers: BTreeMap<Arc<str>, (ProviderStatus, Timestamp)>,
     applied: u64,
@@ -364,13 +374,14 @@ impl ActorRouter {
     }
 
     fn start_cluster(&mut self, key: Arc<str>, state: ClusterState) {
+        let lanes = state.lanes.clone();
         let addr = ClusterActor {
             state,
             cfg: self.cfg.clone(),
             events: Vec::with_capacity(4),
         }
         .start();
-        self.clusters.insert(key, addr);
+        self.clusters.insert(key, ClusterEntry { addr, lanes });
     }
 
     fn start_tenant(&mut self, key: Arc<str>, state: TenantState) -> Addr<TenantActor> {
@@ -523,7 +534,7 @@ impl ActorRouter {
         e: ClusterDeregisteredV1,
         out: &mut Output,
     ) -> Result<(), ActorGone> {
-        let Some(addr) = self.clusters.remove(e.cluster_id.as_str()) else {
+        let Some(ClusterEntry { addr, .. }) = self.clusters.remove(e.cluster_id.as_str()) else {
             out.warnings.push(Warning {
                 code: "unknown_cluster",
                 message: format!("deregistration of unknown cluster {}", e.cluster_id),
@@ -564,8 +575,8 @@ impl ActorRouter {
             }
         }
         let mut views = Vec::new();
-        for c in self.clusters.values() {
-            if let Some(v) = c.send(CatchUp(key.clone())).await? {
+        for c in self.clusters.values().filter(|c| c.lanes.contains(&key)) {
+            if let Some(v) = c.addr.send(CatchUp(key.clone())).await? {
                 views.push(v);
             }
         }
@@ -659,19 +670,24 @@ impl ActorRouter {
         out: &'a mut Output,
     ) -> LocalBoxFuture<'a, Result<Option<LanesBeforeAfter>, ActorGone>> {
         Box::pin(async move {
-            let Some(addr) = self.clusters.get(id) else {
+            let Some(entry) = self.clusters.get_mut(id) else {
                 out.warnings.push(Warning {
                     code: "unknown_cluster",
                     message: format!("event for unregistered cluster {id} ignored"),
                 });
                 return Ok(None);
             };
-            let reply = addr
+            let reply = entry
+                .addr
                 .send(ClusterMsg {
                     cmd,
                     record_journal: out.record_journal,
                 })
                 .await?;
+            if let Some((_, after)) = &reply.lanes {
+                // Before the fan-out: a lane it creates catches up from the clusters serving it.
+                entry.lanes = after.clone();
+            }
             merge(out, reply.out);
             let ts = reply.fan_out.ts;
             for (lane, view) in reply.fan_out.views {
@@ -729,8 +745,8 @@ impl ActorRouter {
             let l = entry.addr.send(GetState::<LaneState>::new()).await?;
             state.lanes.insert(key.clone(), l);
         }
-        for (key, addr) in &self.clusters {
-            let c = addr.send(GetState::<ClusterState>::new()).await?;
+        for (key, entry) in &self.clusters {
+            let c = entry.addr.send(GetState::<ClusterState>::new()).await?;
             state.clusters.insert(key.clone(), c);
         }
         Ok(state)
@@ -744,8 +760,8 @@ impl ActorRouter {
             lanes.push(entry.addr.send(GetLaneView).await?);
         }
         let mut clusters = Vec::with_capacity(self.clusters.len());
-        for addr in self.clusters.values() {
-            clusters.push(addr.send(GetState::<ClusterState>::new()).await?);
+        for entry in self.clusters.values() {
+            clusters.push(entry.addr.send(GetState::<ClusterState>::new()).await?);
         }
         Ok(RouterView::from_parts(
             lanes,
@@ -935,7 +951,7 @@ mod tests {
         let id = r.cluster_id.clone();
         let ts = r.ts;
         actors.apply(register, &mut out).unwrap();
-        let weak = actors.router.clusters[id.as_str()].downgrade();
+        let weak = actors.router.clusters[id.as_str()].addr.downgrade();
         assert_eq!(actors.actors().1, 1);
         let gone = InputEvent::ClusterDeregistered(ClusterDeregisteredV1 {
             cluster_id: id.clone(),

@@ -319,7 +319,11 @@ impl BrokerError {
     }
 }
 
-/// A consume error that only says an input topic is not ready yet (right after its creation).
+/// How long after subscribing a consume error saying an input topic is unknown is taken for a
+/// topic still being created (and skipped) rather than a missing one (and the broker stops).
+const TOPIC_GRACE: Duration = Duration::from_secs(30);
+
+/// A consume error that says an input topic is unknown (right after its creation, not ready).
 fn topic_not_ready(e: &KafkaError) -> bool {
     matches!(
         e,
@@ -1118,6 +1122,16 @@ pub fn run_broker_with(
     consumer
         .subscribe(&topics.inputs())
         .map_err(kafka("subscribe"))?;
+    let subscribed = Instant::now();
+    // Just after the topics were created, a subscription can see a topic before its partitions
+    // are ready; for a short while that is skipped (nothing was consumed), later it is an error.
+    let not_ready = |e: &KafkaError| {
+        let skip = topic_not_ready(e) && subscribed.elapsed() < TOPIC_GRACE;
+        if skip {
+            tracing::warn!("input topic not ready yet: {e}");
+        }
+        skip
+    };
     // A replayed tail is snapshotted at once, so the next start need not replay it again.
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
         sink.snapshot_written(s.save(&engine, input_seq, &producer, stats)?);
@@ -1147,8 +1161,10 @@ pub fn run_broker_with(
                 sink.kafka_reachable(ok);
             }
         }
-        let Some(first) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
+        let first = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) if not_ready(&e) => continue,
+            Some(polled) => polled,
         };
         let started = Instant::now();
         if exactly_once {
@@ -1162,12 +1178,7 @@ pub fn run_broker_with(
         let mut dlq = 0;
         while let Some(polled) = next.take() {
             let m = match polled {
-                Err(e) if topic_not_ready(&e) => {
-                    // Just after the topics were created, a subscription can see a topic before
-                    // its partitions are ready: nothing was consumed, the next poll goes on.
-                    tracing::debug!("input topic not ready yet: {e}");
-                    None
-                }
+                Err(e) if not_ready(&e) => None,
                 polled => Some(polled.map_err(kafka("consume"))?),
             };
             if let Some(m) = m {
