@@ -4,7 +4,8 @@
 //!
 //! A synthetic workload with 250 hot lanes × 4 clusters, 9 750 tail lanes and 100 000 tenants
 //! (each with a policy) is applied — its setup and enough traffic that every lane has been
-//! seen — and the process RSS is printed with the counts reached. The events are generated and
+//! seen — and the process RSS is printed with the counts reached, then the time one snapshot
+//! takes (the actors gather every actor's state by message). The events are generated and
 //! dropped in a stream, so what stays is the state (and the allocator's retained memory).
 //!
 //! Run: `cargo bench --bench memory -- inline` and `cargo bench --bench memory -- actors`.
@@ -63,6 +64,9 @@ fn main() {
             "{engine}: RSS {:.1} MB (before state: {before:.1} MB)",
             rss_mb()
         );
+        let t = std::time::Instant::now();
+        let bytes = a.snapshot().expect("actors answer").len();
+        println!("{engine}: snapshot {bytes} bytes in {:?}", t.elapsed());
         counts
     } else {
         let mut r = Router::new(cfg, prices);
@@ -76,6 +80,9 @@ fn main() {
             "{engine}: RSS {:.1} MB (before state: {before:.1} MB)",
             rss_mb()
         );
+        let t = std::time::Instant::now();
+        let bytes = r.snapshot().len();
+        println!("{engine}: snapshot {bytes} bytes in {:?}", t.elapsed());
         counts
     };
     println!(
