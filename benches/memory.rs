@@ -66,7 +66,11 @@ fn main() {
         );
         let t = std::time::Instant::now();
         let bytes = a.snapshot().expect("actors answer").len();
-        println!("{engine}: snapshot {bytes} bytes in {:?}", t.elapsed());
+        println!(
+            "{engine}: snapshot {bytes} bytes in {:?}; RSS after it {:.1} MB",
+            t.elapsed(),
+            rss_mb()
+        );
         counts
     } else {
         let mut r = Router::new(cfg, prices);
@@ -82,7 +86,11 @@ fn main() {
         );
         let t = std::time::Instant::now();
         let bytes = r.snapshot().len();
-        println!("{engine}: snapshot {bytes} bytes in {:?}", t.elapsed());
+        println!(
+            "{engine}: snapshot {bytes} bytes in {:?}; RSS after it {:.1} MB",
+            t.elapsed(),
+            rss_mb()
+        );
         counts
     };
     println!(
