@@ -18,18 +18,8 @@ use std::sync::Arc;
 use zumik::actors::ActorEngine;
 use zumik::core::router::RouterState;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
+use zumik::telemetry::rss_mb;
 use zumik::workload::{Workload, WorkloadSpec};
-
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn main() {
     let engine = std::env::args()

@@ -289,6 +289,18 @@ pub fn init_logs(format: LogFormat) {
     };
 }
 
+/// Resident set size of this process now, MB (from `/proc/self/status`; 0 where there is none).
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,18 +150,6 @@ fn send(
     worker::send(p, BaseRecord::to(topic).key(key).payload(payload)).context("producing")
 }
 
-/// Resident set size of this process now, MB.
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// The raw passthrough: input topics → one output topic, exactly-once batches, no logic.
 /// Returns the seconds it took to move `expected` messages.
 fn passthrough(cfg: &KafkaConfig, topics: &Topics, expected: u64) -> anyhow::Result<f64> {
@@ -292,7 +280,7 @@ fn broker_run(cfg: &KafkaConfig, expected: u64) -> anyhow::Result<(f64, f64, Tal
         if started.is_none() && done > 0 {
             started = Some(Instant::now());
         }
-        peak = peak.max(rss_mb());
+        peak = peak.max(crate::telemetry::rss_mb());
         if done >= expected || handle.is_finished() {
             break;
         }
