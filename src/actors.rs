@@ -48,7 +48,7 @@ use crate::kafka::config::EngineKind;
 pub const MAILBOX: usize = 16;
 
 /// An actor's message could not be delivered or answered: the actor stopped. Actors stop when
-/// the dispatcher drops them or when a handler panics (the panic is printed on stderr), so this
+/// the dispatcher drops them or when a handler panics (the panic is logged), so this
 /// is a bug, not an operating condition: the broker stops rather than restart on it.
 #[derive(Debug, thiserror::Error)]
 #[error("actor mailbox closed: {0}")]

@@ -283,10 +283,19 @@ pub fn init_logs(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     // A second init (tests) keeps the first subscriber.
-    let _ = match format {
+    let installed = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    if installed.is_ok() {
+        // A panic (a bug: in an actor's handler, say) reaches the log too, not only stderr.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            tracing::error!(thread = thread.name().unwrap_or("unnamed"), "panic: {info}");
+            previous(info);
+        }));
+    }
 }
 
 /// Resident set size of this process now, MB (from `/proc/self/status`; 0 where there is none).
