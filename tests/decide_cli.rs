@@ -169,4 +169,6 @@ fn the_demo_runs_on_the_embedded_kafka_and_decides_every_request_once() {
     assert!(!stdout.contains('\u{1b}'), "{stdout}");
     assert!(stdout.contains("exactly one each"), "{stdout}");
     assert!(stdout.contains("hot_lane"), "{stdout}");
+    // The scripted outage shows even in a 6-s run: heartbeats come often enough.
+    assert!(stdout.contains("failover"), "{stdout}");
 }

@@ -156,6 +156,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tenants: 100,
         cluster_outage_permille: 0,
         provider_health_interval_ms: 0,
+        // Several heartbeats within the outage (15 % of the run), so even a short demo sees the
+        // clusters go down and come back (3 healthy heartbeats), not one 5-s heartbeat period.
+        heartbeat_interval_ms: (dur_ms * 15 / 100 / 4).clamp(250, 5_000) as u32,
         bursts: vec![Burst {
             start_ms: dur_ms * 30 / 100,
             duration_ms: dur_ms / 10,
