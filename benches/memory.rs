@@ -15,17 +15,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 
-use zumik::actors::ActorEngine;
+use zumik::actors::Engine;
 use zumik::core::router::RouterState;
-use zumik::core::{Output, PriceTable, Router, RoutingConfig};
+use zumik::core::{Output, PriceTable, RoutingConfig};
+use zumik::kafka::EngineKind;
 use zumik::telemetry::rss_mb;
 use zumik::workload::{Workload, WorkloadSpec};
 
 fn main() {
-    let engine = std::env::args()
-        .skip(1)
-        .find(|a| a == "inline" || a == "actors")
-        .unwrap_or_else(|| "inline".into());
+    let kind = if std::env::args().skip(1).any(|a| a == "actors") {
+        EngineKind::Actors
+    } else {
+        EngineKind::Inline
+    };
+    let name = format!("{kind:?}").to_lowercase();
     let spec = WorkloadSpec {
         hot_lanes: 250,
         clusters_per_hot_lane: 4,
@@ -42,49 +45,29 @@ fn main() {
         Arc::new(PriceTable::embedded()),
     );
     let before = rss_mb();
+    let mut engine = Engine::new(kind, cfg, prices);
     let mut out = Output::default();
-    let counts = if engine == "actors" {
-        let mut a = ActorEngine::new(cfg, prices, RouterState::default());
-        for e in w.setup_events().into_iter().chain(w.events()) {
-            a.apply(e, &mut out).expect("actors run");
-            out.clear();
-        }
-        let counts = a.actors();
-        println!(
-            "{engine}: RSS {:.1} MB (before state: {before:.1} MB)",
-            rss_mb()
-        );
-        let t = std::time::Instant::now();
-        let bytes = a.snapshot().expect("actors answer").len();
-        println!(
-            "{engine}: snapshot {bytes} bytes in {:?}; RSS after it {:.1} MB",
-            t.elapsed(),
-            rss_mb()
-        );
-        counts
-    } else {
-        let mut r = Router::new(cfg, prices);
-        for e in w.setup_events().into_iter().chain(w.events()) {
-            r.apply(e, &mut out);
-            out.clear();
-        }
-        let s = r.state();
-        let counts = (s.lanes.len(), s.clusters.len(), s.tenants.len());
-        println!(
-            "{engine}: RSS {:.1} MB (before state: {before:.1} MB)",
-            rss_mb()
-        );
-        let t = std::time::Instant::now();
-        let bytes = r.snapshot().len();
-        println!(
-            "{engine}: snapshot {bytes} bytes in {:?}; RSS after it {:.1} MB",
-            t.elapsed(),
-            rss_mb()
-        );
-        counts
-    };
+    for e in w.setup_events().into_iter().chain(w.events()) {
+        engine.apply(e, &mut out).expect("actors answer");
+        out.clear();
+    }
     println!(
-        "{engine}: {} lanes, {} clusters, {} tenants",
-        counts.0, counts.1, counts.2
+        "{name}: RSS {:.1} MB (before state: {before:.1} MB)",
+        rss_mb()
+    );
+    let t = std::time::Instant::now();
+    let snapshot = engine.snapshot().expect("actors answer");
+    println!(
+        "{name}: snapshot {} bytes in {:?}; RSS after it {:.1} MB",
+        snapshot.len(),
+        t.elapsed(),
+        rss_mb()
+    );
+    let s = RouterState::decode(&snapshot).expect("own snapshot decodes");
+    println!(
+        "{name}: {} lanes, {} clusters, {} tenants",
+        s.lanes.len(),
+        s.clusters.len(),
+        s.tenants.len()
     );
 }

@@ -154,22 +154,18 @@ pub struct ClusterMsg {
 }
 
 /// What a cluster command produced: its journal record, the views its lanes get, and for a
-/// registration the lanes it served before and serves now.
+/// registration the lanes it serves now.
 pub struct ClusterReply {
     pub out: Output,
     pub fan_out: ClusterFanOut,
-    pub lanes: Option<LanesBeforeAfter>,
+    pub lanes: Option<Vec<Arc<str>>>,
 }
-
-/// The lanes a cluster served before a registration, and those it serves after it.
-pub type LanesBeforeAfter = (Vec<Arc<str>>, Vec<Arc<str>>);
 
 impl Handler<ClusterMsg> for ClusterActor {
     type Result = MessageResult<ClusterMsg>;
     fn handle(&mut self, msg: ClusterMsg, _: &mut Context<Self>) -> Self::Result {
         let mut out = reply_output(msg.record_journal);
-        let before =
-            matches!(msg.cmd, ClusterCommand::Register(_)).then(|| self.state.lanes.clone());
+        let registration = matches!(msg.cmd, ClusterCommand::Register(_));
         let fan_out = cluster_step(
             &mut self.state,
             &self.cfg,
@@ -177,7 +173,7 @@ impl Handler<ClusterMsg> for ClusterActor {
             msg.cmd,
             &mut out,
         );
-        let lanes = before.map(|b| (b, self.state.lanes.clone()));
+        let lanes = registration.then(|| self.state.lanes.clone());
         MessageResult(ClusterReply {
             out,
             fan_out,
@@ -511,15 +507,22 @@ impl ActorRouter {
         out: &mut Output,
     ) -> Result<(), ActorGone> {
         let id: Arc<str> = Arc::from(e.cluster_id.as_str());
-        if !self.clusters.contains_key(&id) {
-            self.start_cluster(id.clone(), ClusterState::registered(&e));
-        }
+        let old_lanes = match self.clusters.get(&id) {
+            Some(c) => c.lanes.clone(),
+            None => {
+                self.start_cluster(id.clone(), ClusterState::registered(&e));
+                vec![]
+            }
+        };
         let ts = e.ts;
-        let (old_lanes, new_lanes) = self
-            .cluster_cmd_lanes(&id, ClusterCommand::Register(Box::new(e)), out)
-            .await?
-            .expect("a registration reports its lanes");
-        for lane in old_lanes.iter().filter(|l| !new_lanes.contains(l)) {
+        self.cluster_cmd(&id, ClusterCommand::Register(Box::new(e)), out)
+            .await?;
+        let new_lanes = &self.clusters[&id].lanes;
+        let gone: Vec<Arc<str>> = old_lanes
+            .into_iter()
+            .filter(|l| !new_lanes.contains(l))
+            .collect();
+        for lane in &gone {
             let cmd = LaneCommand::ClusterRemoved {
                 cluster_id: id.clone(),
                 ts,
@@ -652,30 +655,21 @@ impl ActorRouter {
         Ok(())
     }
 
-    async fn cluster_cmd(
-        &mut self,
-        id: &str,
-        cmd: ClusterCommand,
-        out: &mut Output,
-    ) -> Result<(), ActorGone> {
-        self.cluster_cmd_lanes(id, cmd, out).await.map(|_| ())
-    }
-
-    /// A cluster command and its views fanned out to the cluster's lanes; for a registration,
-    /// the lanes before and after.
-    fn cluster_cmd_lanes<'a>(
+    /// A cluster command and its views fanned out to the cluster's lanes (a registration also
+    /// updates the lanes the dispatcher keeps for it).
+    fn cluster_cmd<'a>(
         &'a mut self,
         id: &'a str,
         cmd: ClusterCommand,
         out: &'a mut Output,
-    ) -> LocalBoxFuture<'a, Result<Option<LanesBeforeAfter>, ActorGone>> {
+    ) -> LocalBoxFuture<'a, Result<(), ActorGone>> {
         Box::pin(async move {
             let Some(entry) = self.clusters.get_mut(id) else {
                 out.warnings.push(Warning {
                     code: "unknown_cluster",
                     message: format!("event for unregistered cluster {id} ignored"),
                 });
-                return Ok(None);
+                return Ok(());
             };
             let reply = entry
                 .addr
@@ -684,9 +678,9 @@ impl ActorRouter {
                     record_journal: out.record_journal,
                 })
                 .await?;
-            if let Some((_, after)) = &reply.lanes {
+            if let Some(lanes) = reply.lanes {
                 // Before the fan-out: a lane it creates catches up from the clusters serving it.
-                entry.lanes = after.clone();
+                entry.lanes = lanes;
             }
             merge(out, reply.out);
             let ts = reply.fan_out.ts;
@@ -694,7 +688,7 @@ impl ActorRouter {
                 self.lane_cmd(&lane, LaneCommand::ClusterUpdated { view, ts }, out)
                     .await?;
             }
-            Ok(reply.lanes)
+            Ok(())
         })
     }
 
@@ -723,70 +717,24 @@ impl ActorRouter {
         Ok(())
     }
 
-    /// The whole state, gathered from every actor (snapshots; equal to the inline router's
-    /// state after the same inputs).
-    pub async fn state(&self) -> Result<RouterState, ActorGone> {
-        let mut state = self.lanes_and_clusters().await?;
-        let tenants = ask_all(self.tenants.values().map(|e| &e.addr), GetState::new).await?;
-        state
-            .tenants
-            .extend(self.tenants.keys().cloned().zip(tenants));
-        Ok(state)
-    }
-
-    /// Snapshot bytes, the same as `RouterState::encode` of [`ActorRouter::state`], but gathered
-    /// a chunk of actors at a time and encoded as the states arrive, so no second copy of the
-    /// whole state is ever held (at 100 k tenants that copy is ~60 MB).
+    /// Snapshot bytes, the same as `RouterState::encode` of the inline router's state after the
+    /// same inputs, gathered a chunk of actors at a time and encoded as the states arrive, so no
+    /// second copy of the whole state is ever held (at 100 k tenants that copy is ~60 MB).
     pub async fn snapshot(&self) -> Result<Vec<u8>, ActorGone> {
-        const CHUNK: usize = 1024;
         let mut out = vec![SNAPSHOT_VERSION];
         // `RouterState`'s derived encoding, field by field: a map is its length, then its
         // entries in key order (`HashIndex` sorts, `BTreeMap` is sorted).
-        let mut lanes: Vec<(&Arc<str>, &LaneEntry)> = self.lanes.iter().collect();
-        lanes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        put(&(lanes.len() as u64), &mut out);
-        for chunk in lanes.chunks(CHUNK) {
-            let states = ask_all(chunk.iter().map(|(_, e)| &e.addr), GetState::new).await?;
-            for ((key, _), state) in chunk.iter().zip(states) {
-                put::<LaneState>(&state, put(*key, &mut out));
-            }
-        }
-        let clusters: Vec<(&Arc<str>, &ClusterEntry)> = self.clusters.iter().collect();
-        put(&(clusters.len() as u64), &mut out);
-        for chunk in clusters.chunks(CHUNK) {
-            let states = ask_all(chunk.iter().map(|(_, e)| &e.addr), GetState::new).await?;
-            for ((key, _), state) in chunk.iter().zip(states) {
-                put::<ClusterState>(&state, put(*key, &mut out));
-            }
-        }
-        let mut tenants: Vec<(&Arc<str>, &TenantEntry)> = self.tenants.iter().collect();
-        tenants.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        put(&(tenants.len() as u64), &mut out);
-        for chunk in tenants.chunks(CHUNK) {
-            let states = ask_all(chunk.iter().map(|(_, e)| &e.addr), GetState::new).await?;
-            for ((key, _), state) in chunk.iter().zip(states) {
-                put::<TenantState>(&state, put(*key, &mut out));
-            }
-        }
+        let mut lanes: Vec<_> = self.lanes.iter().map(|(k, e)| (k, &e.addr)).collect();
+        lanes.sort_unstable_by_key(|(k, _)| *k);
+        put_states::<_, LaneState>(&lanes, &mut out).await?;
+        let clusters: Vec<_> = self.clusters.iter().map(|(k, e)| (k, &e.addr)).collect();
+        put_states::<_, ClusterState>(&clusters, &mut out).await?;
+        let mut tenants: Vec<_> = self.tenants.iter().map(|(k, e)| (k, &e.addr)).collect();
+        tenants.sort_unstable_by_key(|(k, _)| *k);
+        put_states::<_, TenantState>(&tenants, &mut out).await?;
         put(&self.providers, &mut out);
         put(&self.applied, &mut out);
         Ok(out)
-    }
-
-    /// Lanes, clusters, providers and the input count, without the tenants.
-    async fn lanes_and_clusters(&self) -> Result<RouterState, ActorGone> {
-        let mut state = RouterState {
-            providers: self.providers.clone(),
-            applied: self.applied,
-            ..RouterState::default()
-        };
-        let lanes = ask_all(self.lanes.values().map(|e| &e.addr), GetState::new).await?;
-        state.lanes.extend(self.lanes.keys().cloned().zip(lanes));
-        let clusters = ask_all(self.clusters.values().map(|e| &e.addr), GetState::new).await?;
-        state
-            .clusters
-            .extend(self.clusters.keys().cloned().zip(clusters));
-        Ok(state)
     }
 
     /// What the status page shows: each lane actor views its own state (no copy of its
@@ -809,6 +757,29 @@ fn put<'o, T: bincode::Encode + ?Sized>(value: &T, out: &'o mut Vec<u8>) -> &'o 
     // Plain data: encoding into a Vec cannot fail.
     bincode::encode_into_std_write(value, out, bincode::config::standard()).expect("state encodes");
     out
+}
+
+/// A map of actor states in `RouterState`'s derived encoding — its length, then each key with
+/// the state its actor gives, in the order of `entries` (key order) — asking a chunk of actors
+/// at a time.
+async fn put_states<A, S>(
+    entries: &[(&Arc<str>, &Addr<A>)],
+    out: &mut Vec<u8>,
+) -> Result<(), ActorGone>
+where
+    A: Actor + Handler<GetState<S>>,
+    A::Context: actix::dev::ToEnvelope<A, GetState<S>>,
+    S: bincode::Encode + Send + 'static,
+{
+    const CHUNK: usize = 1024;
+    put(&(entries.len() as u64), out);
+    for chunk in entries.chunks(CHUNK) {
+        let states = ask_all(chunk.iter().map(|(_, a)| *a), GetState::new).await?;
+        for ((key, _), state) in chunk.iter().zip(states) {
+            put(&state, put(*key, out));
+        }
+    }
+    Ok(())
 }
 
 /// Asks each actor of `addrs` one message, all at once (every actor holds one, so the system
@@ -854,10 +825,6 @@ impl ActorEngine {
     pub fn apply(&mut self, event: InputEvent, out: &mut Output) -> Result<(), ActorGone> {
         let router = &mut self.router;
         self.system.block_on(router.apply(event, out))
-    }
-
-    pub fn state(&self) -> Result<RouterState, ActorGone> {
-        self.system.block_on(self.router.state())
     }
 
     pub fn view(&self) -> Result<RouterView, ActorGone> {

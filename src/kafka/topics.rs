@@ -1,6 +1,6 @@
 //! Topic names (with the configured prefix) and their creation at start.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -142,5 +142,36 @@ pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicErro
             }
         }
     }
-    Ok(())
+    // Creation is acknowledged before every partition has a leader: a consumer subscribing at
+    // once could be told a topic is unknown. Return only once the metadata shows them all.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let meta = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map_err(|source| TopicError::Client {
+                brokers: cfg.brokers.clone(),
+                source,
+            })?;
+        let waiting = specs.iter().find(|(name, _)| {
+            !meta.topics().iter().any(|t| {
+                t.name() == *name
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.leader() >= 0 && p.error().is_none())
+            })
+        });
+        let Some((name, _)) = waiting else {
+            return Ok(());
+        };
+        if Instant::now() > deadline {
+            return Err(TopicError::Create {
+                topic: name.to_string(),
+                message: "created, but its partitions have no leader after 30 s".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -319,18 +319,6 @@ impl BrokerError {
     }
 }
 
-/// How long after subscribing a consume error saying an input topic is unknown is taken for a
-/// topic still being created (and skipped) rather than a missing one (and the broker stops).
-const TOPIC_GRACE: Duration = Duration::from_secs(30);
-
-/// A consume error that says an input topic is unknown (right after its creation, not ready).
-fn topic_not_ready(e: &KafkaError) -> bool {
-    matches!(
-        e,
-        KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)
-    )
-}
-
 fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> BrokerError {
     move |source| BrokerError::Kafka { what, source }
 }
@@ -1122,16 +1110,6 @@ pub fn run_broker_with(
     consumer
         .subscribe(&topics.inputs())
         .map_err(kafka("subscribe"))?;
-    let subscribed = Instant::now();
-    // Just after the topics were created, a subscription can see a topic before its partitions
-    // are ready; for a short while that is skipped (nothing was consumed), later it is an error.
-    let not_ready = |e: &KafkaError| {
-        let skip = topic_not_ready(e) && subscribed.elapsed() < TOPIC_GRACE;
-        if skip {
-            tracing::warn!("input topic not ready yet: {e}");
-        }
-        skip
-    };
     // A replayed tail is snapshotted at once, so the next start need not replay it again.
     if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
         sink.snapshot_written(s.save(&engine, input_seq, &producer, stats)?);
@@ -1161,10 +1139,8 @@ pub fn run_broker_with(
                 sink.kafka_reachable(ok);
             }
         }
-        let first = match consumer.poll(Duration::from_millis(100)) {
-            None => continue,
-            Some(Err(e)) if not_ready(&e) => continue,
-            Some(polled) => polled,
+        let Some(first) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
         };
         let started = Instant::now();
         if exactly_once {
@@ -1177,79 +1153,74 @@ pub fn run_broker_with(
         let mut n = 0;
         let mut dlq = 0;
         while let Some(polled) = next.take() {
-            let m = match polled {
-                Err(e) if not_ready(&e) => None,
-                polled => Some(polled.map_err(kafka("consume"))?),
-            };
-            if let Some(m) = m {
-                n += 1;
-                offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
-                let payload = m.payload().unwrap_or_default();
-                match decode_input(payload) {
-                    Ok(event) => {
-                        input_seq += 1;
-                        stats.inputs.fetch_add(1, Ordering::Relaxed);
-                        engine.apply(event, &mut out)?;
-                        for entry in out.journal.drain(..) {
-                            let rec = JournalRecord { input_seq, entry };
-                            if let Some((key, payload)) = chunks.push(&rec) {
-                                send(
-                                    &producer,
-                                    BaseRecord::to(&topics.journal)
-                                        .key(key.as_str())
-                                        .payload(&payload[..]),
-                                )?;
-                            }
-                        }
-                        for mut d in out.decisions.drain(..) {
-                            d.source = Some(Source {
-                                topic: m.topic().to_owned(),
-                                partition: m.partition(),
-                                offset: m.offset(),
-                            });
-                            buf.clear();
-                            encode_decision_into(&d, &mut buf);
+            let m = polled.map_err(kafka("consume"))?;
+            n += 1;
+            offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            let payload = m.payload().unwrap_or_default();
+            match decode_input(payload) {
+                Ok(event) => {
+                    input_seq += 1;
+                    stats.inputs.fetch_add(1, Ordering::Relaxed);
+                    engine.apply(event, &mut out)?;
+                    for entry in out.journal.drain(..) {
+                        let rec = JournalRecord { input_seq, entry };
+                        if let Some((key, payload)) = chunks.push(&rec) {
                             send(
                                 &producer,
-                                BaseRecord::to(&topics.decisions)
-                                    .key(&*d.lane)
-                                    .payload(&buf[..]),
+                                BaseRecord::to(&topics.journal)
+                                    .key(key.as_str())
+                                    .payload(&payload[..]),
                             )?;
-                            stats.decisions.fetch_add(1, Ordering::Relaxed);
-                            decided.push(d);
                         }
-                        out.clear();
                     }
-                    Err(e) => {
-                        let source = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
-                        let reason = e.to_string();
-                        let headers = OwnedHeaders::new()
-                            .insert(Header {
-                                key: "zumik.error",
-                                value: Some(reason.as_str()),
-                            })
-                            .insert(Header {
-                                key: "zumik.error_code",
-                                value: Some(e.code()),
-                            })
-                            .insert(Header {
-                                key: "zumik.source",
-                                value: Some(source.as_str()),
-                            });
-                        let key = m
-                            .key()
-                            .and_then(|k| std::str::from_utf8(k).ok())
-                            .unwrap_or("");
+                    for mut d in out.decisions.drain(..) {
+                        d.source = Some(Source {
+                            topic: m.topic().to_owned(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                        });
+                        buf.clear();
+                        encode_decision_into(&d, &mut buf);
                         send(
                             &producer,
-                            BaseRecord::to(&topics.dlq)
-                                .key(key)
-                                .payload(payload)
-                                .headers(headers),
+                            BaseRecord::to(&topics.decisions)
+                                .key(&*d.lane)
+                                .payload(&buf[..]),
                         )?;
-                        stats.dlq.fetch_add(1, Ordering::Relaxed);
-                        dlq += 1;
+                        stats.decisions.fetch_add(1, Ordering::Relaxed);
+                        decided.push(d);
                     }
+                    out.clear();
+                }
+                Err(e) => {
+                    let source = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+                    let reason = e.to_string();
+                    let headers = OwnedHeaders::new()
+                        .insert(Header {
+                            key: "zumik.error",
+                            value: Some(reason.as_str()),
+                        })
+                        .insert(Header {
+                            key: "zumik.error_code",
+                            value: Some(e.code()),
+                        })
+                        .insert(Header {
+                            key: "zumik.source",
+                            value: Some(source.as_str()),
+                        });
+                    let key = m
+                        .key()
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .unwrap_or("");
+                    send(
+                        &producer,
+                        BaseRecord::to(&topics.dlq)
+                            .key(key)
+                            .payload(payload)
+                            .headers(headers),
+                    )?;
+                    stats.dlq.fetch_add(1, Ordering::Relaxed);
+                    dlq += 1;
                 }
             }
             // The batch takes whatever input is already here, up to `batch_max`; it waits for
