@@ -24,6 +24,7 @@
 //! the blocking Kafka calls never happen on an executor thread.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -798,18 +799,47 @@ where
     Ok(futures_util::future::try_join_all(asks).await?)
 }
 
+/// An actix system owned by the calling thread, shared by the engines of that thread (the
+/// broker's units): one system per thread, run only inside the engines' calls.
+#[derive(Clone)]
+pub struct ActorSystem(Rc<SystemRunner>);
+
+impl ActorSystem {
+    pub fn new() -> Self {
+        ActorSystem(Rc::new(System::new()))
+    }
+}
+
+impl Default for ActorSystem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The actor router on an actix system owned by the calling thread. Each call runs the system
 /// until that call's work is done; between calls the actors wait in their mailboxes.
 pub struct ActorEngine {
-    system: SystemRunner,
+    system: ActorSystem,
     router: ActorRouter,
 }
 
 impl ActorEngine {
-    /// Actors for `state` (`RouterState::default()` for a new router).
+    /// Actors for `state` (`RouterState::default()` for a new router), on a system of their own.
     pub fn new(cfg: Arc<RoutingConfig>, prices: Arc<PriceTable>, state: RouterState) -> Self {
-        let system = System::new();
-        let router = system.block_on(async { ActorRouter::start(cfg, prices, state) });
+        Self::on(&ActorSystem::new(), cfg, prices, state)
+    }
+
+    /// Actors for `state` on `system` (shared with other engines of this thread).
+    pub fn on(
+        system: &ActorSystem,
+        cfg: Arc<RoutingConfig>,
+        prices: Arc<PriceTable>,
+        state: RouterState,
+    ) -> Self {
+        let system = system.clone();
+        let router = system
+            .0
+            .block_on(async { ActorRouter::start(cfg, prices, state) });
         ActorEngine { system, router }
     }
 
@@ -824,15 +854,15 @@ impl ActorEngine {
 
     pub fn apply(&mut self, event: InputEvent, out: &mut Output) -> Result<(), ActorGone> {
         let router = &mut self.router;
-        self.system.block_on(router.apply(event, out))
+        self.system.0.block_on(router.apply(event, out))
     }
 
     pub fn view(&self) -> Result<RouterView, ActorGone> {
-        self.system.block_on(self.router.view())
+        self.system.0.block_on(self.router.view())
     }
 
     pub fn snapshot(&self) -> Result<Vec<u8>, ActorGone> {
-        self.system.block_on(self.router.snapshot())
+        self.system.0.block_on(self.router.snapshot())
     }
 
     pub fn applied(&self) -> u64 {
@@ -854,9 +884,19 @@ pub enum Engine {
 
 impl Engine {
     pub fn new(kind: EngineKind, cfg: Arc<RoutingConfig>, prices: Arc<PriceTable>) -> Self {
+        Self::on(&ActorSystem::new(), kind, cfg, prices)
+    }
+
+    /// An engine whose actors (if any) run on `system`, shared with other engines.
+    pub fn on(
+        system: &ActorSystem,
+        kind: EngineKind,
+        cfg: Arc<RoutingConfig>,
+        prices: Arc<PriceTable>,
+    ) -> Self {
         match kind {
             EngineKind::Actors => {
-                Engine::Actors(ActorEngine::new(cfg, prices, RouterState::default()))
+                Engine::Actors(ActorEngine::on(system, cfg, prices, RouterState::default()))
             }
             EngineKind::Inline => Engine::Inline(Router::new(cfg, prices)),
         }
@@ -868,7 +908,7 @@ impl Engine {
         match self {
             Engine::Actors(a) => {
                 let (cfg, prices) = (a.router.cfg.clone(), a.router.prices.clone());
-                *a = ActorEngine::new(cfg, prices, state);
+                *a = ActorEngine::on(&a.system.clone(), cfg, prices, state);
             }
             Engine::Inline(r) => {
                 let (cfg, prices) = r.parts();
@@ -989,7 +1029,7 @@ mod tests {
             })
         ));
         // Let the system run so the actor sees its mailbox closed.
-        actors.system.block_on(async {
+        actors.system.0.block_on(async {
             actix::clock::sleep(std::time::Duration::from_millis(10)).await;
         });
         let alive = weak.upgrade().is_some_and(|a| a.connected());

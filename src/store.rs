@@ -2,7 +2,7 @@
 //! input position it reflects, so that recovery restores the state and replays only the journal
 //! after it instead of the whole history.
 //!
-//! One snapshot per key (a broker instance's consumer group and partitions): the state bytes
+//! One snapshot per key (a consumer group, topic prefix and input partition: one per unit): the state bytes
 //! (`Router::snapshot()`, which carries its own format version) and a [`SnapshotPosition`] are
 //! written in **one atomic write batch**, synced to disk, so a crash leaves either the previous
 //! snapshot or the new one, never a state paired with another state's position.
@@ -16,7 +16,7 @@ use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use serde::Serialize;
 
 /// Format version of the position record (first byte).
-pub const POSITION_VERSION: u8 = 1;
+pub const POSITION_VERSION: u8 = 2;
 
 /// Where a snapshot stands in the input history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, bincode::Encode, bincode::Decode)]
@@ -26,6 +26,9 @@ pub struct SnapshotPosition {
     /// For each journal partition, the offset of the first journal record written after the
     /// snapshot: the tail that recovery replays starts there.
     pub journal_offsets: BTreeMap<i32, i64>,
+    /// For each partition of the broadcast topics (telemetry, control) as `(topic, partition)`,
+    /// the offset of the first record the state has not applied.
+    pub broadcast: BTreeMap<(String, i32), i64>,
 }
 
 impl SnapshotPosition {
@@ -223,6 +226,7 @@ mod tests {
             position: SnapshotPosition {
                 input_seq: seq,
                 journal_offsets: BTreeMap::from([(0, seq as i64 * 3), (2, 7)]),
+                broadcast: BTreeMap::from([(("t.control".to_owned(), 1), seq as i64)]),
             },
             state: vec![fill; 100_000],
         }
@@ -276,6 +280,7 @@ mod tests {
             position: SnapshotPosition {
                 input_seq: 42,
                 journal_offsets: BTreeMap::from([(0, 7), (2, 9)]),
+                broadcast: BTreeMap::from([(("t.telemetry".to_owned(), 0), 11)]),
             },
             state: vec![1, 2, 3, 255],
         };

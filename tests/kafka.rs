@@ -24,7 +24,9 @@ use zumik::core::router::JournalEntry;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::codec::encode_input;
 use zumik::events::{DecisionV1, InputEvent, OutputEvent};
-use zumik::kafka::{read_journal, run_broker, BrokerStats, EngineKind, KafkaConfig, Topics};
+use zumik::kafka::{
+    read_journal, read_journal_units, run_broker, BrokerStats, EngineKind, KafkaConfig, Topics,
+};
 use zumik::workload::{Workload, WorkloadSpec};
 
 fn bootstrap() -> String {
@@ -277,16 +279,24 @@ fn decisions_over_kafka_equal_zumik_decide_offline() {
         .count();
     assert!(hot > 0, "the workload exercised the BYOC path");
 
-    // Audit round trip: the journal topic, read back, replays every decision with no mismatch;
-    // one tampered decision is caught.
-    let mut records: Vec<JournalEntry> = read_journal(&cfg, &Topics::new(&cfg.topic_prefix))
-        .unwrap()
+    // Audit round trip: the journal topic, read back, replays every decision with no mismatch
+    // (each unit's journal on its own); one tampered decision is caught.
+    let units = read_journal_units(&cfg, &Topics::new(&cfg.topic_prefix)).unwrap();
+    assert_eq!(units.len(), cfg.partitions as usize, "one journal per unit");
+    let mut records: Vec<(i32, JournalEntry)> = units
         .into_iter()
-        .map(|r| r.entry)
+        .flat_map(|(u, records)| records.into_iter().map(move |r| (u, r.entry)))
         .collect();
-    let audit = |entries: &[JournalEntry]| {
+    let audit = |entries: &[(i32, JournalEntry)]| {
         let mut a = Auditor::new(Arc::new(RoutingConfig::default()));
-        entries.iter().for_each(|e| a.apply(e));
+        let mut unit = 0;
+        for (u, e) in entries {
+            if *u != unit {
+                a.next_unit();
+                unit = *u;
+            }
+            a.apply(e);
+        }
         a.stats
     };
     let clean = audit(&records);
@@ -294,7 +304,7 @@ fn decisions_over_kafka_equal_zumik_decide_offline() {
         (clean.decisions, clean.mismatches),
         (requests.len() as u64, 0)
     );
-    let tampered = records.iter_mut().find_map(|e| match e {
+    let tampered = records.iter_mut().find_map(|(_, e)| match e {
         JournalEntry::Lane { events, .. } => events.iter_mut().find_map(|ev| match ev {
             LaneEvent::Decided { decision, .. } => {
                 decision.estimated_cost_micros += 1;
@@ -389,14 +399,13 @@ fn a_restarted_broker_recovers_from_the_journal_and_decides_exactly_once() {
     wait_for("first half", || {
         a.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64
     });
-    let a_inputs = a.inputs();
-    a.stop();
+    let a_applied = a.stop().applied.load(Ordering::Relaxed);
 
     let b = start(&cfg);
     assert_eq!(
         b.stats.recovered.load(Ordering::Relaxed),
-        a_inputs,
-        "every committed input is replayed from the journal"
+        a_applied,
+        "every committed input is replayed from the journal (into every unit it reached)"
     );
     produce(&cfg, second);
     wait_for("second half", || {
@@ -412,79 +421,65 @@ fn a_restarted_broker_recovers_from_the_journal_and_decides_exactly_once() {
     }
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_restart_from_a_snapshot_replays_only_the_journal_after_it() {
     let dir = std::env::temp_dir().join(format!("zumik-snap-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (live, old) = (dir.join("live"), dir.join("old"));
     let cfg = KafkaConfig {
-        snapshot_dir: Some(live.clone()),
+        snapshot_dir: Some(dir.clone()),
         ..config("snapshot")
     };
     let (setup, requests) = workload(1_500);
     let (first, rest) = requests.split_at(500);
     let (second, third) = rest.split_at(500);
 
-    // A: the first part, then a clean stop writes its final snapshot.
-    let a = start(&cfg);
+    // A, on the inline engine: the first part, then a clean stop writes each unit's final
+    // snapshot. B and C run the actors (the default): the engines' snapshots and journals are
+    // the same bytes, so an instance may switch engine across a restart.
+    let a = start(&KafkaConfig {
+        engine: EngineKind::Inline,
+        ..cfg.clone()
+    });
     produce_in_order(&cfg, &a, &setup);
     produce(&cfg, first);
     wait_for("first part", || {
         a.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64
     });
-    let a_inputs = a.inputs();
     let a = a.stop();
-    assert!(a.snapshots.load(Ordering::Relaxed) >= 1);
+    let a_applied = a.applied.load(Ordering::Relaxed);
+    assert!(a.snapshots.load(Ordering::Relaxed) >= cfg.partitions as u64);
     let journal_after_a = read_journal(&cfg, &Topics::new(&cfg.topic_prefix))
         .unwrap()
         .len() as u64;
-    copy_dir(&live, &old);
 
-    // B: restores A's snapshot (nothing to replay) and takes the second part — on the inline
-    // engine, while A and C run the actors (the default): the engines' snapshots and journals
-    // are the same bytes, so an instance may switch engine across a restart.
+    // B, without snapshots (as if its store were lost and none were published): it replays
+    // the whole journal, and writes no snapshot of its own.
     let b = start(&KafkaConfig {
-        engine: EngineKind::Inline,
+        snapshot_dir: None,
         ..cfg.clone()
     });
-    assert_eq!(b.stats.restored_seq.load(Ordering::Relaxed), a_inputs);
-    assert_eq!(b.stats.recovered.load(Ordering::Relaxed), 0);
-    // The snapshot's journal position is exact (acknowledged offsets): not one record of the
-    // batch it reflects is read again.
-    assert_eq!(b.stats.journal_read.load(Ordering::Relaxed), 0);
+    assert_eq!(b.stats.restored_seq.load(Ordering::Relaxed), 0);
+    assert_eq!(b.stats.recovered.load(Ordering::Relaxed), a_applied);
+    assert_eq!(b.stats.journal_read.load(Ordering::Relaxed), a_applied);
     produce(&cfg, second);
     wait_for("second part", || {
         b.stats.decisions.load(Ordering::Relaxed) >= second.len() as u64
     });
-    let b_inputs = b.inputs();
-    b.stop();
+    let b_applied = b.stop().applied.load(Ordering::Relaxed);
     let journal_total = read_journal(&cfg, &Topics::new(&cfg.topic_prefix))
         .unwrap()
         .len() as u64;
 
-    // C: starts from A's older snapshot, as after a crash that lost B's: it reads only the
-    // journal B wrote and replays exactly B's inputs, then takes the third part.
-    let c = start(&KafkaConfig {
-        snapshot_dir: Some(old.clone()),
-        ..cfg.clone()
-    });
-    assert_eq!(c.stats.restored_seq.load(Ordering::Relaxed), a_inputs);
-    assert_eq!(c.stats.recovered.load(Ordering::Relaxed), b_inputs);
+    // C: restores A's snapshots (the newest, local and published) and reads only the journal
+    // B wrote after them, replaying exactly B's inputs; then takes the third part.
+    let c = start(&cfg);
+    assert_eq!(c.stats.restored_seq.load(Ordering::Relaxed), a_applied);
+    assert_eq!(c.stats.recovered.load(Ordering::Relaxed), b_applied);
+    // The snapshot's journal position is exact (acknowledged offsets): not one record of the
+    // batch it reflects is read again.
     assert_eq!(
         c.stats.journal_read.load(Ordering::Relaxed),
-        b_inputs,
+        b_applied,
         "only the journal written after the snapshot is read ({} records of {journal_total})",
         journal_total - journal_after_a
     );
@@ -809,21 +804,45 @@ fn diagnose_from_kafka_equals_the_file_and_journals_its_flags() {
     // …and the journal with them still audits clean, from Kafka and from its export.
     let (ok, out, err) = zumik_cli(&cfg, &["replay", "--from-kafka"]);
     assert!(ok && out.contains(": 0 mismatches"), "{out}{err}");
-    let exported = std::env::temp_dir().join(format!("{}journal.bin", cfg.topic_prefix));
-    let exported_arg = exported.to_str().unwrap();
-    let (ok, _, err) = zumik_cli(&cfg, &["replay", "--from-kafka", "--export", exported_arg]);
-    assert!(ok, "{err}");
-    let (ok, offline_audit, err) = zumik_cli(&cfg, &["replay", "--journal", exported_arg]);
+    // A journal of several units exports one unit at a time (`--partition`); each export
+    // audits clean on its own, and together they hold every decision.
+    let (ok, _, err) = zumik_cli(&cfg, &["replay", "--from-kafka", "--export", "x.bin"]);
+    assert!(!ok && err.contains("--partition"), "{err}");
     let requests = history
         .iter()
         .filter(|e| matches!(e, InputEvent::Request(_)))
         .count();
-    assert!(
-        ok && offline_audit.contains(&format!("{requests} decisions"))
-            && offline_audit.contains(": 0 mismatches"),
-        "{offline_audit}{err}"
-    );
-    let _ = std::fs::remove_file(&exported);
+    let mut decided = 0;
+    for p in 0..cfg.partitions {
+        let exported = std::env::temp_dir().join(format!("{}journal-{p}.bin", cfg.topic_prefix));
+        let exported_arg = exported.to_str().unwrap();
+        let part = p.to_string();
+        let (ok, _, err) = zumik_cli(
+            &cfg,
+            &[
+                "replay",
+                "--from-kafka",
+                "--partition",
+                &part,
+                "--export",
+                exported_arg,
+            ],
+        );
+        assert!(ok, "{err}");
+        let (ok, offline_audit, err) = zumik_cli(&cfg, &["replay", "--journal", exported_arg]);
+        assert!(
+            ok && offline_audit.contains(": 0 mismatches"),
+            "{offline_audit}{err}"
+        );
+        decided += offline_audit
+            .split(" decisions)")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .expect("the audit counts decisions");
+        let _ = std::fs::remove_file(&exported);
+    }
+    assert_eq!(decided, requests);
 
     // An event-time window keeps exactly the events inside it.
     let ts: Vec<i64> = history.iter().map(|e| e.ts().millis()).collect();
@@ -1110,8 +1129,8 @@ fn an_instance_without_a_local_snapshot_restores_the_one_published_on_kafka() {
     wait_for("first part", || {
         a.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64
     });
-    let a_inputs = a.inputs();
     let a = a.stop();
+    let a_applied = a.applied.load(Ordering::Relaxed);
     assert!(a.snapshots.load(Ordering::Relaxed) >= 1);
 
     // A new machine: same group, an empty snapshot directory. It restores the snapshot A
@@ -1124,7 +1143,7 @@ fn an_instance_without_a_local_snapshot_restores_the_one_published_on_kafka() {
         b.stats.from_topic.load(Ordering::Relaxed),
         "restored from Kafka"
     );
-    assert_eq!(b.stats.restored_seq.load(Ordering::Relaxed), a_inputs);
+    assert_eq!(b.stats.restored_seq.load(Ordering::Relaxed), a_applied);
     assert_eq!(b.stats.journal_read.load(Ordering::Relaxed), 0);
     assert_eq!(b.stats.recovered.load(Ordering::Relaxed), 0);
     produce(&cfg, second);

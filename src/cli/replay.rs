@@ -30,6 +30,10 @@ pub struct ReplayArgs {
     /// it, committed records only) instead of a file; with --export, write it to a file.
     #[arg(long)]
     pub from_kafka: bool,
+    /// With --from-kafka: only this unit's journal (journal partition). Each input partition's
+    /// unit journals on its own and is audited on its own; without this, every unit in turn.
+    #[arg(long, requires = "from_kafka")]
+    pub partition: Option<i32>,
     /// Input events (JSONL) for a what-if replay without a journal; needs --policy.
     #[arg(long, short = 'e', requires = "policy")]
     pub events: Option<PathBuf>,
@@ -81,20 +85,37 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(policy) = &args.policy {
         return what_if(&args, policy);
     }
-    // Both sources yield the same records; `source` names where they came from.
-    type Entries = Box<dyn Iterator<Item = anyhow::Result<JournalEntry>>>;
+    // Both sources yield the same records, each with the unit (journal partition) it belongs
+    // to — a file holds one; `source` names where they came from.
+    type Entries = Box<dyn Iterator<Item = anyhow::Result<(i32, JournalEntry)>>>;
     // Input records a file reader stepped over without decoding (they count as replayed).
     let skipped_inputs = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let (source, routing, entries): (String, RoutingConfig, Entries) = if args.from_kafka {
         let config = Config::load(args.config.config.as_deref())?;
         let topics = crate::kafka::Topics::new(&config.kafka.topic_prefix);
-        let records = crate::kafka::read_journal(&config.kafka, &topics)?;
+        let mut units = crate::kafka::read_journal_units(&config.kafka, &topics)?;
+        if let Some(p) = args.partition {
+            units.retain(|(u, _)| *u == p);
+        }
         eprintln!(
-            "read {} journal records from {}",
-            records.len(),
+            "read {} journal records of {} unit(s) from {}",
+            units.iter().map(|(_, r)| r.len()).sum::<usize>(),
+            units.len(),
             topics.journal
         );
-        let entries = Box::new(records.into_iter().map(|r| Ok(r.entry)));
+        if units.len() > 1 && (args.export.is_some() || args.at.is_some()) {
+            bail!(
+                "{} holds the journals of {} units (input partitions): give --partition with \
+                 --export or --at",
+                topics.journal,
+                units.len()
+            );
+        }
+        let entries = Box::new(
+            units
+                .into_iter()
+                .flat_map(|(u, records)| records.into_iter().map(move |r| Ok((u, r.entry)))),
+        );
         (
             format!("kafka topic {}", topics.journal),
             config.routing,
@@ -119,7 +140,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         (
             path.display().to_string(),
             routing,
-            Box::new(entries.map(|e| e.map_err(anyhow::Error::from))),
+            Box::new(entries.map(|e| e.map(|e| (0, e)).map_err(anyhow::Error::from))),
         )
     };
     let until = args
@@ -133,14 +154,16 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Box::new(
             entries
                 .take_while(move |e| match (until, e) {
-                    (Some(u), Ok(JournalEntry::Lane { command, .. })) => {
+                    (Some(u), Ok((_, JournalEntry::Lane { command, .. }))) => {
                         command_ts(command).is_none_or(|t| t <= u)
                     }
                     _ => true,
                 })
                 .filter(move |e| match (&lane, e) {
-                    (Some(want), Ok(JournalEntry::Lane { lane, .. }))
-                    | (Some(want), Ok(JournalEntry::LaneCreated { lane, .. })) => **lane == **want,
+                    (Some(want), Ok((_, JournalEntry::Lane { lane, .. })))
+                    | (Some(want), Ok((_, JournalEntry::LaneCreated { lane, .. }))) => {
+                        **lane == **want
+                    }
                     (Some(_), Ok(_)) => false,
                     _ => true,
                 }),
@@ -149,7 +172,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         entries
     };
     if let Some(out) = &args.export {
-        return export(&source, routing, entries, out, args.format);
+        return export(
+            &source,
+            routing,
+            entries.map(|e| e.map(|(_, e)| e)),
+            out,
+            args.format,
+        );
     }
     let cfg = Arc::new(routing);
     cfg.validate().context("the journal's routing config")?;
@@ -164,8 +193,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
     let started = Instant::now();
+    let mut unit = None;
     for entry in entries {
-        let entry = entry?;
+        let (u, entry) = entry?;
+        // Each unit's journal re-folds on its own: its own copy of every actor.
+        if unit.replace(u).is_some_and(|before| before != u) {
+            auditor.next_unit();
+        }
         if let (
             Some(at),
             Some(lane),

@@ -116,6 +116,14 @@ impl Auditor {
     }
 
     /// Replays one record.
+    /// Starts the journal of another unit (the broker's per-partition state): its actors are
+    /// new; counts, mismatches and an explanation found so far are kept.
+    pub fn next_unit(&mut self) {
+        self.lanes = Default::default();
+        self.clusters.clear();
+        self.tenants.clear();
+    }
+
     pub fn apply(&mut self, entry: &JournalEntry) {
         self.stats.records += 1;
         match entry {

@@ -143,6 +143,51 @@ impl RouterView {
         }
     }
 
+    /// One view of several routers that split the lanes' traffic (the broker's per-partition
+    /// units): every unit knows every lane and cluster, but a lane's requests are decided in
+    /// one unit only. Reservations, in-flight counts, decisions and applied inputs add up; a
+    /// lane's activation and reports are those of the unit that decided most on it; a
+    /// cluster's registration and health those of the first unit (all apply the same telemetry
+    /// and control).
+    pub fn merge(views: Vec<RouterView>) -> RouterView {
+        let mut views = views.into_iter();
+        let Some(mut all) = views.next() else {
+            return RouterView::default();
+        };
+        for v in views {
+            all.applied += v.applied;
+            let mut lanes = Vec::with_capacity(all.lanes.len().max(v.lanes.len()));
+            let (mut a, mut b) = (
+                std::mem::take(&mut all.lanes).into_iter().peekable(),
+                v.lanes.into_iter().peekable(),
+            );
+            loop {
+                let next = match (a.peek(), b.peek()) {
+                    (Some(x), Some(y)) if x.lane == y.lane => {
+                        let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                        LaneView::merged(x, y)
+                    }
+                    (Some(x), Some(y)) if x.lane < y.lane => a.next().expect("peeked"),
+                    (Some(_), Some(_)) | (None, Some(_)) => b.next().expect("peeked"),
+                    (Some(_), None) => a.next().expect("peeked"),
+                    (None, None) => break,
+                };
+                lanes.push(next);
+            }
+            all.lanes = lanes;
+            for c in v.clusters {
+                match all
+                    .clusters
+                    .binary_search_by(|x| x.cluster_id.cmp(&c.cluster_id))
+                {
+                    Ok(i) => all.clusters[i].inflight += c.inflight,
+                    Err(i) => all.clusters.insert(i, c),
+                }
+            }
+        }
+        all
+    }
+
     pub fn cluster(&self, id: &str) -> Option<&ClusterInfo> {
         self.clusters
             .binary_search_by(|c| c.cluster_id.as_str().cmp(id))
@@ -159,6 +204,30 @@ impl RouterView {
 }
 
 impl LaneView {
+    /// One lane as two units see it (see [`RouterView::merge`]).
+    fn merged(a: LaneView, b: LaneView) -> LaneView {
+        let (mut keep, other) = if b.decisions > a.decisions {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        keep.decisions += other.decisions;
+        keep.inflight += other.inflight;
+        for oc in other.clusters {
+            match keep
+                .clusters
+                .iter_mut()
+                .find(|c| c.cluster_id == oc.cluster_id)
+            {
+                Some(c) => c.reserved += oc.reserved,
+                None => keep.clusters.push(oc),
+            }
+        }
+        keep.clusters
+            .sort_by(|x, y| x.cluster_id.cmp(&y.cluster_id));
+        keep
+    }
+
     /// What operators see of one lane.
     pub fn of(l: &LaneState) -> LaneView {
         let clusters: Vec<LaneClusterView> = l
@@ -239,6 +308,47 @@ mod tests {
         for l in lines {
             router.apply(decode_input(l.as_bytes()).unwrap(), &mut out);
         }
+    }
+
+    /// Two routers that saw the same clusters but each decided one lane's requests merge into
+    /// the view of one router that decided both.
+    #[test]
+    fn views_of_units_that_split_the_lanes_add_up_to_one_router() {
+        let cfg = Arc::new(RoutingConfig::default());
+        let setup = [
+            r#"{"schema":"zumik.cluster_registered.v1","cluster_id":"byc_a","name":"a","region":"eu","stack":"epp","lanes":["acme/m","acme/n"],"max_inflight":8,"gpus":2,"gpu_hour_micros":2000000,"ts":"2026-01-01T00:00:00Z"}"#,
+            r#"{"schema":"zumik.cluster_heartbeat.v1","cluster_id":"byc_a","status":"ready","max_inflight":8,"inflight":0,"ts":"2026-01-01T00:00:01Z"}"#,
+            r#"{"schema":"zumik.lane_activated.v1","lane":"acme/m","report_digest":"sha256:x","ts":"2026-01-01T00:00:01Z"}"#,
+            r#"{"schema":"zumik.lane_activated.v1","lane":"acme/n","report_digest":"sha256:y","ts":"2026-01-01T00:00:01Z"}"#,
+        ];
+        let req = |id: &str, lane: &str| {
+            format!(
+                r#"{{"schema":"zumik.request.v1","request_id":"{id}","tenant_id":"t","model":"{lane}","input_tokens":10,"cached_input_tokens":0,"max_output_tokens":10,"qos":{{"class":"interactive"}},"ts":"2026-01-01T00:00:02Z"}}"#
+            )
+        };
+        let (m1, m2, n1) = (
+            req("r1", "acme/m"),
+            req("r2", "acme/m"),
+            req("r3", "acme/n"),
+        );
+        let router = |reqs: &[&str]| {
+            let mut r = Router::new(cfg.clone(), Arc::new(PriceTable::embedded()));
+            apply(&mut r, &setup);
+            apply(&mut r, reqs);
+            r
+        };
+        let one = router(&[&m1, &m2, &n1]);
+        let (u0, u1) = (router(&[&m1, &m2]), router(&[&n1]));
+        let merged = RouterView::merge(vec![
+            RouterView::of(u0.state(), &cfg),
+            RouterView::of(u1.state(), &cfg),
+        ]);
+        let whole = RouterView::of(one.state(), &cfg);
+        assert_eq!(merged.lanes, whole.lanes);
+        assert_eq!(merged.clusters, whole.clusters);
+        assert_eq!(merged.clusters[0].inflight, 3);
+        assert_eq!(merged.applied, u0.state().applied + u1.state().applied);
+        assert_eq!(RouterView::merge(Vec::new()), RouterView::default());
     }
 
     #[test]

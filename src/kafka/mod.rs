@@ -7,11 +7,12 @@
 
 pub mod config;
 pub mod topics;
+pub mod units;
 pub mod worker;
 
 pub use config::{DeliveryMode, EngineKind, KafkaConfig};
 pub use topics::Topics;
 pub use worker::{
-    append_to_journal, read_journal, read_topic, run_broker, run_broker_with, BatchSink,
-    BrokerStats, CommittedBatch, JournalRecord, NoSink,
+    append_to_journal, read_journal, read_journal_units, read_topic, run_broker, run_broker_with,
+    BatchSink, BrokerStats, CommittedBatch, JournalRecord, NoSink,
 };

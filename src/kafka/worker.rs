@@ -24,9 +24,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
 };
@@ -35,23 +35,29 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::{ensure_topics, TopicError, Topics};
-use crate::actors::{ActorGone, Engine};
+use super::units::{catch_up_reads, load_unit, new_engine, GroupContext, Positions, Unit};
+use crate::actors::{ActorGone, ActorSystem};
 use crate::core::router::{JournalEntry, SnapshotError};
 use crate::core::view::RouterView;
 use crate::core::{Output, PriceTable, RoutingConfig};
-use crate::events::codec::{decode_input, encode_decision_into};
+use crate::events::codec::{decode_input, encode_decision_into, DecodeError};
 use crate::events::{DecisionV1, InputEvent, Source};
 use crate::store::{Snapshot, SnapshotPosition, SnapshotStore, StoreError};
 
 /// Format version of a single journal record on the journal topic (first byte).
 pub const JOURNAL_RECORD_VERSION: u8 = 1;
 /// Format version of a journal chunk: several records of one key in one message (first byte),
-/// then a kind byte ([`CHUNK_INPUTS`] or [`CHUNK_ACTORS`]), then bincode `Vec<JournalRecord>`.
-pub const JOURNAL_CHUNK_VERSION: u8 = 2;
+/// then a kind byte ([`CHUNK_INPUTS`] or [`CHUNK_ACTORS`]), then bincode `Vec<JournalRecord>`;
+/// or the kind [`CHUNK_POSITIONS`], then bincode `(u64, BTreeMap<(String, i32), i64>)`.
+/// Version 2 (before per-partition units) had one journal for all partitions.
+pub const JOURNAL_CHUNK_VERSION: u8 = 3;
 /// A chunk of `Input` records only (all that recovery decodes).
 pub const CHUNK_INPUTS: u8 = 0;
 /// A chunk of actor records (creations, commands with their events, evidence).
 pub const CHUNK_ACTORS: u8 = 1;
+/// A unit's broadcast positions after a batch: the `input_seq` reached and, per telemetry and
+/// control partition, the offset of the first record not applied yet (see `units`).
+pub const CHUNK_POSITIONS: u8 = 2;
 /// Largest snapshot message (and the snapshots topic's `max.message.bytes`): 64 MiB.
 pub const SNAPSHOT_MESSAGE_MAX: usize = 64 * 1024 * 1024;
 /// A chunk is cut once its records pass this size (well under Kafka's 1 MB message default).
@@ -83,6 +89,11 @@ impl JournalRecord {
                     .map(|(r, _)| r)
                     .map_err(|e| e.to_string())
             }
+            Some((2, _)) => Err(
+                "a journal chunk of a build before per-partition units (format 2): this build \
+                 cannot recover from it; start with a new kafka.topic_prefix"
+                    .into(),
+            ),
             Some((v, _)) => Err(format!(
                 "journal record version {v}, this build reads {JOURNAL_RECORD_VERSION}"
             )),
@@ -93,6 +104,7 @@ impl JournalRecord {
     /// Every record of a journal message (a single record or a chunk), appended to `out`.
     pub fn decode_all(bytes: &[u8], out: &mut Vec<JournalRecord>) -> Result<(), String> {
         match bytes {
+            [JOURNAL_CHUNK_VERSION, CHUNK_POSITIONS, ..] => Ok(()),
             [JOURNAL_CHUNK_VERSION, _kind, body @ ..] => {
                 let (recs, used): (Vec<JournalRecord>, usize) =
                     bincode::decode_from_slice(body, bincode::config::standard())
@@ -114,7 +126,7 @@ impl JournalRecord {
     /// (recovery needs only the inputs), appended to `out`.
     pub fn decode_inputs(bytes: &[u8], out: &mut Vec<(u64, InputEvent)>) -> Result<(), String> {
         match bytes {
-            [JOURNAL_CHUNK_VERSION, CHUNK_ACTORS, ..] => Ok(()),
+            [JOURNAL_CHUNK_VERSION, CHUNK_ACTORS | CHUNK_POSITIONS, ..] => Ok(()),
             [JOURNAL_CHUNK_VERSION, ..] => {
                 let mut recs = Vec::new();
                 Self::decode_all(bytes, &mut recs)?;
@@ -167,14 +179,14 @@ impl JournalRecord {
 /// The journal records of one batch, grouped into chunks by key and kind: one Kafka message per
 /// chunk instead of one per record. A key's records keep their order.
 #[derive(Default)]
-struct JournalChunks {
+pub(super) struct JournalChunks {
     /// (kind, key) → (records, encoded records).
     open: BTreeMap<(u8, String), (u64, Vec<u8>)>,
 }
 
 impl JournalChunks {
     /// Adds a record; returns a full chunk to send now, if this one filled it.
-    fn push(&mut self, rec: &JournalRecord) -> Option<(String, Vec<u8>)> {
+    pub(super) fn push(&mut self, rec: &JournalRecord) -> Option<(String, Vec<u8>)> {
         let kind = if matches!(rec.entry, JournalEntry::Input(_)) {
             CHUNK_INPUTS
         } else {
@@ -194,11 +206,35 @@ impl JournalChunks {
     }
 
     /// Every open chunk as `(key, payload)`.
-    fn drain(&mut self) -> Vec<(String, Vec<u8>)> {
+    pub(super) fn drain(&mut self) -> Vec<(String, Vec<u8>)> {
         std::mem::take(&mut self.open)
             .into_iter()
             .map(|((kind, key), (n, buf))| (key, Self::message(kind, n, &buf)))
             .collect()
+    }
+
+    /// A [`CHUNK_POSITIONS`] message.
+    pub(super) fn positions(input_seq: u64, positions: &Positions) -> Vec<u8> {
+        let mut out = vec![JOURNAL_CHUNK_VERSION, CHUNK_POSITIONS];
+        bincode::encode_into_std_write(
+            (input_seq, positions),
+            &mut out,
+            bincode::config::standard(),
+        )
+        .expect("positions encode");
+        out
+    }
+
+    /// The positions of a [`CHUNK_POSITIONS`] message; `None` for any other message.
+    pub(super) fn decode_positions(bytes: &[u8]) -> Result<Option<(u64, Positions)>, String> {
+        match bytes {
+            [JOURNAL_CHUNK_VERSION, CHUNK_POSITIONS, body @ ..] => {
+                bincode::decode_from_slice(body, bincode::config::standard())
+                    .map(|(p, _)| Some(p))
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Version, kind, then the records as a bincode `Vec` (its length, then the elements).
@@ -231,8 +267,10 @@ pub struct BrokerStats {
     pub snapshots: AtomicU64,
     /// The snapshot restored at start came from the snapshots topic (no local one).
     pub from_topic: AtomicBool,
-    /// Set once recovery is done and the consumer runs.
+    /// Set once the first assignment's units are loaded and the consumer runs.
     pub ready: AtomicBool,
+    /// Inputs applied to units (a broadcast record counts once per unit it reaches).
+    pub applied: AtomicU64,
 }
 
 /// A committed batch, as reported to a [`BatchSink`].
@@ -305,6 +343,8 @@ pub enum BrokerError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Actors(#[from] ActorGone),
+    #[error("partitions: {0}")]
+    Partitions(String),
 }
 
 impl BrokerError {
@@ -463,10 +503,10 @@ impl Unacked {
     }
 
     /// Commits what is acknowledged, once `every` has passed since the last commit.
-    fn commit_due(
+    fn commit_due<C: ConsumerContext>(
         &mut self,
         producer: &ThreadedProducer<Delivery>,
-        consumer: &BaseConsumer,
+        consumer: &BaseConsumer<C>,
     ) -> Result<(), BrokerError> {
         if self.committed_at.elapsed() < self.every {
             return Ok(());
@@ -476,10 +516,10 @@ impl Unacked {
     }
 
     /// Waits for every acknowledgement and commits all offsets, synchronously.
-    fn commit_all(
+    fn commit_all<C: ConsumerContext>(
         &mut self,
         producer: &ThreadedProducer<Delivery>,
-        consumer: &BaseConsumer,
+        consumer: &BaseConsumer<C>,
     ) -> Result<(), BrokerError> {
         self.committed_at = Instant::now();
         commit_acknowledged(producer, consumer, &mut self.batches, true)
@@ -489,9 +529,9 @@ impl Unacked {
 /// At-least-once: commits the offsets of the batches whose output records are all
 /// acknowledged, oldest first (`wait`: waits for all of them, synchronously). Fails if any
 /// output record failed: its batch must be consumed again, so no later offset may be committed.
-fn commit_acknowledged(
+fn commit_acknowledged<C: ConsumerContext>(
     producer: &ThreadedProducer<Delivery>,
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<C>,
     unacked: &mut VecDeque<(u64, TopicPartitionList)>,
     wait: bool,
 ) -> Result<(), BrokerError> {
@@ -543,8 +583,8 @@ fn commit_acknowledged(
 
 /// Watermarks of a partition; right after topic creation the leader may not be elected yet,
 /// so transient errors are retried for a while.
-fn watermarks(
-    consumer: &BaseConsumer,
+fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
 ) -> Result<(i64, i64), BrokerError> {
@@ -566,27 +606,41 @@ fn watermarks(
     }
 }
 
-/// Every committed record of the journal topic, as `(input_seq, partition, offset, record)`,
-/// sorted so that each actor's records keep their order (an actor's records share a key, hence a
-/// partition, in which offsets and `input_seq` both grow).
+/// Every committed record of the journal topic: each unit's journal (one partition) in
+/// `input_seq` order, unit after unit (see [`read_journal_units`]).
 pub fn read_journal(cfg: &KafkaConfig, topics: &Topics) -> Result<Vec<JournalRecord>, BrokerError> {
-    read_journal_from(cfg, topics, &BTreeMap::new())
+    Ok(read_journal_units(cfg, topics)?
+        .into_iter()
+        .flat_map(|(_, records)| records)
+        .collect())
 }
 
-/// [`read_journal`] from the given offset of each partition (partitions not named: from the
-/// beginning).
-pub fn read_journal_from(
+/// Every committed record of the journal topic, per unit (journal partition): a unit's
+/// journal is a journal of its own (its own `input_seq`, its own copy of every cluster and
+/// tenant), audited and replayed on its own.
+pub fn read_journal_units(
     cfg: &KafkaConfig,
     topics: &Topics,
-    start: &BTreeMap<i32, i64>,
-) -> Result<Vec<JournalRecord>, BrokerError> {
-    let Scan { records, .. } = scan_topic(cfg, &topics.journal, start, |bytes, out| {
-        let mut recs = Vec::new();
-        JournalRecord::decode_all(bytes, &mut recs)?;
-        out.extend(recs.into_iter().map(|r| (r.input_seq, r)));
-        Ok(())
-    })?;
-    Ok(records)
+) -> Result<Vec<(i32, Vec<JournalRecord>)>, BrokerError> {
+    let mut units = Vec::new();
+    for p in 0..partition_count(cfg, &topics.journal)? {
+        let Scan { records, .. } = scan_topic(
+            cfg,
+            &topics.journal,
+            Some(p),
+            &BTreeMap::new(),
+            |bytes, out| {
+                let mut recs = Vec::new();
+                JournalRecord::decode_all(bytes, &mut recs)?;
+                out.extend(recs.into_iter().map(|r| (r.input_seq, r)));
+                Ok(())
+            },
+        )?;
+        if !records.is_empty() {
+            units.push((p, records));
+        }
+    }
+    Ok(units)
 }
 
 /// Every committed record of `topic` (all partitions, from the beginning to the end at the
@@ -594,7 +648,7 @@ pub fn read_journal_from(
 pub fn read_topic(cfg: &KafkaConfig, topic: &str) -> Result<Vec<Vec<u8>>, BrokerError> {
     let Scan {
         records: payloads, ..
-    } = scan_topic(cfg, topic, &BTreeMap::new(), |bytes, out| {
+    } = scan_topic(cfg, topic, None, &BTreeMap::new(), |bytes, out| {
         out.push((0, bytes.to_vec()));
         Ok(())
     })?;
@@ -635,24 +689,26 @@ pub fn append_to_journal(
 }
 
 /// What [`scan_topic`] read.
-struct Scan<T> {
-    records: Vec<T>,
+pub(super) struct Scan<T> {
+    pub records: Vec<T>,
     /// Records `decode` kept.
-    kept: u64,
+    pub kept: u64,
     /// Where the read ended on each partition it read.
-    ends: BTreeMap<i32, i64>,
+    pub ends: BTreeMap<i32, i64>,
 }
 
-/// Reads a topic (committed records) from `start` (per partition; others from the beginning)
+/// Reads a topic (committed records; `only` one partition if given) from `start` (per
+/// partition; others from the beginning)
 /// up to its end at the time of the call, keeping what `decode` returns with its sort key,
 /// sorted by `(key, partition, offset)`. Also returns the number of records kept and where the
 /// read ended on each partition.
-fn scan_topic<T>(
+fn scan_topic_with_coordinates<T>(
     cfg: &KafkaConfig,
     topic: &str,
+    only: Option<i32>,
     start: &BTreeMap<i32, i64>,
     decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
-) -> Result<Scan<T>, BrokerError> {
+) -> Result<Scan<(u64, i32, i64, T)>, BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", format!("{}-reader", cfg.group_id))
@@ -667,6 +723,9 @@ fn scan_topic<T>(
     let mut ends = BTreeMap::new();
     for t in meta.topics() {
         for p in t.partitions() {
+            if only.is_some_and(|only| only != p.id()) {
+                continue;
+            }
             let (low, high) = watermarks(&consumer, topic, p.id())?;
             let from = start.get(&p.id()).copied().unwrap_or(low).max(low);
             if high > from {
@@ -735,23 +794,46 @@ fn scan_topic<T>(
     }
     records.sort_by_key(|(seq, partition, offset, _)| (*seq, *partition, *offset));
     Ok(Scan {
-        records: records.into_iter().map(|(_, _, _, r)| r).collect(),
+        records,
         kept: read,
         ends,
     })
 }
 
-/// Advances `ends` to `more` where `more` is further, per partition.
-fn merge_ends(ends: &mut BTreeMap<i32, i64>, more: &BTreeMap<i32, i64>) {
-    for (&p, &o) in more {
-        let end = ends.entry(p).or_default();
-        *end = (*end).max(o);
-    }
+/// [`scan_topic_at`]'s records without their coordinates.
+pub(super) fn scan_topic<T>(
+    cfg: &KafkaConfig,
+    topic: &str,
+    only: Option<i32>,
+    start: &BTreeMap<i32, i64>,
+    decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
+) -> Result<Scan<T>, BrokerError> {
+    let Scan {
+        records,
+        kept,
+        ends,
+    } = scan_topic_with_coordinates(cfg, topic, only, start, decode)?;
+    Ok(Scan {
+        records: records.into_iter().map(|(_, _, _, r)| r).collect(),
+        kept,
+        ends,
+    })
+}
+
+/// [`scan_topic_with_coordinates`]'s records only, as `(key, partition, offset, record)`.
+pub(super) fn scan_topic_at<T>(
+    cfg: &KafkaConfig,
+    topic: &str,
+    only: Option<i32>,
+    start: &BTreeMap<i32, i64>,
+    decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
+) -> Result<Vec<(u64, i32, i64, T)>, BrokerError> {
+    Ok(scan_topic_with_coordinates(cfg, topic, only, start, decode)?.records)
 }
 
 /// Messages behind the high watermark on each assigned input partition, from the consumer's
 /// position and its cached watermarks (no broker round trip).
-fn input_lag(consumer: &BaseConsumer) -> Vec<(String, i32, i64)> {
+fn input_lag<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Vec<(String, i32, i64)> {
     let Ok(position) = consumer.position() else {
         return Vec::new();
     };
@@ -772,7 +854,11 @@ fn input_lag(consumer: &BaseConsumer) -> Vec<(String, i32, i64)> {
 
 /// The high watermark librdkafka last learnt from fetches (`rd_kafka_get_watermark_offsets`,
 /// which the rdkafka crate does not wrap): local, never blocks on the broker.
-fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+fn cached_high_watermark<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; the topic is a NUL-terminated
@@ -790,26 +876,42 @@ fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -
         .then_some(high)
 }
 
-/// The RocksDB snapshots of one broker and when the next is due.
-struct Snapshots {
+/// The RocksDB snapshots of one broker's units, and where they are published.
+pub(super) struct Snapshots {
     store: SnapshotStore,
     /// Publishes each snapshot on the compacted snapshots topic (keyed like the store), so an
-    /// instance without this store (a new machine, a lost volume) restores from Kafka.
+    /// instance without this store (a new machine, a lost volume, a unit that moved here)
+    /// restores from Kafka.
     publisher: ThreadedProducer<DefaultProducerContext>,
     topic: String,
-    /// One snapshot per consumer group and topic prefix.
-    key: String,
+    /// `<group>/<prefix>`; a unit's key adds `/<partition>`.
+    prefix: String,
     every_inputs: u64,
     interval: Duration,
-    last_seq: u64,
-    last_at: Instant,
-    /// Journal offsets the state reflects without this producer's records: the restored
-    /// snapshot's, advanced by the recovery read.
-    journal_base: BTreeMap<i32, i64>,
+}
+
+/// When a unit was last snapshotted, and the journal position its state reflects.
+#[derive(Debug, Clone)]
+pub(super) struct SnapState {
+    pub last_seq: u64,
+    pub last_at: Instant,
+    /// The journal offset (on the unit's partition) the state reflects without this
+    /// producer's records: the restored snapshot's, advanced by the recovery read.
+    pub journal_base: i64,
+}
+
+impl Default for SnapState {
+    fn default() -> Self {
+        SnapState {
+            last_seq: 0,
+            last_at: Instant::now(),
+            journal_base: 0,
+        }
+    }
 }
 
 impl Snapshots {
-    fn open(cfg: &KafkaConfig) -> Result<Option<Self>, BrokerError> {
+    pub(super) fn open(cfg: &KafkaConfig) -> Result<Option<Self>, BrokerError> {
         let Some(dir) = &cfg.snapshot_dir else {
             return Ok(None);
         };
@@ -823,69 +925,94 @@ impl Snapshots {
             store: SnapshotStore::open(dir)?,
             publisher,
             topic: Topics::new(&cfg.topic_prefix).snapshots,
-            key: format!("{}/{}", cfg.group_id, cfg.topic_prefix),
+            prefix: format!("{}/{}", cfg.group_id, cfg.topic_prefix),
             every_inputs: cfg.snapshot_every_inputs,
             interval: Duration::from_millis(cfg.snapshot_interval_ms),
-            last_seq: 0,
-            last_at: Instant::now(),
-            journal_base: BTreeMap::new(),
         }))
     }
 
-    fn due(&self, input_seq: u64) -> bool {
-        input_seq > self.last_seq
-            && (input_seq - self.last_seq >= self.every_inputs
-                || self.last_at.elapsed() >= self.interval)
+    /// The key of unit `partition`'s snapshot (store and topic).
+    pub(super) fn key(&self, partition: i32) -> String {
+        format!("{}/{partition}", self.prefix)
     }
 
-    /// Writes the state after the last committed batch (`input_seq` inputs) with the journal
-    /// position it reflects: the recovery base advanced by every journal record this producer
-    /// had acknowledged (all of them: called after a commit). Taken from delivery reports, not
-    /// from a watermark query, which can run ahead of the commit markers and so land before
-    /// the records of the batch just committed.
-    fn save(
-        &mut self,
-        engine: &Engine,
-        input_seq: u64,
+    /// The local snapshot of unit `partition`, if any.
+    pub(super) fn local(&self, partition: i32) -> Result<Option<Snapshot>, BrokerError> {
+        Ok(self.store.load(&self.key(partition))?)
+    }
+
+    pub(super) fn due(&self, unit: &Unit) -> bool {
+        let s = &unit.snap;
+        unit.input_seq > s.last_seq
+            && (unit.input_seq - s.last_seq >= self.every_inputs
+                || s.last_at.elapsed() >= self.interval)
+    }
+
+    /// Writes a unit's state after the last committed batch with the journal position it
+    /// reflects: the recovery base advanced by every journal record this producer had
+    /// acknowledged on the unit's partition (all of them: called after a commit). Taken from
+    /// delivery reports, not from a watermark query, which can run ahead of the commit markers
+    /// and so land before the records of the batch just committed. Published on the snapshots
+    /// topic's partition `unit % partitions`, where a new owner looks for it.
+    pub(super) fn save(
+        &self,
+        unit: &mut Unit,
         producer: &ThreadedProducer<Delivery>,
+        snapshot_partitions: i32,
         stats: &BrokerStats,
     ) -> Result<Duration, BrokerError> {
         let started = Instant::now();
-        let mut journal_offsets = self.journal_base.clone();
-        merge_ends(&mut journal_offsets, &producer.context().journal_ends());
+        let p = unit.partition;
+        let acked = producer
+            .context()
+            .journal_ends()
+            .get(&p)
+            .copied()
+            .unwrap_or(0);
         let position = SnapshotPosition {
-            input_seq,
-            journal_offsets,
+            input_seq: unit.input_seq,
+            journal_offsets: BTreeMap::from([(p, unit.snap.journal_base.max(acked))]),
+            broadcast: unit.broadcast.clone(),
         };
         let snapshot = Snapshot {
             position,
-            state: engine.snapshot()?,
+            state: unit.engine.snapshot()?,
         };
-        self.store.save(&self.key, &snapshot)?;
+        let key = self.key(p);
+        self.store.save(&key, &snapshot)?;
         // Best effort: the local store is the primary copy; a snapshot that Kafka refuses
-        // (too large for the topic, say) only means a moved partition replays more journal.
+        // (too large for the topic, say) only means a moved unit replays more journal.
         let message = snapshot.to_message();
         let record = BaseRecord::to(&self.topic)
-            .key(self.key.as_str())
+            .key(key.as_str())
+            .partition(p % snapshot_partitions.max(1))
             .payload(&message[..]);
         if let Err((e, _)) = self.publisher.send(record) {
             tracing::warn!(
-                "snapshot at input {input_seq} not published on {}: {e}",
+                "snapshot of unit {p} at input {} not published on {}: {e}",
+                unit.input_seq,
                 self.topic
             );
         }
-        self.last_seq = input_seq;
-        self.last_at = Instant::now();
+        unit.snap.last_seq = unit.input_seq;
+        unit.snap.last_at = Instant::now();
         stats.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(started.elapsed())
     }
+
+    pub(super) fn flush(&self) {
+        if let Err(e) = self.publisher.flush(TIMEOUT) {
+            tracing::warn!("the last snapshot may not be published: {e}");
+        }
+    }
 }
 
-/// The newest snapshot of `key` on the snapshots topic (compacted: the latest per key), read up
-/// to the topic's end at the time of the call.
-fn published_snapshot(
+/// The newest snapshot of `key` on partition `partition` of the snapshots topic (compacted:
+/// the latest per key), read up to the partition's end at the time of the call.
+pub(super) fn published_snapshot(
     cfg: &KafkaConfig,
     topics: &Topics,
+    partition: i32,
     key: &str,
 ) -> Result<Option<Snapshot>, BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -900,131 +1027,64 @@ fn published_snapshot(
         )
         .create()
         .map_err(kafka("snapshot reader"))?;
-    let meta = consumer
-        .fetch_metadata(Some(&topics.snapshots), TIMEOUT)
-        .map_err(kafka("snapshots metadata"))?;
+    let (low, high) = watermarks(&consumer, &topics.snapshots, partition)?;
+    if high <= low {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topics.snapshots, partition, Offset::Offset(low))
+        .map_err(kafka("assign"))?;
+    consumer.assign(&tpl).map_err(kafka("assign"))?;
     let mut latest: Option<Snapshot> = None;
-    for t in meta.topics() {
-        for p in t.partitions() {
-            let (low, high) = watermarks(&consumer, &topics.snapshots, p.id())?;
-            if high <= low {
-                continue;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            if Instant::now() > deadline {
+                break;
             }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topics.snapshots, p.id(), Offset::Offset(low))
-                .map_err(kafka("assign"))?;
-            consumer.assign(&tpl).map_err(kafka("assign"))?;
-            let deadline = Instant::now() + TIMEOUT;
-            loop {
-                let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-                    if Instant::now() > deadline {
-                        break;
-                    }
-                    continue;
-                };
-                let m = m.map_err(kafka("read snapshots"))?;
-                if m.key() == Some(key.as_bytes()) {
-                    if let Some(bytes) = m.payload() {
-                        match Snapshot::from_message(bytes) {
-                            Ok(snap) => {
-                                if latest
-                                    .as_ref()
-                                    .is_none_or(|l| snap.position.input_seq >= l.position.input_seq)
-                                {
-                                    latest = Some(snap);
-                                }
-                            }
-                            Err(e) => tracing::warn!(
-                                "skipping snapshot at {}/{}/{}: {e}",
-                                topics.snapshots,
-                                p.id(),
-                                m.offset()
-                            ),
+            continue;
+        };
+        let m = m.map_err(kafka("read snapshots"))?;
+        if m.key() == Some(key.as_bytes()) {
+            if let Some(bytes) = m.payload() {
+                match Snapshot::from_message(bytes) {
+                    Ok(snap) => {
+                        if latest
+                            .as_ref()
+                            .is_none_or(|l| snap.position.input_seq >= l.position.input_seq)
+                        {
+                            latest = Some(snap);
                         }
                     }
-                }
-                if m.offset() + 1 >= high {
-                    break;
+                    Err(e) => tracing::warn!(
+                        "skipping snapshot at {}/{partition}/{}: {e}",
+                        topics.snapshots,
+                        m.offset()
+                    ),
                 }
             }
+        }
+        if m.offset() + 1 >= high {
+            break;
         }
     }
     Ok(latest)
 }
 
-/// Rebuilds the router: the latest snapshot if there is one, then every journaled `Input` after
-/// it, in input order. Returns the `input_seq` reached.
-fn recover(
-    cfg: &KafkaConfig,
-    topics: &Topics,
-    engine: &mut Engine,
-    snapshots: Option<&mut Snapshots>,
-    stats: &BrokerStats,
-) -> Result<u64, BrokerError> {
-    let began = Instant::now();
-    let mut snapshots = snapshots;
-    let mut start = BTreeMap::new();
-    let mut input_seq = 0;
-    if let Some(s) = snapshots.as_mut() {
-        // The local store first; without a snapshot there (a new instance, a lost volume), the
-        // one published on the snapshots topic.
-        let snap = match s.store.load(&s.key)? {
-            Some(snap) => Some(snap),
-            None => {
-                let snap = published_snapshot(cfg, topics, &s.key)?;
-                if snap.is_some() {
-                    stats.from_topic.store(true, Ordering::Relaxed);
-                }
-                snap
-            }
-        };
-        if let Some(snap) = snap {
-            engine.restore(&snap.state)?;
-            input_seq = snap.position.input_seq;
-            start = snap.position.journal_offsets;
-            s.last_seq = input_seq;
-            stats.restored_seq.store(input_seq, Ordering::Relaxed);
-        }
-    }
-    let snapshot_at = began.elapsed();
-    let Scan {
-        records: inputs,
-        kept: read,
-        ends: read_to,
-    } = scan_topic(cfg, &topics.journal, &start, |bytes, out| {
-        let mut inputs = Vec::new();
-        JournalRecord::decode_inputs(bytes, &mut inputs)?;
-        out.extend(inputs.into_iter().map(|(seq, e)| (seq, (seq, e))));
-        Ok(())
-    })?;
-    stats.journal_read.store(read, Ordering::Relaxed);
-    if let Some(s) = snapshots {
-        // Everything before these offsets is in the state once the tail below is applied.
-        s.journal_base = start;
-        merge_ends(&mut s.journal_base, &read_to);
-    }
-    let mut n = 0;
-    let mut out = Output::default();
-    for (seq, e) in inputs {
-        // A snapshot's journal offsets are exact (acknowledged offsets), but a journal written
-        // by an older build may hold records the state already reflects: `input_seq` tells.
-        if seq <= input_seq {
-            continue;
-        }
-        engine.apply(e, &mut out)?;
-        out.clear();
-        input_seq = seq;
-        n += 1;
-    }
-    stats.recovered.store(n, Ordering::Relaxed);
-    tracing::debug!(
-        snapshot_ms = snapshot_at.as_millis() as u64,
-        journal_ms = (began.elapsed() - snapshot_at).as_millis() as u64,
-        journal_records = read,
-        replayed = n,
-        "broker: recovery"
-    );
-    Ok(input_seq)
+/// Partitions of `topic`, from the cluster's metadata.
+pub(super) fn partition_count(cfg: &KafkaConfig, topic: &str) -> Result<i32, BrokerError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .create()
+        .map_err(kafka("metadata client"))?;
+    let meta = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(kafka("topic metadata"))?;
+    Ok(meta
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len() as i32))
 }
 
 /// The settings of the broker's output producer (also the bench's passthrough).
@@ -1072,6 +1132,244 @@ pub fn run_broker(
     run_broker_with(cfg, routing, prices, stop, stats, &mut NoSink)
 }
 
+/// A batch's outputs on their way to Kafka (inside the batch's transaction).
+struct BatchOut<'a> {
+    producer: &'a ThreadedProducer<Delivery>,
+    topics: &'a Topics,
+    out: Output,
+    buf: Vec<u8>,
+    decided: Vec<DecisionV1>,
+    dlq: u64,
+}
+
+impl BatchOut<'_> {
+    /// Applies one input to `unit`: its journal records (chunked, to the unit's journal
+    /// partition) and its decisions (with the input's coordinates) go out.
+    fn apply(
+        &mut self,
+        unit: &mut Unit,
+        event: InputEvent,
+        source: (&str, i32, i64),
+        stats: &BrokerStats,
+    ) -> Result<(), BrokerError> {
+        unit.input_seq += 1;
+        stats.applied.fetch_add(1, Ordering::Relaxed);
+        unit.engine.apply(event, &mut self.out)?;
+        for entry in self.out.journal.drain(..) {
+            let rec = JournalRecord {
+                input_seq: unit.input_seq,
+                entry,
+            };
+            if let Some((key, payload)) = unit.chunks.push(&rec) {
+                send(
+                    self.producer,
+                    BaseRecord::to(&self.topics.journal)
+                        .key(key.as_str())
+                        .partition(unit.partition)
+                        .payload(&payload[..]),
+                )?;
+            }
+        }
+        for mut d in self.out.decisions.drain(..) {
+            d.source = Some(Source {
+                topic: source.0.to_owned(),
+                partition: source.1,
+                offset: source.2,
+            });
+            self.buf.clear();
+            encode_decision_into(&d, &mut self.buf);
+            send(
+                self.producer,
+                BaseRecord::to(&self.topics.decisions)
+                    .key(&*d.lane)
+                    .payload(&self.buf[..]),
+            )?;
+            stats.decisions.fetch_add(1, Ordering::Relaxed);
+            self.decided.push(d);
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// An input that does not decode or validate: to the DLQ with its original key and bytes,
+    /// and why.
+    fn dead_letter(
+        &mut self,
+        key: &str,
+        payload: &[u8],
+        error: &DecodeError,
+        source: (&str, i32, i64),
+        stats: &BrokerStats,
+    ) -> Result<(), BrokerError> {
+        let source = format!("{}/{}/{}", source.0, source.1, source.2);
+        let reason = error.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "zumik.error",
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: "zumik.error_code",
+                value: Some(error.code()),
+            })
+            .insert(Header {
+                key: "zumik.source",
+                value: Some(source.as_str()),
+            });
+        send(
+            self.producer,
+            BaseRecord::to(&self.topics.dlq)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
+        )?;
+        stats.dlq.fetch_add(1, Ordering::Relaxed);
+        self.dlq += 1;
+        Ok(())
+    }
+
+    /// Applies a broadcast record to every unit that has not applied it yet. A record that
+    /// does not decode goes to the DLQ once: from the instance holding unit 0.
+    fn broadcast<'u>(
+        &mut self,
+        units: impl Iterator<Item = &'u mut Unit>,
+        key: &str,
+        payload: &[u8],
+        source: (&str, i32, i64),
+        stats: &BrokerStats,
+    ) -> Result<(), BrokerError> {
+        let decoded = decode_input(payload);
+        let (topic, partition, offset) = source;
+        for unit in units {
+            if !unit.wants(topic, partition, offset) {
+                continue;
+            }
+            match &decoded {
+                Ok(event) => self.apply(unit, event.clone(), source, stats)?,
+                Err(e) if unit.partition == 0 => {
+                    self.dead_letter(key, payload, e, source, stats)?
+                }
+                Err(_) => {}
+            }
+            unit.applied_broadcast(topic, partition, offset);
+        }
+        Ok(())
+    }
+
+    /// Ends a unit's part of the batch: its open journal chunks and, if they moved, its
+    /// broadcast positions, to its journal partition.
+    fn finish(&mut self, unit: &mut Unit) -> Result<(), BrokerError> {
+        let mut records = unit.chunks.drain();
+        if std::mem::take(&mut unit.moved) {
+            records.push((
+                "positions".to_owned(),
+                JournalChunks::positions(unit.input_seq, &unit.broadcast),
+            ));
+        }
+        for (key, payload) in records {
+            send(
+                self.producer,
+                BaseRecord::to(&self.topics.journal)
+                    .key(key.as_str())
+                    .partition(unit.partition)
+                    .payload(&payload[..]),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The consumer of the broadcast topics (telemetry, control): every partition, outside the
+/// consumer group (each unit keeps its own positions), from their current end — a unit
+/// catches up on older records when it is loaded.
+fn broadcast_consumer(cfg: &KafkaConfig, topics: &Topics) -> Result<BaseConsumer, BrokerError> {
+    let consumer: BaseConsumer = consumer_config(cfg)
+        .remove("group.instance.id")
+        .set("group.id", format!("{}-broadcast", cfg.group_id))
+        .create()
+        .map_err(kafka("broadcast consumer"))?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in [&topics.telemetry, &topics.control] {
+        for p in 0..partition_count(cfg, topic)? {
+            let (_, high) = watermarks(&consumer, topic, p)?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(high))
+                .map_err(kafka("broadcast assign"))?;
+        }
+    }
+    consumer.assign(&tpl).map_err(kafka("broadcast assign"))?;
+    Ok(consumer)
+}
+
+/// The number of units: the requests topic's partitions, which the completions topic must
+/// match (a lane's requests and completions meet in one unit) and the journal topic must
+/// cover (one journal partition per unit).
+fn unit_count(cfg: &KafkaConfig, topics: &Topics) -> Result<i32, BrokerError> {
+    let requests = partition_count(cfg, &topics.requests)?;
+    let completions = partition_count(cfg, &topics.completions)?;
+    let journal = partition_count(cfg, &topics.journal)?;
+    if requests != completions || journal < requests {
+        return Err(BrokerError::Partitions(format!(
+            "{} has {requests} partitions, {} {completions} and {} {journal}: the completions \
+             topic needs as many partitions as the requests topic, the journal at least as many",
+            topics.requests, topics.completions, topics.journal
+        )));
+    }
+    Ok(requests)
+}
+
+/// Polls both consumers for a batch: whatever is already there, up to `batch_max`, waiting
+/// for more only until `batch_wait_ms` after the first message (or up to 100 ms when idle,
+/// so the loop can look at its stop flag, commits and views). Stops early when the group
+/// rebalances, so the loop acts on it before it processes anything.
+fn collect<'c>(
+    cfg: &KafkaConfig,
+    group: &'c BaseConsumer<GroupContext>,
+    bcast: &'c BaseConsumer,
+    msgs: &mut Vec<BorrowedMessage<'c>>,
+    bmsgs: &mut Vec<BorrowedMessage<'c>>,
+) -> Result<(), BrokerError> {
+    let began = Instant::now();
+    let wait = Duration::from_millis(cfg.batch_wait_ms);
+    let mut first: Option<Instant> = None;
+    loop {
+        let mut got = false;
+        while msgs.len() + bmsgs.len() < cfg.batch_max {
+            let Some(m) = group.poll(Duration::ZERO) else {
+                break;
+            };
+            msgs.push(m.map_err(kafka("consume"))?);
+            got = true;
+        }
+        while msgs.len() + bmsgs.len() < cfg.batch_max {
+            let Some(m) = bcast.poll(Duration::ZERO) else {
+                break;
+            };
+            bmsgs.push(m.map_err(kafka("consume broadcast"))?);
+            got = true;
+        }
+        if got {
+            first.get_or_insert_with(Instant::now);
+        }
+        if msgs.len() + bmsgs.len() >= cfg.batch_max || group.context().pending() {
+            return Ok(());
+        }
+        // Wait on the group consumer (requests, completions: the latency path); the broadcast
+        // consumer is looked at again after each wait.
+        let left = match first {
+            Some(f) => wait.saturating_sub(f.elapsed()),
+            None => Duration::from_millis(100).saturating_sub(began.elapsed()),
+        };
+        if left.is_zero() {
+            return Ok(());
+        }
+        let step = if first.is_some() { 1 } else { 10 };
+        if let Some(m) = group.poll(left.min(Duration::from_millis(step))) {
+            msgs.push(m.map_err(kafka("consume"))?);
+            first.get_or_insert_with(Instant::now);
+        }
+    }
+}
+
 /// [`run_broker`], reporting commits, snapshots and state views to `sink`.
 pub fn run_broker_with(
     cfg: &KafkaConfig,
@@ -1086,16 +1384,10 @@ pub fn run_broker_with(
     if cfg.create_topics {
         ensure_topics(cfg, &topics)?;
     }
-    let topics_at = started.elapsed();
-    let mut engine = Engine::new(cfg.engine, routing, prices);
-    let mut snapshots = Snapshots::open(cfg)?;
-    let mut input_seq = recover(cfg, &topics, &mut engine, snapshots.as_mut(), stats)?;
-    tracing::debug!(
-        topics_ms = topics_at.as_millis() as u64,
-        recovered_ms = started.elapsed().as_millis() as u64,
-        "broker: topics checked, state recovered"
-    );
-
+    let unit_n = unit_count(cfg, &topics)?;
+    let snapshot_partitions = partition_count(cfg, &topics.snapshots)?;
+    let system = ActorSystem::new();
+    let snapshots = Snapshots::open(cfg)?;
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
     let producer: ThreadedProducer<Delivery> = producer_config(cfg)
         .create_with_context(Delivery::tracking(&topics.journal))
@@ -1106,143 +1398,188 @@ pub fn run_broker_with(
             .init_transactions(TIMEOUT)
             .map_err(kafka("init transactions"))?;
     }
-    let consumer: BaseConsumer = consumer_config(cfg).create().map_err(kafka("consumer"))?;
-    consumer
-        .subscribe(&topics.inputs())
+    let bcast = broadcast_consumer(cfg, &topics)?;
+    let group: BaseConsumer<GroupContext> = consumer_config(cfg)
+        .create_with_context(GroupContext::default())
+        .map_err(kafka("consumer"))?;
+    group
+        .subscribe(&[&topics.requests, &topics.completions])
         .map_err(kafka("subscribe"))?;
-    // A replayed tail is snapshotted at once, so the next start need not replay it again.
-    if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        sink.snapshot_written(s.save(&engine, input_seq, &producer, stats)?);
-    }
-    stats.ready.store(true, Ordering::Relaxed);
-    sink.ready();
+    tracing::debug!(
+        units = unit_n,
+        clients_ms = started.elapsed().as_millis() as u64,
+        "broker: topics checked, clients started"
+    );
 
-    let mut out = Output::with_journal();
-    let mut buf = Vec::with_capacity(512);
-    let mut chunks = JournalChunks::default();
-    let wait = Duration::from_millis(cfg.batch_wait_ms);
-    let mut decided = Vec::new();
+    let mut units: BTreeMap<i32, Unit> = BTreeMap::new();
+    let mut ready = false;
     let mut unacked = Unacked::new(Duration::from_millis(cfg.commit_interval_ms));
     let mut probed: Option<Instant> = None;
+    let mut out = BatchOut {
+        producer: &producer,
+        topics: &topics,
+        out: Output::with_journal(),
+        buf: Vec::with_capacity(512),
+        decided: Vec::new(),
+        dlq: 0,
+    };
     while !stop.load(Ordering::Relaxed) {
-        unacked.commit_due(&producer, &consumer)?;
-        if sink.view_due() {
-            sink.view(engine.view()?, input_lag(&consumer));
+        unacked.commit_due(&producer, &group)?;
+        if ready && sink.view_due() {
+            let views = units
+                .values()
+                .map(|u| u.engine.view())
+                .collect::<Result<Vec<_>, _>>()?;
+            sink.view(RouterView::merge(views), input_lag(&group));
             // A consumer waits out an outage silently: ask the cluster itself (a local round
             // trip normally; during an outage this blocks up to 500 ms every few seconds, when
             // nothing can be processed anyway).
             if probed.is_none_or(|t| t.elapsed() >= REACHABILITY_EVERY) {
                 probed = Some(Instant::now());
-                let ok = consumer
+                let ok = group
                     .fetch_metadata(Some(&topics.requests), Duration::from_millis(500))
                     .is_ok_and(|m| !m.brokers().is_empty());
                 sink.kafka_reachable(ok);
             }
         }
-        let Some(first) = consumer.poll(Duration::from_millis(100)) else {
+        let (mut msgs, mut bmsgs) = (Vec::new(), Vec::new());
+        collect(cfg, &group, &bcast, &mut msgs, &mut bmsgs)?;
+        // Messages of a partition revoked while they were polled are not ours to process:
+        // the partition's next owner (maybe this instance again) reads them from the
+        // committed offset.
+        let changes = group.context().take();
+        if !changes.revoked.is_empty() {
+            msgs.retain(|m| {
+                !changes
+                    .revoked
+                    .iter()
+                    .any(|(t, p)| t == m.topic() && *p == m.partition())
+            });
+        }
+        if changes.assigned.is_none() && msgs.is_empty() && bmsgs.is_empty() {
             continue;
-        };
-        let started = Instant::now();
+        }
+        let began = Instant::now();
+        // Units not assigned to this instance any more are dropped; their state is
+        // committed, so they are snapshotted first (their next owner restores from it).
+        let wanted: Option<std::collections::BTreeSet<i32>> = changes
+            .assigned
+            .as_ref()
+            .map(|a| a.iter().map(|(_, p)| *p).collect());
+        if let Some(wanted) = &wanted {
+            let gone: Vec<i32> = units
+                .keys()
+                .copied()
+                .filter(|p| !wanted.contains(p))
+                .collect();
+            for p in gone {
+                let mut unit = units.remove(&p).expect("listed above");
+                if let Some(s) = snapshots
+                    .as_ref()
+                    .filter(|_| unit.input_seq > unit.snap.last_seq)
+                {
+                    // At-least-once: the unit's acknowledged state only.
+                    unacked.commit_all(&producer, &group)?;
+                    sink.snapshot_written(s.save(
+                        &mut unit,
+                        &producer,
+                        snapshot_partitions,
+                        stats,
+                    )?);
+                }
+                tracing::info!(unit = p, "broker: unit handed over");
+            }
+        }
         if exactly_once {
             producer
                 .begin_transaction()
                 .map_err(kafka("begin transaction"))?;
         }
-        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let mut next = Some(first);
-        let mut n = 0;
-        let mut dlq = 0;
-        while let Some(polled) = next.take() {
-            let m = polled.map_err(kafka("consume"))?;
-            n += 1;
-            offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
-            let payload = m.payload().unwrap_or_default();
-            match decode_input(payload) {
-                Ok(event) => {
-                    input_seq += 1;
-                    stats.inputs.fetch_add(1, Ordering::Relaxed);
-                    engine.apply(event, &mut out)?;
-                    for entry in out.journal.drain(..) {
-                        let rec = JournalRecord { input_seq, entry };
-                        if let Some((key, payload)) = chunks.push(&rec) {
-                            send(
-                                &producer,
-                                BaseRecord::to(&topics.journal)
-                                    .key(key.as_str())
-                                    .payload(&payload[..]),
-                            )?;
-                        }
-                    }
-                    for mut d in out.decisions.drain(..) {
-                        d.source = Some(Source {
-                            topic: m.topic().to_owned(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                        });
-                        buf.clear();
-                        encode_decision_into(&d, &mut buf);
-                        send(
-                            &producer,
-                            BaseRecord::to(&topics.decisions)
-                                .key(&*d.lane)
-                                .payload(&buf[..]),
-                        )?;
-                        stats.decisions.fetch_add(1, Ordering::Relaxed);
-                        decided.push(d);
-                    }
-                    out.clear();
+        out.dlq = 0;
+        if let Some(wanted) = &wanted {
+            // New units: restored from what was committed, then caught up on the broadcast
+            // records they have not applied (journaled in this transaction).
+            let mut loaded = Vec::new();
+            for &p in wanted.iter().filter(|p| !units.contains_key(p)) {
+                let engine = new_engine(&system, cfg, &routing, &prices);
+                let unit = load_unit(
+                    cfg,
+                    &topics,
+                    p,
+                    engine,
+                    snapshots.as_ref(),
+                    snapshot_partitions,
+                    stats,
+                )?;
+                loaded.push(unit);
+            }
+            if !loaded.is_empty() {
+                for (topic, partition, offset, payload) in
+                    catch_up_reads(cfg, &topics, loaded.iter())?
+                {
+                    out.broadcast(
+                        loaded.iter_mut(),
+                        "",
+                        &payload,
+                        (&topic, partition, offset),
+                        stats,
+                    )?;
                 }
-                Err(e) => {
-                    let source = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
-                    let reason = e.to_string();
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: "zumik.error",
-                            value: Some(reason.as_str()),
-                        })
-                        .insert(Header {
-                            key: "zumik.error_code",
-                            value: Some(e.code()),
-                        })
-                        .insert(Header {
-                            key: "zumik.source",
-                            value: Some(source.as_str()),
-                        });
+                for unit in loaded {
+                    tracing::info!(
+                        unit = unit.partition,
+                        input_seq = unit.input_seq,
+                        "broker: unit loaded"
+                    );
+                    units.insert(unit.partition, unit);
+                }
+            }
+        }
+        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let n = msgs.len() + bmsgs.len();
+        for m in &bmsgs {
+            stats.inputs.fetch_add(1, Ordering::Relaxed);
+            let key = m
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .unwrap_or("");
+            out.broadcast(
+                units.values_mut(),
+                key,
+                m.payload().unwrap_or_default(),
+                (m.topic(), m.partition(), m.offset()),
+                stats,
+            )?;
+        }
+        for m in &msgs {
+            offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            let source = (m.topic(), m.partition(), m.offset());
+            let payload = m.payload().unwrap_or_default();
+            match (decode_input(payload), units.get_mut(&m.partition())) {
+                (Ok(event), Some(unit)) => {
+                    stats.inputs.fetch_add(1, Ordering::Relaxed);
+                    out.apply(unit, event, source, stats)?;
+                }
+                (Err(e), _) => {
                     let key = m
                         .key()
                         .and_then(|k| std::str::from_utf8(k).ok())
                         .unwrap_or("");
-                    send(
-                        &producer,
-                        BaseRecord::to(&topics.dlq)
-                            .key(key)
-                            .payload(payload)
-                            .headers(headers),
-                    )?;
-                    stats.dlq.fetch_add(1, Ordering::Relaxed);
-                    dlq += 1;
+                    out.dead_letter(key, payload, &e, source, stats)?;
+                }
+                (Ok(_), None) => {
+                    return Err(BrokerError::Partitions(format!(
+                        "a message of {}/{} arrived for unit {} which this instance does not \
+                         hold (of {unit_n})",
+                        m.topic(),
+                        m.partition(),
+                        m.partition()
+                    )))
                 }
             }
-            // The batch takes whatever input is already here, up to `batch_max`; it waits for
-            // more only until `batch_wait_ms` after its first input. (Bounding the batch by time
-            // spent *processing* would shrink batches to what fits in the window and make the
-            // per-batch commit the limit.)
-            if n < cfg.batch_max {
-                next = consumer.poll(Duration::ZERO).or_else(|| {
-                    wait.checked_sub(started.elapsed())
-                        .filter(|left| !left.is_zero())
-                        .and_then(|left| consumer.poll(left))
-                });
-            }
         }
-        // The batch's journal, one message per key and kind, in the same transaction.
-        for (key, payload) in chunks.drain() {
-            send(
-                &producer,
-                BaseRecord::to(&topics.journal)
-                    .key(key.as_str())
-                    .payload(&payload[..]),
-            )?;
+        for unit in units.values_mut() {
+            out.finish(unit)?;
         }
         let committing = Instant::now();
         let mut tpl = TopicPartitionList::new();
@@ -1251,43 +1588,55 @@ pub fn run_broker_with(
                 .map_err(kafka("offsets"))?;
         }
         if exactly_once {
-            let group = consumer.group_metadata().ok_or(BrokerError::Kafka {
-                what: "group metadata",
-                source: KafkaError::Subscription("no consumer group metadata".into()),
-            })?;
-            producer
-                .send_offsets_to_transaction(&tpl, &group, TIMEOUT)
-                .map_err(kafka("send offsets"))?;
+            if tpl.count() > 0 {
+                let meta = group.group_metadata().ok_or(BrokerError::Kafka {
+                    what: "group metadata",
+                    source: KafkaError::Subscription("no consumer group metadata".into()),
+                })?;
+                producer
+                    .send_offsets_to_transaction(&tpl, &meta, TIMEOUT)
+                    .map_err(kafka("send offsets"))?;
+            }
             commit_transaction(&producer, TIMEOUT).map_err(kafka("commit transaction"))?;
-        } else {
+        } else if tpl.count() > 0 {
             // At-least-once does not wait for the acknowledgements: the offsets are committed
             // once every output record sent before them is acknowledged (checked each round).
             unacked.push(producer.context().sent.load(Ordering::Acquire), tpl);
-            unacked.commit_due(&producer, &consumer)?;
+            unacked.commit_due(&producer, &group)?;
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
         sink.committed(CommittedBatch {
-            decisions: std::mem::take(&mut decided),
-            inputs: n as u64 - dlq,
-            dlq,
-            took: started.elapsed(),
+            decisions: std::mem::take(&mut out.decided),
+            inputs: n as u64 - out.dlq,
+            dlq: out.dlq,
+            took: began.elapsed(),
             commit: committing.elapsed(),
         });
-        if let Some(s) = snapshots.as_mut().filter(|s| s.due(input_seq)) {
-            // A snapshot reflects only acknowledged outputs and committed offsets.
-            unacked.commit_all(&producer, &consumer)?;
-            sink.snapshot_written(s.save(&engine, input_seq, &producer, stats)?);
+        if !ready && wanted.is_some() {
+            ready = true;
+            stats.ready.store(true, Ordering::Relaxed);
+            sink.ready();
+            tracing::debug!(
+                units = units.len(),
+                ready_ms = started.elapsed().as_millis() as u64,
+                "broker: units loaded, consuming"
+            );
+        }
+        if let Some(s) = &snapshots {
+            for unit in units.values_mut().filter(|u| s.due(u)) {
+                // A snapshot reflects only acknowledged outputs and committed offsets.
+                unacked.commit_all(&producer, &group)?;
+                sink.snapshot_written(s.save(unit, &producer, snapshot_partitions, stats)?);
+            }
         }
     }
     // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
-    unacked.commit_all(&producer, &consumer)?;
-    if let Some(s) = snapshots.as_mut().filter(|s| input_seq > s.last_seq) {
-        sink.snapshot_written(s.save(&engine, input_seq, &producer, stats)?);
-    }
+    unacked.commit_all(&producer, &group)?;
     if let Some(s) = &snapshots {
-        if let Err(e) = s.publisher.flush(TIMEOUT) {
-            tracing::warn!("the last snapshot may not be published: {e}");
+        for unit in units.values_mut().filter(|u| u.input_seq > u.snap.last_seq) {
+            sink.snapshot_written(s.save(unit, &producer, snapshot_partitions, stats)?);
         }
+        s.flush();
     }
     Ok(())
 }
