@@ -519,6 +519,11 @@ const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// `zumik serve` as a child process with `cfg` (environment overrides, no config file).
 fn spawn_serve(cfg: &KafkaConfig) -> std::process::Child {
+    spawn_serve_logging_to(cfg, log_file(cfg))
+}
+
+/// [`spawn_serve`] with its stderr appended to `log`.
+fn spawn_serve_logging_to(cfg: &KafkaConfig, log: std::fs::File) -> std::process::Child {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zumik"));
     cmd.arg("serve")
         .env("ZUMIK_KAFKA__BROKERS", &cfg.brokers)
@@ -535,8 +540,12 @@ fn spawn_serve(cfg: &KafkaConfig) -> std::process::Child {
         .env("ZUMIK_API__LISTEN", "127.0.0.1:0")
         .env("ZUMIK_API__ADMIN_TOKEN", ADMIN_TOKEN)
         .env("ZUMIK_API__VIEW_INTERVAL_MS", "50")
+        .env(
+            "ZUMIK_KAFKA__SESSION_TIMEOUT_MS",
+            cfg.session_timeout_ms.to_string(),
+        )
         .stdout(std::process::Stdio::null())
-        .stderr(log_file(cfg));
+        .stderr(log);
     if let Some(d) = &cfg.snapshot_dir {
         cmd.env("ZUMIK_KAFKA__SNAPSHOT_DIR", d);
     }
@@ -615,6 +624,110 @@ fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_instances_share_the_units_and_the_survivor_of_a_kill_9_takes_them_over() {
+    let dir = std::env::temp_dir().join(format!("zumik-scale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = KafkaConfig {
+        partitions: 4,
+        snapshot_every_inputs: 200,
+        // Kafka's smallest by default: the killed instance's units move after 6 s.
+        session_timeout_ms: 6_000,
+        ..config("scale")
+    };
+    let topics = Topics::new(&cfg.topic_prefix);
+    let (setup, requests) = workload(8_000);
+    // Two instances of one group: each its own transactional id and snapshot store.
+    let instance = |name: &str| KafkaConfig {
+        transactional_id: format!("{}-{name}", cfg.transactional_id),
+        snapshot_dir: Some(dir.join(name)),
+        ..cfg.clone()
+    };
+    let (a_cfg, b_cfg) = (instance("a"), instance("b"));
+    let log_of = |name: &str| std::env::temp_dir().join(format!("{}{name}.log", cfg.topic_prefix));
+    let spawn = |c: &KafkaConfig, name: &str| {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_of(name))
+            .unwrap();
+        spawn_serve_logging_to(c, log)
+    };
+    let log = |name: &str| std::fs::read_to_string(log_of(name)).unwrap_or_default();
+
+    // A alone holds the four units; setup events reach each of them, one event at a time.
+    let mut a = spawn(&a_cfg, "a");
+    wait_for("A to load its units", || {
+        log("a").matches("restored from").count() == 4
+    });
+    for (i, e) in setup.iter().enumerate() {
+        produce(&cfg, std::slice::from_ref(e));
+        wait_for("a setup event to be journaled by every unit", || {
+            read_journal(&cfg, &topics)
+                .unwrap()
+                .iter()
+                .filter(|r| matches!(r.entry, JournalEntry::Input(_)))
+                .count()
+                >= (i + 1) * 4
+        });
+    }
+    // B joins: the group splits the units between them (A hands some over, B restores them).
+    let mut b = spawn(&b_cfg, "b");
+    wait_for("B to take units from A", || {
+        log("b").contains("restored from") && log("a").contains("handed over")
+    });
+    // Requests flow (~1 000/s) to both; B is killed once it has worked for a while.
+    let feeder = {
+        let (cfg, requests) = (cfg.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for slice in requests.chunks(100) {
+                produce(&cfg, slice);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    wait_for("B to commit a batch", || {
+        log("b").contains("first batch committed")
+    });
+    std::thread::sleep(Duration::from_millis(2_500));
+    b.kill().expect("SIGKILL");
+    b.wait().unwrap();
+    let a_before = log("a").matches("restored from").count();
+    // A takes B's units over from what B published (B's store is gone with it here).
+    wait_for("A to take over B's units", || {
+        log("a").matches("restored from").count() > a_before
+    });
+    feeder.join().unwrap();
+    let got = by_request(decisions(&cfg, requests.len()));
+    a.kill().ok();
+    a.wait().ok();
+    let (a_log, b_log) = (log("a"), log("b"));
+    let taken_over = &a_log[a_log
+        .match_indices("restored from")
+        .nth(a_before)
+        .unwrap()
+        .0..];
+    assert!(
+        taken_over.contains("restored from snapshots topic"),
+        "the survivor restored a moved unit from zumik.snapshots:\n{a_log}"
+    );
+    assert!(b_log.contains("restored from"), "B held units:\n{b_log}");
+    assert_eq!(got.len(), requests.len(), "none lost, none duplicated");
+    let want = by_request(offline(&[setup, requests.clone()].concat()));
+    for (id, w) in &want {
+        assert_eq!(
+            got.get(id),
+            Some(w),
+            "decision for {id} across the handovers"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("ZUMIK_TEST_KEEP_LOGS").is_none() {
+        let _ = std::fs::remove_file(log_of("a"));
+        let _ = std::fs::remove_file(log_of("b"));
+    }
 }
 
 /// `scripts/kafka` with these arguments; its stdout (the `VAR=value` lines).

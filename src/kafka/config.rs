@@ -78,6 +78,16 @@ pub struct KafkaConfig {
     pub snapshot_every_inputs: u64,
     /// …or after the first batch this long after the last one, ms. Default 5 000.
     pub snapshot_interval_ms: u64,
+    /// How long the consumer group waits for an instance that stopped answering before its
+    /// partitions (units) move to the others, ms (`session.timeout.ms`; Kafka allows 6 000 to
+    /// 300 000 by default). A restarted instance takes its units back at once (static
+    /// membership). Default 10 000.
+    pub session_timeout_ms: u64,
+    /// How long a transaction may stay open, ms (`transaction.timeout.ms`): after a crash the
+    /// instance's open transaction holds back `read_committed` readers of its partitions —
+    /// the units' next owner among them — until Kafka aborts it this long after it began (or
+    /// the instance restarts and fences it). Default 10 000.
+    pub transaction_timeout_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -98,6 +108,8 @@ impl Default for KafkaConfig {
             snapshot_dir: None,
             snapshot_every_inputs: 20_000,
             snapshot_interval_ms: 5_000,
+            session_timeout_ms: 10_000,
+            transaction_timeout_ms: 10_000,
         }
     }
 }
@@ -129,6 +141,12 @@ impl KafkaConfig {
             .is_some_and(|d| d.as_os_str().is_empty())
         {
             return Err(bad("kafka.snapshot_dir", "must not be empty"));
+        }
+        if self.session_timeout_ms < 1_000 {
+            return Err(bad("kafka.session_timeout_ms", "must be at least 1000"));
+        }
+        if self.transaction_timeout_ms < 1_000 {
+            return Err(bad("kafka.transaction_timeout_ms", "must be at least 1000"));
         }
         if self.group_id.is_empty() || self.transactional_id.is_empty() {
             return Err(bad(

@@ -100,6 +100,7 @@ pub(super) fn load_unit(
         snap: SnapState::default(),
     };
     let mut start = 0;
+    let mut from = "no snapshot";
     if let Some(s) = snapshots {
         let local = s.local(partition)?;
         let published = published_snapshot(
@@ -115,9 +116,12 @@ pub(super) fn load_unit(
             (None, p) => p,
         };
         if let Some(snap) = newest {
-            if local_seq != Some(snap.position.input_seq) {
+            from = if local_seq == Some(snap.position.input_seq) {
+                "local snapshot"
+            } else {
                 stats.from_topic.store(true, Ordering::Relaxed);
-            }
+                "snapshots topic"
+            };
             unit.engine.restore(&snap.state)?;
             unit.input_seq = snap.position.input_seq;
             unit.broadcast = snap.position.broadcast;
@@ -194,13 +198,14 @@ pub(super) fn load_unit(
     }
     stats.recovered.fetch_add(n, Ordering::Relaxed);
     stats.journal_read.fetch_add(inputs_read, Ordering::Relaxed);
-    tracing::debug!(
+    tracing::info!(
         unit = partition,
+        from,
+        snapshot_seq = unit.input_seq - n,
+        replayed = n,
         snapshot_ms = snapshot_at.as_millis() as u64,
         journal_ms = (began.elapsed() - snapshot_at).as_millis() as u64,
-        journal_records = read,
-        replayed = n,
-        "broker: unit recovered"
+        "broker: unit {partition} restored from {from} and {n} journaled inputs"
     );
     Ok(unit)
 }

@@ -6,13 +6,18 @@
 //! input offsets (`send_offsets_to_transaction`), so a crash either loses the whole batch (it is
 //! consumed again) or none of it. At-least-once: outputs flushed, then offsets committed.
 //!
-//! Recovery: every applied input is journaled (`JournalEntry::Input`) with a global sequence
-//! number in the same transaction as its outputs, so on start the router is rebuilt by applying
-//! the journaled inputs in sequence order, and consumption resumes at the committed offsets:
-//! the state is exactly the state after the last committed batch. RocksDB snapshots (also
-//! published on the snapshots topic) bound this replay to the journal written after them.
-//! The loop assumes one instance: scale-out with per-partition state and handover between
-//! instances is not built yet.
+//! State is split into per-partition units (`super::units`): unit `p` decides the requests and
+//! completions of input partition `p` and applies every telemetry and control record. Several
+//! instances in one consumer group share the units; the loop loads, keeps and drops units as
+//! the group's assignment changes, between batches (a batch is polled first and applied after,
+//! so a rebalance never lands in the middle of a transaction's work).
+//!
+//! Recovery: every input a unit applies is journaled (`JournalEntry::Input`, on the unit's
+//! journal partition) with the unit's sequence number in the same transaction as its outputs,
+//! so a unit is rebuilt by applying its journaled inputs in sequence order, and consumption
+//! resumes at the committed offsets: the state is exactly the state after the last committed
+//! batch. RocksDB snapshots (also published on the snapshots topic) bound this replay to the
+//! journal written after them.
 //!
 //! Blocking calls only, on the caller's thread: never run this on an async executor. The actors'
 //! actix system belongs to this thread and runs only inside `Engine` calls, between the Kafka
@@ -1097,8 +1102,10 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
         // still share requests, as they are queued together).
         .set("linger.ms", if exactly_once { "1" } else { "0" });
     if exactly_once {
-        c.set("transactional.id", &cfg.transactional_id)
-            .set("transaction.timeout.ms", "60000");
+        c.set("transactional.id", &cfg.transactional_id).set(
+            "transaction.timeout.ms",
+            cfg.transaction_timeout_ms.to_string(),
+        );
     }
     c
 }
@@ -1114,7 +1121,10 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("isolation.level", "read_committed")
         // Short fetch waits: at-least-once is the low-latency mode.
         .set("fetch.wait.max.ms", if exactly_once { "100" } else { "5" })
+        // Range: partition p of the requests and of the completions topic go to the same
+        // member (equal partition counts), so a unit's inputs meet in one instance.
         .set("partition.assignment.strategy", "range")
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
         // Static membership: a restarted instance (same transactional id) takes its partitions
         // back at once instead of waiting out the dead member's session.
         .set("group.instance.id", &cfg.transactional_id);
@@ -1487,7 +1497,7 @@ pub fn run_broker_with(
                         stats,
                     )?);
                 }
-                tracing::info!(unit = p, "broker: unit handed over");
+                tracing::info!(unit = p, "broker: unit {p} handed over");
             }
         }
         if exactly_once {
@@ -1526,11 +1536,6 @@ pub fn run_broker_with(
                     )?;
                 }
                 for unit in loaded {
-                    tracing::info!(
-                        unit = unit.partition,
-                        input_seq = unit.input_seq,
-                        "broker: unit loaded"
-                    );
                     units.insert(unit.partition, unit);
                 }
             }
@@ -1604,7 +1609,9 @@ pub fn run_broker_with(
             unacked.push(producer.context().sent.load(Ordering::Acquire), tpl);
             unacked.commit_due(&producer, &group)?;
         }
-        stats.batches.fetch_add(1, Ordering::Relaxed);
+        if n > 0 {
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+        }
         sink.committed(CommittedBatch {
             decisions: std::mem::take(&mut out.decided),
             inputs: n as u64 - out.dlq,
