@@ -24,27 +24,35 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
 
-use super::config::KafkaConfig;
+use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::Topics;
 use super::worker::{
-    published_snapshot, scan_topic, scan_topic_at, BrokerError, BrokerStats, JournalChunks,
-    JournalRecord, Scan, SnapState, Snapshots,
+    published_snapshot, scan_topic, scan_topic_keyed, BrokerError, BrokerStats, Delivery,
+    JournalChunks, JournalRecord, Scan, SnapState, Snapshots, Unacked,
 };
 use crate::actors::{ActorSystem, Engine};
 use crate::core::{Output, PriceTable, RoutingConfig};
+use crate::events::codec::decode_input;
 use crate::events::InputEvent;
 
 /// Per broadcast partition `(topic, partition)`: the offset of the first record not applied.
 pub type Positions = BTreeMap<(String, i32), i64>;
 
-/// A broadcast record read for a catch-up: topic, partition, offset, payload.
-pub type BroadcastRecord = (String, i32, i64, Vec<u8>);
+/// A broadcast record read for a catch-up.
+#[derive(Debug, Clone)]
+pub struct BroadcastRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
 
 /// One input partition's deciders and where they stand.
 pub struct Unit {
@@ -211,15 +219,17 @@ pub(super) fn load_unit(
 }
 
 /// The broadcast records (telemetry and control) that `units` have not applied yet, from the
-/// lowest position any of them needs up to each partition's end now, in topic, partition and
-/// offset order, as `(topic, partition, offset, payload)`. Records the broadcast consumer
-/// delivers again later are skipped by position ([`Unit::wants`]).
+/// lowest position any of them needs up to each partition's end now. Each partition's records
+/// keep their order; partitions are merged by event time (the earliest head first), so a
+/// cluster's registration comes before its heartbeats as it did live. Records the broadcast
+/// consumer delivers again later are skipped by position ([`Unit::wants`]).
 pub(super) fn catch_up_reads<'a>(
     cfg: &KafkaConfig,
     topics: &Topics,
     units: impl Iterator<Item = &'a Unit> + Clone,
 ) -> Result<Vec<BroadcastRecord>, BrokerError> {
-    let mut all = Vec::new();
+    // Per partition: (event time, record), in offset order.
+    let mut lanes: Vec<std::collections::VecDeque<(i64, BroadcastRecord)>> = Vec::new();
     for topic in [&topics.telemetry, &topics.control] {
         // Per partition, the lowest next offset over the units; a partition some unit has
         // never read is read from its start.
@@ -247,70 +257,119 @@ pub(super) fn catch_up_reads<'a>(
         let Some(start) = start else {
             continue;
         };
-        let records = scan_topic_at(cfg, topic, None, &start, |bytes, out| {
-            out.push((0, bytes.to_vec()));
-            Ok(())
-        })?;
-        all.extend(
-            records
-                .into_iter()
-                .map(|(_, p, o, bytes)| (topic.clone(), p, o, bytes)),
-        );
+        let mut by_partition: BTreeMap<i32, std::collections::VecDeque<_>> = BTreeMap::new();
+        for r in scan_topic_keyed(cfg, topic, &start)? {
+            // Undecodable records sort as early as possible; the DLQ takes them.
+            let ts = decode_input(&r.payload).map_or(i64::MIN, |e| e.ts().millis());
+            by_partition
+                .entry(r.partition)
+                .or_default()
+                .push_back((ts, r));
+        }
+        lanes.extend(by_partition.into_values());
     }
-    Ok(all)
+    Ok(merge_by_time(lanes))
 }
 
-/// Records the consumer group's rebalances for the broker loop (called inside `poll`).
-#[derive(Default)]
+/// Merges sequences that are each in order into one: the earliest head first (the first
+/// sequence on ties); every sequence keeps its own order.
+fn merge_by_time<T>(mut seqs: Vec<std::collections::VecDeque<(i64, T)>>) -> Vec<T> {
+    let mut all = Vec::with_capacity(seqs.iter().map(|l| l.len()).sum());
+    while let Some(next) = seqs
+        .iter_mut()
+        .filter(|l| !l.is_empty())
+        .min_by_key(|l| l.front().map(|(ts, _)| *ts))
+    {
+        all.push(next.pop_front().expect("not empty").1);
+    }
+    all
+}
+
+/// A change of the consumer group's assignment, as the consumer reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalanced {
+    /// These partitions (requests or completions) are no longer ours.
+    Revoked(Vec<i32>),
+    /// The new assignment (eager protocol: all of it).
+    Assigned(Vec<i32>),
+}
+
+/// The group consumer's context: records rebalances in order for the broker loop (the
+/// callbacks run inside `poll`, on the broker thread), and before partitions are revoked makes
+/// at-least-once output durable and commits its acknowledged offsets, so the partitions' next
+/// owner reads a journal that holds everything their offsets say was applied.
 pub struct GroupContext {
-    events: Mutex<Rebalances>,
-}
-
-/// What happened to the assignment since the loop last looked.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Rebalances {
-    /// Partitions revoked (requests or completions), whatever came after.
-    pub revoked: Vec<(String, i32)>,
-    /// The latest assignment, if one came.
-    pub assigned: Option<Vec<(String, i32)>>,
+    events: Mutex<Vec<Rebalanced>>,
+    /// At-least-once: the batches whose offsets wait for acknowledgements.
+    pub unacked: Mutex<Unacked>,
+    /// The output producer's delivery counts (set once the producer exists).
+    pub delivery: OnceLock<Arc<Delivery>>,
+    at_least_once: bool,
 }
 
 impl GroupContext {
-    /// Whether a rebalance was recorded and not taken yet.
-    pub fn pending(&self) -> bool {
-        let ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        !ev.revoked.is_empty() || ev.assigned.is_some()
+    pub fn new(cfg: &KafkaConfig) -> Self {
+        GroupContext {
+            events: Mutex::new(Vec::new()),
+            unacked: Mutex::new(Unacked::new(Duration::from_millis(cfg.commit_interval_ms))),
+            delivery: OnceLock::new(),
+            at_least_once: cfg.mode == DeliveryMode::AtLeastOnce,
+        }
     }
 
-    /// Takes what was recorded.
-    pub fn take(&self) -> Rebalances {
+    /// Whether a rebalance was recorded and not taken yet.
+    pub fn pending(&self) -> bool {
+        !self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Takes what was recorded, oldest first.
+    pub fn take(&self) -> Vec<Rebalanced> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    fn record(&self, event: Rebalanced) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+    }
+}
+
+/// The partitions of a rebalance's list (requests and completions share their numbers).
+fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    let mut ps: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    ps.sort_unstable();
+    ps.dedup();
+    ps
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
-            ev.revoked.extend(
-                tpl.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition())),
-            );
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        // Exactly-once has nothing in flight here (each batch commits before the next poll).
+        if self.at_least_once {
+            if let Some(delivery) = self.delivery.get() {
+                let mut unacked = self.unacked.lock().unwrap_or_else(|e| e.into_inner());
+                let durable = delivery.wait_reported(Duration::from_secs(30));
+                if let Err(e) = unacked.commit_all(delivery, consumer).map(|_| durable) {
+                    tracing::warn!("offsets not committed before a rebalance: {e}");
+                }
+            }
         }
+        self.record(Rebalanced::Revoked(partitions(tpl)));
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
-            ev.assigned = Some(
-                tpl.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect(),
-            );
+            self.record(Rebalanced::Assigned(partitions(tpl)));
         }
     }
 }
@@ -323,4 +382,21 @@ pub(super) fn new_engine(
     prices: &Arc<PriceTable>,
 ) -> Engine {
     Engine::on(system, cfg.engine, routing.clone(), prices.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catch_up_merges_partitions_by_event_time_and_keeps_each_partitions_order() {
+        let seq = |xs: &[(i64, &'static str)]| xs.iter().copied().collect();
+        // Control (a registration at 10) and telemetry (heartbeats at 5, 11, 3: a late one).
+        let merged = merge_by_time(vec![
+            seq(&[(5, "hb1"), (11, "hb2"), (3, "hb3-late")]),
+            seq(&[(10, "registered")]),
+        ]);
+        assert_eq!(merged, ["hb1", "registered", "hb2", "hb3-late"]);
+        assert!(merge_by_time::<()>(Vec::new()).is_empty());
+    }
 }

@@ -40,7 +40,10 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::{ensure_topics, TopicError, Topics};
-use super::units::{catch_up_reads, load_unit, new_engine, GroupContext, Positions, Unit};
+use super::units::{
+    catch_up_reads, load_unit, new_engine, BroadcastRecord, GroupContext, Positions, Rebalanced,
+    Unit,
+};
 use crate::actors::{ActorGone, ActorSystem};
 use crate::core::router::{JournalEntry, SnapshotError};
 use crate::core::view::RouterView;
@@ -403,7 +406,7 @@ impl Delivery {
             .clone()
     }
     /// Waits until every record sent so far has its delivery report; `false` on timeout.
-    fn wait_reported(&self, timeout: Duration) -> bool {
+    pub fn wait_reported(&self, timeout: Duration) -> bool {
         let want = self.sent.load(Ordering::Acquire);
         let reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
         let (reported, _) = self
@@ -484,8 +487,9 @@ pub fn send(
 }
 
 /// At-least-once: the batches whose offsets wait for their output records' acknowledgements,
-/// and when their offsets were last committed.
-struct Unacked {
+/// and when their offsets were last committed. Kept in the consumer's [`GroupContext`], whose
+/// revoke callback commits them before partitions move.
+pub struct Unacked {
     /// (records sent when the batch ended, its offsets), oldest first.
     batches: VecDeque<(u64, TopicPartitionList)>,
     every: Duration,
@@ -493,7 +497,7 @@ struct Unacked {
 }
 
 impl Unacked {
-    fn new(every: Duration) -> Self {
+    pub fn new(every: Duration) -> Self {
         Unacked {
             batches: VecDeque::new(),
             every,
@@ -510,24 +514,24 @@ impl Unacked {
     /// Commits what is acknowledged, once `every` has passed since the last commit.
     fn commit_due<C: ConsumerContext>(
         &mut self,
-        producer: &ThreadedProducer<Delivery>,
+        delivery: &Delivery,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), BrokerError> {
         if self.committed_at.elapsed() < self.every {
             return Ok(());
         }
         self.committed_at = Instant::now();
-        commit_acknowledged(producer, consumer, &mut self.batches, false)
+        commit_acknowledged(delivery, consumer, &mut self.batches, false)
     }
 
     /// Waits for every acknowledgement and commits all offsets, synchronously.
-    fn commit_all<C: ConsumerContext>(
+    pub fn commit_all<C: ConsumerContext>(
         &mut self,
-        producer: &ThreadedProducer<Delivery>,
+        delivery: &Delivery,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), BrokerError> {
         self.committed_at = Instant::now();
-        commit_acknowledged(producer, consumer, &mut self.batches, true)
+        commit_acknowledged(delivery, consumer, &mut self.batches, true)
     }
 }
 
@@ -535,7 +539,7 @@ impl Unacked {
 /// acknowledged, oldest first (`wait`: waits for all of them, synchronously). Fails if any
 /// output record failed: its batch must be consumed again, so no later offset may be committed.
 fn commit_acknowledged<C: ConsumerContext>(
-    producer: &ThreadedProducer<Delivery>,
+    ctx: &Delivery,
     consumer: &BaseConsumer<C>,
     unacked: &mut VecDeque<(u64, TopicPartitionList)>,
     wait: bool,
@@ -543,7 +547,6 @@ fn commit_acknowledged<C: ConsumerContext>(
     if unacked.is_empty() {
         return Ok(());
     }
-    let ctx = producer.context();
     if wait && !ctx.wait_reported(TIMEOUT) {
         return Err(BrokerError::Kafka {
             what: "flush",
@@ -703,22 +706,32 @@ pub(super) struct Scan<T> {
 }
 
 /// Reads a topic (committed records; `only` one partition if given) from `start` (per
-/// partition; others from the beginning)
-/// up to its end at the time of the call, keeping what `decode` returns with its sort key,
-/// sorted by `(key, partition, offset)`. Also returns the number of records kept and where the
-/// read ended on each partition.
+/// partition; others from the beginning) up to its end at the time of the call, keeping what
+/// `decode` (given each record's key and payload) returns with its sort key, sorted by
+/// `(key, partition, offset)`. Also returns the number of records kept and where the read
+/// ended on each partition.
+///
+/// The end is the log end (the high watermark of a `read_uncommitted` query), not the last
+/// stable offset: a transaction that is committed but whose markers are not written yet, or
+/// one still open, is waited for (an open one until it commits or Kafka aborts it, at most
+/// `transaction_timeout_ms`), so the read holds every record committed before the call.
 fn scan_topic_with_coordinates<T>(
     cfg: &KafkaConfig,
     topic: &str,
     only: Option<i32>,
     start: &BTreeMap<i32, i64>,
-    decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
+    decode: impl Fn(&[u8], &[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
 ) -> Result<Scan<(u64, i32, i64, T)>, BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", format!("{}-reader", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        .create()
+        .map_err(kafka("reader consumer"))?;
+    let log_ends: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("isolation.level", "read_uncommitted")
         .create()
         .map_err(kafka("reader consumer"))?;
     let meta = consumer
@@ -731,7 +744,7 @@ fn scan_topic_with_coordinates<T>(
             if only.is_some_and(|only| only != p.id()) {
                 continue;
             }
-            let (low, high) = watermarks(&consumer, topic, p.id())?;
+            let (low, high) = watermarks(&log_ends, topic, p.id())?;
             let from = start.get(&p.id()).copied().unwrap_or(low).max(low);
             if high > from {
                 tpl.add_partition_offset(topic, p.id(), Offset::Offset(from))
@@ -752,22 +765,40 @@ fn scan_topic_with_coordinates<T>(
     }
     consumer.assign(&tpl).map_err(kafka("reader assign"))?;
     let mut done = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_millis(cfg.transaction_timeout_ms) + TIMEOUT;
     // With read_committed, aborted records and transaction markers are skipped: a partition is
-    // read once the position reaches its high watermark (the last stable offset after commits).
+    // read once the position reaches its log end (every transaction in it resolved).
     while done.len() < ends.len() {
+        if Instant::now() > deadline {
+            return Err(BrokerError::Journal {
+                topic: topic.to_owned(),
+                partition: ends
+                    .keys()
+                    .find(|p| !done.contains_key(*p))
+                    .copied()
+                    .unwrap_or(-1),
+                offset: -1,
+                message: "the read did not reach the end: a transaction stayed open past \
+                          kafka.transaction_timeout_ms"
+                    .into(),
+            });
+        }
         // Short polls: the end of an exactly-once partition is a commit marker, which is never
         // delivered, so each partition is finished by the position check of an empty poll;
         // its wait is pure recovery time.
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(m)) => {
                 kept.clear();
-                decode(m.payload().unwrap_or_default(), &mut kept).map_err(|message| {
-                    BrokerError::Journal {
-                        topic: topic.to_owned(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        message,
-                    }
+                decode(
+                    m.key().unwrap_or_default(),
+                    m.payload().unwrap_or_default(),
+                    &mut kept,
+                )
+                .map_err(|message| BrokerError::Journal {
+                    topic: topic.to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    message,
                 })?;
                 read += kept.len() as u64;
                 records.extend(
@@ -805,7 +836,8 @@ fn scan_topic_with_coordinates<T>(
     })
 }
 
-/// [`scan_topic_at`]'s records without their coordinates.
+/// [`scan_topic_with_coordinates`]'s records without their coordinates, decoded from their
+/// payloads alone.
 pub(super) fn scan_topic<T>(
     cfg: &KafkaConfig,
     topic: &str,
@@ -817,7 +849,7 @@ pub(super) fn scan_topic<T>(
         records,
         kept,
         ends,
-    } = scan_topic_with_coordinates(cfg, topic, only, start, decode)?;
+    } = scan_topic_with_coordinates(cfg, topic, only, start, |_, bytes, out| decode(bytes, out))?;
     Ok(Scan {
         records: records.into_iter().map(|(_, _, _, r)| r).collect(),
         kept,
@@ -825,15 +857,31 @@ pub(super) fn scan_topic<T>(
     })
 }
 
-/// [`scan_topic_with_coordinates`]'s records only, as `(key, partition, offset, record)`.
-pub(super) fn scan_topic_at<T>(
+/// Every committed record of `topic` from `start` (per partition; others from the beginning)
+/// to its end now, with its coordinates and key, in partition and offset order.
+pub(super) fn scan_topic_keyed(
     cfg: &KafkaConfig,
     topic: &str,
-    only: Option<i32>,
     start: &BTreeMap<i32, i64>,
-    decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
-) -> Result<Vec<(u64, i32, i64, T)>, BrokerError> {
-    Ok(scan_topic_with_coordinates(cfg, topic, only, start, decode)?.records)
+) -> Result<Vec<BroadcastRecord>, BrokerError> {
+    let scan = scan_topic_with_coordinates(cfg, topic, None, start, |key, bytes, out| {
+        out.push((
+            0,
+            (String::from_utf8_lossy(key).into_owned(), bytes.to_vec()),
+        ));
+        Ok(())
+    })?;
+    Ok(scan
+        .records
+        .into_iter()
+        .map(|(_, partition, offset, (key, payload))| BroadcastRecord {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            key,
+            payload,
+        })
+        .collect())
 }
 
 /// Messages behind the high watermark on each assigned input partition, from the consumer's
@@ -1329,28 +1377,51 @@ fn unit_count(cfg: &KafkaConfig, topics: &Topics) -> Result<i32, BrokerError> {
 
 /// Polls both consumers for a batch: whatever is already there, up to `batch_max`, waiting
 /// for more only until `batch_wait_ms` after the first message (or up to 100 ms when idle,
-/// so the loop can look at its stop flag, commits and views). Stops early when the group
-/// rebalances, so the loop acts on it before it processes anything.
+/// so the loop can look at its stop flag, commits and views). Stops at the first rebalance
+/// the group consumer reports, so the loop acts on it before it applies anything; returns how
+/// many of `msgs` were polled before it (the rest came from the new assignment).
 fn collect<'c>(
     cfg: &KafkaConfig,
     group: &'c BaseConsumer<GroupContext>,
     bcast: &'c BaseConsumer,
     msgs: &mut Vec<BorrowedMessage<'c>>,
     bmsgs: &mut Vec<BorrowedMessage<'c>>,
-) -> Result<(), BrokerError> {
+) -> Result<usize, BrokerError> {
     let began = Instant::now();
     let wait = Duration::from_millis(cfg.batch_wait_ms);
     let mut first: Option<Instant> = None;
+    let full = |msgs: &Vec<_>, bmsgs: &Vec<_>| msgs.len() + bmsgs.len() >= cfg.batch_max;
+    // One poll of the group consumer; `true` once a rebalance is recorded (the message the
+    // same poll returned, if any, is from after it).
+    let poll_group = |msgs: &mut Vec<BorrowedMessage<'c>>, timeout: Duration| {
+        let polled = group.poll(timeout);
+        let rebalanced = group.context().pending();
+        let before = msgs.len();
+        let got = match polled {
+            Some(m) => {
+                msgs.push(m.map_err(kafka("consume"))?);
+                true
+            }
+            None => false,
+        };
+        Ok::<_, BrokerError>((got, rebalanced.then_some(before)))
+    };
+    if group.context().pending() {
+        return Ok(0);
+    }
     loop {
         let mut got = false;
-        while msgs.len() + bmsgs.len() < cfg.batch_max {
-            let Some(m) = group.poll(Duration::ZERO) else {
+        while !full(msgs, bmsgs) {
+            let (polled, rebalanced) = poll_group(msgs, Duration::ZERO)?;
+            if let Some(before) = rebalanced {
+                return Ok(before);
+            }
+            if !polled {
                 break;
-            };
-            msgs.push(m.map_err(kafka("consume"))?);
+            }
             got = true;
         }
-        while msgs.len() + bmsgs.len() < cfg.batch_max {
+        while !full(msgs, bmsgs) {
             let Some(m) = bcast.poll(Duration::ZERO) else {
                 break;
             };
@@ -1360,8 +1431,8 @@ fn collect<'c>(
         if got {
             first.get_or_insert_with(Instant::now);
         }
-        if msgs.len() + bmsgs.len() >= cfg.batch_max || group.context().pending() {
-            return Ok(());
+        if full(msgs, bmsgs) {
+            return Ok(msgs.len());
         }
         // Wait on the group consumer (requests, completions: the latency path); the broadcast
         // consumer is looked at again after each wait.
@@ -1370,13 +1441,176 @@ fn collect<'c>(
             None => Duration::from_millis(100).saturating_sub(began.elapsed()),
         };
         if left.is_zero() {
-            return Ok(());
+            return Ok(msgs.len());
         }
-        let step = if first.is_some() { 1 } else { 10 };
-        if let Some(m) = group.poll(left.min(Duration::from_millis(step))) {
-            msgs.push(m.map_err(kafka("consume"))?);
+        let step = Duration::from_millis(if first.is_some() { 1 } else { 10 });
+        let (polled, rebalanced) = poll_group(msgs, left.min(step))?;
+        if let Some(before) = rebalanced {
+            return Ok(before);
+        }
+        if polled {
             first.get_or_insert_with(Instant::now);
         }
+    }
+}
+
+/// The broker loop's units and what it needs to load, keep and drop them.
+struct Units<'a> {
+    cfg: &'a KafkaConfig,
+    topics: &'a Topics,
+    routing: Arc<RoutingConfig>,
+    prices: Arc<PriceTable>,
+    system: ActorSystem,
+    snapshots: Option<Snapshots>,
+    snapshot_partitions: i32,
+    /// Units this instance decides for.
+    active: BTreeMap<i32, Unit>,
+    /// Units whose partitions were revoked, until the next assignment keeps or drops them.
+    /// Nothing is applied to them meanwhile.
+    suspended: BTreeMap<i32, Unit>,
+    /// Per broadcast partition, the next offset this instance has counted as an input.
+    counted: Positions,
+}
+
+impl Units<'_> {
+    /// Counts a broadcast record as an input of this instance once, whichever unit applies it
+    /// first (live or in a catch-up).
+    fn count(&mut self, topic: &str, partition: i32, offset: i64, stats: &BrokerStats) {
+        let next = self
+            .counted
+            .entry((topic.to_owned(), partition))
+            .or_default();
+        if offset >= *next {
+            *next = offset + 1;
+            stats.inputs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Snapshots a unit this instance gives up (its state is committed: the next owner
+    /// restores from it instead of a longer journal tail).
+    fn hand_over(
+        &self,
+        mut unit: Unit,
+        producer: &ThreadedProducer<Delivery>,
+        stats: &BrokerStats,
+        sink: &mut dyn BatchSink,
+    ) -> Result<(), BrokerError> {
+        if let Some(s) = self
+            .snapshots
+            .as_ref()
+            .filter(|_| unit.input_seq > unit.snap.last_seq)
+        {
+            sink.snapshot_written(s.save(&mut unit, producer, self.snapshot_partitions, stats)?);
+        }
+        tracing::info!(
+            unit = unit.partition,
+            "broker: unit {} handed over",
+            unit.partition
+        );
+        Ok(())
+    }
+
+    /// Acts on the group's rebalances, in order: revoked units are suspended; an assignment
+    /// keeps the suspended units it names, drops the others (snapshotted first) and loads the
+    /// new ones. Kept and new units then catch up on the broadcast records they have not
+    /// applied, in transactions of at most `batch_max` records. Returns whether an
+    /// assignment came.
+    fn rebalance(
+        &mut self,
+        events: Vec<Rebalanced>,
+        out: &mut BatchOut<'_>,
+        exactly_once: bool,
+        stats: &BrokerStats,
+        sink: &mut dyn BatchSink,
+    ) -> Result<bool, BrokerError> {
+        let mut assigned = false;
+        let mut joining: Vec<Unit> = Vec::new();
+        for event in events {
+            match event {
+                Rebalanced::Revoked(ps) => {
+                    for p in ps {
+                        if let Some(unit) = self.active.remove(&p) {
+                            self.suspended.insert(p, unit);
+                        }
+                    }
+                }
+                Rebalanced::Assigned(ps) => {
+                    assigned = true;
+                    // Eager protocol: the assignment is whole; units it does not name go.
+                    let gone: Vec<i32> = (self.suspended.keys().chain(self.active.keys()))
+                        .copied()
+                        .filter(|p| !ps.contains(p))
+                        .collect();
+                    for p in gone {
+                        let unit = self.suspended.remove(&p).or_else(|| self.active.remove(&p));
+                        if let Some(unit) = unit {
+                            self.hand_over(unit, out.producer, stats, sink)?;
+                        }
+                    }
+                    joining.retain(|u| ps.contains(&u.partition));
+                    for p in ps {
+                        if self.active.contains_key(&p) || joining.iter().any(|u| u.partition == p)
+                        {
+                            continue;
+                        }
+                        let unit = match self.suspended.remove(&p) {
+                            Some(kept) => kept,
+                            None => load_unit(
+                                self.cfg,
+                                self.topics,
+                                p,
+                                new_engine(&self.system, self.cfg, &self.routing, &self.prices),
+                                self.snapshots.as_ref(),
+                                self.snapshot_partitions,
+                                stats,
+                            )?,
+                        };
+                        joining.push(unit);
+                    }
+                }
+            }
+        }
+        if joining.is_empty() {
+            return Ok(assigned);
+        }
+        let records = catch_up_reads(self.cfg, self.topics, joining.iter())?;
+        for chunk in records.chunks(self.cfg.batch_max.max(1)) {
+            if exactly_once {
+                out.producer
+                    .begin_transaction()
+                    .map_err(kafka("begin transaction"))?;
+            }
+            for r in chunk {
+                if joining
+                    .iter()
+                    .any(|u| u.wants(&r.topic, r.partition, r.offset))
+                {
+                    self.count(&r.topic, r.partition, r.offset, stats);
+                }
+                out.broadcast(
+                    joining.iter_mut(),
+                    &r.key,
+                    &r.payload,
+                    (&r.topic, r.partition, r.offset),
+                    stats,
+                )?;
+            }
+            for unit in joining.iter_mut() {
+                out.finish(unit)?;
+            }
+            if exactly_once {
+                commit_transaction(out.producer, TIMEOUT).map_err(kafka("commit transaction"))?;
+            }
+            sink.committed(CommittedBatch {
+                decisions: std::mem::take(&mut out.decided),
+                inputs: chunk.len() as u64,
+                ..CommittedBatch::default()
+            });
+        }
+        for unit in joining {
+            self.active.insert(unit.partition, unit);
+        }
+        Ok(assigned)
     }
 }
 
@@ -1395,9 +1629,18 @@ pub fn run_broker_with(
         ensure_topics(cfg, &topics)?;
     }
     let unit_n = unit_count(cfg, &topics)?;
-    let snapshot_partitions = partition_count(cfg, &topics.snapshots)?;
-    let system = ActorSystem::new();
-    let snapshots = Snapshots::open(cfg)?;
+    let mut units = Units {
+        cfg,
+        topics: &topics,
+        routing,
+        prices,
+        system: ActorSystem::new(),
+        snapshots: Snapshots::open(cfg)?,
+        snapshot_partitions: partition_count(cfg, &topics.snapshots)?,
+        active: BTreeMap::new(),
+        suspended: BTreeMap::new(),
+        counted: Positions::new(),
+    };
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
     let producer: ThreadedProducer<Delivery> = producer_config(cfg)
         .create_with_context(Delivery::tracking(&topics.journal))
@@ -1410,8 +1653,9 @@ pub fn run_broker_with(
     }
     let bcast = broadcast_consumer(cfg, &topics)?;
     let group: BaseConsumer<GroupContext> = consumer_config(cfg)
-        .create_with_context(GroupContext::default())
+        .create_with_context(GroupContext::new(cfg))
         .map_err(kafka("consumer"))?;
+    let _ = group.context().delivery.set(producer.context().clone());
     group
         .subscribe(&[&topics.requests, &topics.completions])
         .map_err(kafka("subscribe"))?;
@@ -1420,10 +1664,15 @@ pub fn run_broker_with(
         clients_ms = started.elapsed().as_millis() as u64,
         "broker: topics checked, clients started"
     );
+    let unacked = || {
+        group
+            .context()
+            .unacked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    };
 
-    let mut units: BTreeMap<i32, Unit> = BTreeMap::new();
     let mut ready = false;
-    let mut unacked = Unacked::new(Duration::from_millis(cfg.commit_interval_ms));
     let mut probed: Option<Instant> = None;
     let mut out = BatchOut {
         producer: &producer,
@@ -1434,9 +1683,10 @@ pub fn run_broker_with(
         dlq: 0,
     };
     while !stop.load(Ordering::Relaxed) {
-        unacked.commit_due(&producer, &group)?;
+        unacked().commit_due(producer.context(), &group)?;
         if ready && sink.view_due() {
             let views = units
+                .active
                 .values()
                 .map(|u| u.engine.view())
                 .collect::<Result<Vec<_>, _>>()?;
@@ -1453,103 +1703,57 @@ pub fn run_broker_with(
             }
         }
         let (mut msgs, mut bmsgs) = (Vec::new(), Vec::new());
-        collect(cfg, &group, &bcast, &mut msgs, &mut bmsgs)?;
-        // Messages of a partition revoked while they were polled are not ours to process:
-        // the partition's next owner (maybe this instance again) reads them from the
-        // committed offset.
-        let changes = group.context().take();
-        if !changes.revoked.is_empty() {
+        let before_rebalance = collect(cfg, &group, &bcast, &mut msgs, &mut bmsgs)?;
+        let events = group.context().take();
+        // Messages polled before a revoke, of the partitions it revoked, are not ours to
+        // process: their next owner (maybe this instance again) reads them from the committed
+        // offset. Those polled after it come from the new assignment.
+        let revoked: Vec<i32> = events
+            .iter()
+            .filter_map(|e| match e {
+                Rebalanced::Revoked(ps) => Some(ps.iter().copied()),
+                Rebalanced::Assigned(_) => None,
+            })
+            .flatten()
+            .collect();
+        if !revoked.is_empty() {
+            let mut i = 0;
             msgs.retain(|m| {
-                !changes
-                    .revoked
-                    .iter()
-                    .any(|(t, p)| t == m.topic() && *p == m.partition())
+                i += 1;
+                i > before_rebalance || !revoked.contains(&m.partition())
             });
         }
-        if changes.assigned.is_none() && msgs.is_empty() && bmsgs.is_empty() {
+        out.dlq = 0;
+        let assigned = units.rebalance(events, &mut out, exactly_once, stats, sink)?;
+        if assigned && !ready {
+            ready = true;
+            stats.ready.store(true, Ordering::Relaxed);
+            sink.ready();
+            tracing::debug!(
+                units = units.active.len(),
+                ready_ms = started.elapsed().as_millis() as u64,
+                "broker: units loaded, consuming"
+            );
+        }
+        if msgs.is_empty() && bmsgs.is_empty() {
             continue;
         }
         let began = Instant::now();
-        // Units not assigned to this instance any more are dropped; their state is
-        // committed, so they are snapshotted first (their next owner restores from it).
-        let wanted: Option<std::collections::BTreeSet<i32>> = changes
-            .assigned
-            .as_ref()
-            .map(|a| a.iter().map(|(_, p)| *p).collect());
-        if let Some(wanted) = &wanted {
-            let gone: Vec<i32> = units
-                .keys()
-                .copied()
-                .filter(|p| !wanted.contains(p))
-                .collect();
-            for p in gone {
-                let mut unit = units.remove(&p).expect("listed above");
-                if let Some(s) = snapshots
-                    .as_ref()
-                    .filter(|_| unit.input_seq > unit.snap.last_seq)
-                {
-                    // At-least-once: the unit's acknowledged state only.
-                    unacked.commit_all(&producer, &group)?;
-                    sink.snapshot_written(s.save(
-                        &mut unit,
-                        &producer,
-                        snapshot_partitions,
-                        stats,
-                    )?);
-                }
-                tracing::info!(unit = p, "broker: unit {p} handed over");
-            }
-        }
         if exactly_once {
             producer
                 .begin_transaction()
                 .map_err(kafka("begin transaction"))?;
         }
-        out.dlq = 0;
-        if let Some(wanted) = &wanted {
-            // New units: restored from what was committed, then caught up on the broadcast
-            // records they have not applied (journaled in this transaction).
-            let mut loaded = Vec::new();
-            for &p in wanted.iter().filter(|p| !units.contains_key(p)) {
-                let engine = new_engine(&system, cfg, &routing, &prices);
-                let unit = load_unit(
-                    cfg,
-                    &topics,
-                    p,
-                    engine,
-                    snapshots.as_ref(),
-                    snapshot_partitions,
-                    stats,
-                )?;
-                loaded.push(unit);
-            }
-            if !loaded.is_empty() {
-                for (topic, partition, offset, payload) in
-                    catch_up_reads(cfg, &topics, loaded.iter())?
-                {
-                    out.broadcast(
-                        loaded.iter_mut(),
-                        "",
-                        &payload,
-                        (&topic, partition, offset),
-                        stats,
-                    )?;
-                }
-                for unit in loaded {
-                    units.insert(unit.partition, unit);
-                }
-            }
-        }
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let n = msgs.len() + bmsgs.len();
         for m in &bmsgs {
-            stats.inputs.fetch_add(1, Ordering::Relaxed);
+            units.count(m.topic(), m.partition(), m.offset(), stats);
             let key = m
                 .key()
                 .and_then(|k| std::str::from_utf8(k).ok())
                 .unwrap_or("");
             out.broadcast(
-                units.values_mut(),
+                units.active.values_mut(),
                 key,
                 m.payload().unwrap_or_default(),
                 (m.topic(), m.partition(), m.offset()),
@@ -1560,7 +1764,7 @@ pub fn run_broker_with(
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             let source = (m.topic(), m.partition(), m.offset());
             let payload = m.payload().unwrap_or_default();
-            match (decode_input(payload), units.get_mut(&m.partition())) {
+            match (decode_input(payload), units.active.get_mut(&m.partition())) {
                 (Ok(event), Some(unit)) => {
                     stats.inputs.fetch_add(1, Ordering::Relaxed);
                     out.apply(unit, event, source, stats)?;
@@ -1583,7 +1787,7 @@ pub fn run_broker_with(
                 }
             }
         }
-        for unit in units.values_mut() {
+        for unit in units.active.values_mut() {
             out.finish(unit)?;
         }
         let committing = Instant::now();
@@ -1606,12 +1810,11 @@ pub fn run_broker_with(
         } else if tpl.count() > 0 {
             // At-least-once does not wait for the acknowledgements: the offsets are committed
             // once every output record sent before them is acknowledged (checked each round).
+            let mut unacked = unacked();
             unacked.push(producer.context().sent.load(Ordering::Acquire), tpl);
-            unacked.commit_due(&producer, &group)?;
+            unacked.commit_due(producer.context(), &group)?;
         }
-        if n > 0 {
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-        }
+        stats.batches.fetch_add(1, Ordering::Relaxed);
         sink.committed(CommittedBatch {
             decisions: std::mem::take(&mut out.decided),
             inputs: n as u64 - out.dlq,
@@ -1619,29 +1822,24 @@ pub fn run_broker_with(
             took: began.elapsed(),
             commit: committing.elapsed(),
         });
-        if !ready && wanted.is_some() {
-            ready = true;
-            stats.ready.store(true, Ordering::Relaxed);
-            sink.ready();
-            tracing::debug!(
-                units = units.len(),
-                ready_ms = started.elapsed().as_millis() as u64,
-                "broker: units loaded, consuming"
-            );
-        }
-        if let Some(s) = &snapshots {
-            for unit in units.values_mut().filter(|u| s.due(u)) {
+        if let Some(s) = &units.snapshots {
+            for unit in units.active.values_mut().filter(|u| s.due(u)) {
                 // A snapshot reflects only acknowledged outputs and committed offsets.
-                unacked.commit_all(&producer, &group)?;
-                sink.snapshot_written(s.save(unit, &producer, snapshot_partitions, stats)?);
+                unacked().commit_all(producer.context(), &group)?;
+                sink.snapshot_written(s.save(unit, &producer, units.snapshot_partitions, stats)?);
             }
         }
     }
     // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
-    unacked.commit_all(&producer, &group)?;
-    if let Some(s) = &snapshots {
-        for unit in units.values_mut().filter(|u| u.input_seq > u.snap.last_seq) {
-            sink.snapshot_written(s.save(unit, &producer, snapshot_partitions, stats)?);
+    unacked().commit_all(producer.context(), &group)?;
+    if let Some(s) = &units.snapshots {
+        for unit in units
+            .active
+            .values_mut()
+            .chain(units.suspended.values_mut())
+            .filter(|u| u.input_seq > u.snap.last_seq)
+        {
+            sink.snapshot_written(s.save(unit, &producer, units.snapshot_partitions, stats)?);
         }
         s.flush();
     }
