@@ -1,12 +1,14 @@
 //! `zumik bench`: the end-to-end Kafka benchmark (DESIGN §9), on fresh topics of a real broker.
 //!
-//! 1. **Throughput.** N synthetic requests with their completions and telemetry are produced
-//!    once; then (a) a raw passthrough — consume the input topics, produce every message unchanged
+//! 1. **Throughput.** N synthetic requests with their completions and telemetry are produced;
+//!    then (a) a raw passthrough — consume the input topics, produce every message unchanged
 //!    to the decisions topic, in exactly-once transactions with the consumed offsets, same batch
-//!    settings, no logic — and (b) the broker (`run_broker`, exactly-once, RocksDB snapshots on),
-//!    once with each engine (the actix actors, the inline router), each read all of them with
-//!    their own consumer group. Prints inputs/s of each and the ratio to the passthrough, and the
-//!    process RSS sampled during each broker run.
+//!    settings, no logic — and (b) the broker (`run_broker`, exactly-once, RocksDB snapshots on)
+//!    with each engine (the actix actors on the passthrough's topics, the inline router on a
+//!    second set with the same inputs: a broker run journals on its topics, and a second run
+//!    there would restore the first one's state), each with its own consumer group. Prints
+//!    inputs/s of each and the ratio to the passthrough, and the process RSS sampled during each
+//!    broker run.
 //! 2. **Latency.** Requests produced at a fixed rate; each one's latency is the time from its
 //!    `send` to its decision arriving at a consumer (read_uncommitted for at-least-once,
 //!    read_committed for exactly-once). Four paths, so the broker's figures can be read against
@@ -510,41 +512,59 @@ fn throughput(base: &KafkaConfig, args: &BenchArgs) -> anyhow::Result<Throughput
         snapshot_dir: Some(snapshots.clone()),
         ..fresh(base, "throughput")
     };
-    let topics = Topics::new(&cfg.topic_prefix);
-    ensure_topics(&cfg, &topics)?;
     let w = Workload::new(WorkloadSpec {
         requests: args.requests,
         rate_per_sec: 2_000,
         ..WorkloadSpec::default()
     })?;
-    eprintln!(
-        "zumik bench: producing {} requests and their traffic to {}*",
-        args.requests, cfg.topic_prefix
-    );
-    let p = producer(&cfg, 5)?;
-    let mut inputs = 0u64;
-    for e in w.setup_events().into_iter().chain(w.events()) {
-        send(&p, topics.for_input(&e), e.key(), &encode_input(&e))?;
-        inputs += 1;
-    }
-    p.flush(Duration::from_secs(60))?;
-    drop(p);
+    // The inputs, produced once per topic set: a broker run journals and snapshots on its
+    // set, so each engine gets a set of its own (the passthrough shares the first engine's).
+    let produce_inputs = |cfg: &KafkaConfig| -> anyhow::Result<u64> {
+        let topics = Topics::new(&cfg.topic_prefix);
+        ensure_topics(cfg, &topics)?;
+        eprintln!(
+            "zumik bench: producing {} requests and their traffic to {}*",
+            args.requests, cfg.topic_prefix
+        );
+        let p = producer(cfg, 5)?;
+        let mut inputs = 0u64;
+        for e in w.setup_events().into_iter().chain(w.events()) {
+            send(&p, topics.for_input(&e), e.key(), &encode_input(&e))?;
+            inputs += 1;
+        }
+        p.flush(Duration::from_secs(60))?;
+        Ok(inputs)
+    };
+    let inputs = produce_inputs(&cfg)?;
     eprintln!("zumik bench: passthrough over {inputs} inputs");
-    let pt_secs = passthrough(&cfg, &topics, inputs)?;
+    let pt_secs = passthrough(&cfg, &Topics::new(&cfg.topic_prefix), inputs)?;
     let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
     let mut broker = Vec::new();
-    for engine in [EngineKind::Actors, EngineKind::Inline] {
+    for (i, engine) in [EngineKind::Actors, EngineKind::Inline]
+        .into_iter()
+        .enumerate()
+    {
         let name = format!("{engine:?}").to_lowercase();
+        let topics_cfg = if i == 0 {
+            cfg.clone()
+        } else {
+            let other = KafkaConfig {
+                snapshot_dir: cfg.snapshot_dir.clone(),
+                ..fresh(base, &format!("throughput-{name}"))
+            };
+            produce_inputs(&other)?;
+            other
+        };
         eprintln!(
             "zumik bench: broker ({name}) over the same {inputs} inputs (exactly-once, snapshots on)"
         );
         // A consumer group, transactional id and snapshot store of its own per engine.
         let run_cfg = KafkaConfig {
             engine,
-            group_id: format!("{}-{name}", cfg.group_id),
-            transactional_id: format!("{}-{name}", cfg.transactional_id),
+            group_id: format!("{}-{name}", topics_cfg.group_id),
+            transactional_id: format!("{}-{name}", topics_cfg.transactional_id),
             snapshot_dir: Some(snapshots.join(&name)),
-            ..cfg.clone()
+            ..topics_cfg
         };
         let (secs, peak_rss_mb, time) = broker_run(&run_cfg, inputs)?;
         broker.push(BrokerRun {

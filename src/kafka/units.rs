@@ -40,6 +40,7 @@ use crate::actors::{ActorSystem, Engine};
 use crate::core::{Output, PriceTable, RoutingConfig};
 use crate::events::codec::decode_input;
 use crate::events::InputEvent;
+use crate::store::Snapshot;
 
 /// Per broadcast partition `(topic, partition)`: the offset of the first record not applied.
 pub type Positions = BTreeMap<(String, i32), i64>;
@@ -84,31 +85,35 @@ impl Unit {
     }
 }
 
-/// Builds unit `partition` from what was committed: the newer of its local and its published
-/// snapshot, then its journal tail (the inputs journaled after the snapshot, in order). The
-/// broadcast records it has not applied yet are for [`catch_up_reads`].
-#[allow(clippy::too_many_arguments)]
-pub(super) fn load_unit(
+/// A journal message recovery uses.
+enum Tail {
+    Input(InputEvent),
+    Positions(Positions),
+}
+
+/// What a unit's recovery reads (from the store and Kafka, on any thread).
+pub(super) struct Fetched {
+    partition: i32,
+    snapshot: Option<Snapshot>,
+    from: &'static str,
+    /// The journaled inputs and positions after the snapshot, in `input_seq` order.
+    tail: Vec<(u64, Tail)>,
+    /// Where the journal read ended on the unit's partition.
+    journal_end: i64,
+    took: Duration,
+}
+
+/// Reads what unit `partition` was when last committed: the newer of its local and its
+/// published snapshot, and its journal tail (everything journaled after the snapshot).
+fn fetch_unit(
     cfg: &KafkaConfig,
     topics: &Topics,
     partition: i32,
-    engine: Engine,
     snapshots: Option<&Snapshots>,
     snapshot_partitions: i32,
-    stats: &BrokerStats,
-) -> Result<Unit, BrokerError> {
+) -> Result<Fetched, BrokerError> {
     let began = Instant::now();
-    let mut unit = Unit {
-        partition,
-        engine,
-        input_seq: 0,
-        broadcast: BTreeMap::new(),
-        moved: false,
-        chunks: JournalChunks::default(),
-        snap: SnapState::default(),
-    };
-    let mut start = 0;
-    let mut from = "no snapshot";
+    let (mut snapshot, mut from) = (None, "no snapshot");
     if let Some(s) = snapshots {
         let local = s.local(partition)?;
         let published = published_snapshot(
@@ -117,45 +122,20 @@ pub(super) fn load_unit(
             partition % snapshot_partitions.max(1),
             &s.key(partition),
         )?;
-        let local_seq = local.as_ref().map(|l| l.position.input_seq);
-        let newest = match (local, published) {
-            (Some(l), Some(p)) if p.position.input_seq > l.position.input_seq => Some(p),
-            (Some(l), _) => Some(l),
-            (None, p) => p,
+        (snapshot, from) = match (local, published) {
+            (Some(l), Some(p)) if p.position.input_seq > l.position.input_seq => {
+                (Some(p), "snapshots topic")
+            }
+            (Some(l), _) => (Some(l), "local snapshot"),
+            (None, Some(p)) => (Some(p), "snapshots topic"),
+            (None, None) => (None, "no snapshot"),
         };
-        if let Some(snap) = newest {
-            from = if local_seq == Some(snap.position.input_seq) {
-                "local snapshot"
-            } else {
-                stats.from_topic.store(true, Ordering::Relaxed);
-                "snapshots topic"
-            };
-            unit.engine.restore(&snap.state)?;
-            unit.input_seq = snap.position.input_seq;
-            unit.broadcast = snap.position.broadcast;
-            start = snap
-                .position
-                .journal_offsets
-                .get(&partition)
-                .copied()
-                .unwrap_or(0);
-            unit.snap.last_seq = unit.input_seq;
-            stats
-                .restored_seq
-                .fetch_add(unit.input_seq, Ordering::Relaxed);
-        }
     }
-    let snapshot_at = began.elapsed();
-    /// A journal message recovery uses.
-    enum Tail {
-        Input(InputEvent),
-        Positions(Positions),
-    }
-    let Scan {
-        records,
-        kept: read,
-        ends,
-    } = scan_topic(
+    let start = snapshot
+        .as_ref()
+        .and_then(|s| s.position.journal_offsets.get(&partition).copied())
+        .unwrap_or(0);
+    let Scan { records, ends, .. } = scan_topic(
         cfg,
         &topics.journal,
         Some(partition),
@@ -175,16 +155,47 @@ pub(super) fn load_unit(
             Ok(())
         },
     )?;
-    // Everything before these offsets is in the state once the tail below is applied.
-    unit.snap.journal_base = ends.get(&partition).copied().unwrap_or(start).max(start);
-    let _ = read;
-    let inputs_read = records
-        .iter()
-        .filter(|(_, r)| matches!(r, Tail::Input(_)))
-        .count() as u64;
-    let mut n = 0;
+    Ok(Fetched {
+        partition,
+        snapshot,
+        from,
+        tail: records,
+        // Everything before this offset is in the state once the tail is applied.
+        journal_end: ends.get(&partition).copied().unwrap_or(start).max(start),
+        took: began.elapsed(),
+    })
+}
+
+/// Builds a unit on `engine` (on the broker thread) from what [`fetch_unit`] read: the
+/// snapshot restored, then the tail's inputs it does not hold applied in order.
+fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, BrokerError> {
+    let began = Instant::now();
+    let mut unit = Unit {
+        partition: f.partition,
+        engine,
+        input_seq: 0,
+        broadcast: BTreeMap::new(),
+        moved: false,
+        chunks: JournalChunks::default(),
+        snap: SnapState::default(),
+    };
+    if let Some(snap) = f.snapshot {
+        if f.from == "snapshots topic" {
+            stats.from_topic.store(true, Ordering::Relaxed);
+        }
+        unit.engine.restore(&snap.state)?;
+        unit.input_seq = snap.position.input_seq;
+        unit.broadcast = snap.position.broadcast;
+        unit.snap.last_seq = unit.input_seq;
+        stats
+            .restored_seq
+            .fetch_add(unit.input_seq, Ordering::Relaxed);
+    }
+    unit.snap.journal_base = f.journal_end;
+    let restored = unit.input_seq;
+    let (mut n, mut read) = (0, 0);
     let mut out = Output::default();
-    for (seq, rec) in records {
+    for (seq, rec) in f.tail {
         match rec {
             Tail::Positions(p) => {
                 for (k, v) in p {
@@ -193,6 +204,7 @@ pub(super) fn load_unit(
                 }
             }
             Tail::Input(e) => {
+                read += 1;
                 // The inputs come in `input_seq` order; those the snapshot holds are skipped.
                 if seq <= unit.input_seq {
                     continue;
@@ -205,17 +217,47 @@ pub(super) fn load_unit(
         }
     }
     stats.recovered.fetch_add(n, Ordering::Relaxed);
-    stats.journal_read.fetch_add(inputs_read, Ordering::Relaxed);
+    stats.journal_read.fetch_add(read, Ordering::Relaxed);
+    let (p, from) = (unit.partition, f.from);
     tracing::info!(
-        unit = partition,
+        unit = p,
         from,
-        snapshot_seq = unit.input_seq - n,
+        snapshot_seq = restored,
         replayed = n,
-        snapshot_ms = snapshot_at.as_millis() as u64,
-        journal_ms = (began.elapsed() - snapshot_at).as_millis() as u64,
-        "broker: unit {partition} restored from {from} and {n} journaled inputs"
+        read_ms = f.took.as_millis() as u64,
+        apply_ms = began.elapsed().as_millis() as u64,
+        "broker: unit {p} restored from {from} and {n} journaled inputs"
     );
     Ok(unit)
+}
+
+/// Loads units `partitions` from what was committed: their snapshots and journal tails are
+/// read in parallel (one thread each: the reads wait on Kafka), then each unit is built on
+/// this thread, on an engine from `engine`. The broadcast records they have not applied yet
+/// are for [`catch_up_reads`].
+pub(super) fn load_units(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    partitions: &[i32],
+    snapshots: Option<&Snapshots>,
+    snapshot_partitions: i32,
+    mut engine: impl FnMut() -> Engine,
+    stats: &BrokerStats,
+) -> Result<Vec<Unit>, BrokerError> {
+    let fetched: Vec<Result<Fetched, BrokerError>> = std::thread::scope(|s| {
+        let reads: Vec<_> = partitions
+            .iter()
+            .map(|&p| s.spawn(move || fetch_unit(cfg, topics, p, snapshots, snapshot_partitions)))
+            .collect();
+        reads
+            .into_iter()
+            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    fetched
+        .into_iter()
+        .map(|f| build_unit(f?, engine(), stats))
+        .collect()
 }
 
 /// The broadcast records (telemetry and control) that `units` have not applied yet, from the
@@ -228,11 +270,10 @@ pub(super) fn catch_up_reads<'a>(
     topics: &Topics,
     units: impl Iterator<Item = &'a Unit> + Clone,
 ) -> Result<Vec<BroadcastRecord>, BrokerError> {
-    // Per partition: (event time, record), in offset order.
-    let mut lanes: Vec<std::collections::VecDeque<(i64, BroadcastRecord)>> = Vec::new();
+    // Where each topic is read from: per partition, the lowest next offset over the units; a
+    // partition some unit has never read is read from its start.
+    let mut starts = Vec::new();
     for topic in [&topics.telemetry, &topics.control] {
-        // Per partition, the lowest next offset over the units; a partition some unit has
-        // never read is read from its start.
         let mut start: Option<BTreeMap<i32, i64>> = None;
         for u in units.clone() {
             let mine: BTreeMap<i32, i64> = u
@@ -254,15 +295,29 @@ pub(super) fn catch_up_reads<'a>(
                 }
             });
         }
-        let Some(start) = start else {
-            continue;
-        };
-        let mut by_partition: BTreeMap<i32, std::collections::VecDeque<_>> = BTreeMap::new();
-        for r in scan_topic_keyed(cfg, topic, &start)? {
+        starts.extend(start.map(|s| (topic, s)));
+    }
+    // Both topics at once (the reads wait on Kafka).
+    let reads: Vec<Result<Vec<BroadcastRecord>, BrokerError>> = std::thread::scope(|s| {
+        let reads: Vec<_> = starts
+            .iter()
+            .map(|(topic, start)| s.spawn(move || scan_topic_keyed(cfg, topic, start)))
+            .collect();
+        reads
+            .into_iter()
+            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    // Per partition: (event time, record), in offset order.
+    let mut lanes: Vec<std::collections::VecDeque<(i64, BroadcastRecord)>> = Vec::new();
+    for records in reads {
+        let mut by_partition: BTreeMap<(String, i32), std::collections::VecDeque<_>> =
+            BTreeMap::new();
+        for r in records? {
             // Undecodable records sort as early as possible; the DLQ takes them.
             let ts = decode_input(&r.payload).map_or(i64::MIN, |e| e.ts().millis());
             by_partition
-                .entry(r.partition)
+                .entry((r.topic.clone(), r.partition))
                 .or_default()
                 .push_back((ts, r));
         }

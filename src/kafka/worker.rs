@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::{ensure_topics, TopicError, Topics};
 use super::units::{
-    catch_up_reads, load_unit, new_engine, BroadcastRecord, GroupContext, Positions, Rebalanced,
+    catch_up_reads, load_units, new_engine, BroadcastRecord, GroupContext, Positions, Rebalanced,
     Unit,
 };
 use crate::actors::{ActorGone, ActorSystem};
@@ -1548,25 +1548,27 @@ impl Units<'_> {
                         }
                     }
                     joining.retain(|u| ps.contains(&u.partition));
+                    let mut new = Vec::new();
                     for p in ps {
                         if self.active.contains_key(&p) || joining.iter().any(|u| u.partition == p)
                         {
                             continue;
                         }
-                        let unit = match self.suspended.remove(&p) {
-                            Some(kept) => kept,
-                            None => load_unit(
-                                self.cfg,
-                                self.topics,
-                                p,
-                                new_engine(&self.system, self.cfg, &self.routing, &self.prices),
-                                self.snapshots.as_ref(),
-                                self.snapshot_partitions,
-                                stats,
-                            )?,
-                        };
-                        joining.push(unit);
+                        match self.suspended.remove(&p) {
+                            Some(kept) => joining.push(kept),
+                            None => new.push(p),
+                        }
                     }
+                    let (system, routing, prices) = (&self.system, &self.routing, &self.prices);
+                    joining.extend(load_units(
+                        self.cfg,
+                        self.topics,
+                        &new,
+                        self.snapshots.as_ref(),
+                        self.snapshot_partitions,
+                        || new_engine(system, self.cfg, routing, prices),
+                        stats,
+                    )?);
                 }
             }
         }
