@@ -1126,18 +1126,30 @@ pub(super) fn published_snapshot(
 
 /// Partitions of `topic`, from the cluster's metadata.
 pub(super) fn partition_count(cfg: &KafkaConfig, topic: &str) -> Result<i32, BrokerError> {
+    Ok(partition_counts(cfg, &[topic])?[0])
+}
+
+/// Partitions of each of `topics` (0 for one that does not exist), from one metadata request.
+pub(super) fn partition_counts(
+    cfg: &KafkaConfig,
+    topics: &[&str],
+) -> Result<Vec<i32>, BrokerError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .create()
         .map_err(kafka("metadata client"))?;
     let meta = consumer
-        .fetch_metadata(Some(topic), TIMEOUT)
+        .fetch_metadata(None, TIMEOUT)
         .map_err(kafka("topic metadata"))?;
-    Ok(meta
-        .topics()
+    Ok(topics
         .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len() as i32))
+        .map(|topic| {
+            meta.topics()
+                .iter()
+                .find(|t| t.name() == *topic)
+                .map_or(0, |t| t.partitions().len() as i32)
+        })
+        .collect())
 }
 
 /// The settings of the broker's output producer (also the bench's passthrough).
@@ -1340,15 +1352,18 @@ impl BatchOut<'_> {
 /// The consumer of the broadcast topics (telemetry, control): every partition, outside the
 /// consumer group (each unit keeps its own positions), from their current end — a unit
 /// catches up on older records when it is loaded.
-fn broadcast_consumer(cfg: &KafkaConfig, topics: &Topics) -> Result<BaseConsumer, BrokerError> {
+fn broadcast_consumer(
+    cfg: &KafkaConfig,
+    broadcast: [(&str, i32); 2],
+) -> Result<BaseConsumer, BrokerError> {
     let consumer: BaseConsumer = consumer_config(cfg)
         .remove("group.instance.id")
         .set("group.id", format!("{}-broadcast", cfg.group_id))
         .create()
         .map_err(kafka("broadcast consumer"))?;
     let mut tpl = TopicPartitionList::new();
-    for topic in [&topics.telemetry, &topics.control] {
-        for p in 0..partition_count(cfg, topic)? {
+    for (topic, partitions) in broadcast {
+        for p in 0..partitions {
             let (_, high) = watermarks(&consumer, topic, p)?;
             tpl.add_partition_offset(topic, p, Offset::Offset(high))
                 .map_err(kafka("broadcast assign"))?;
@@ -1358,13 +1373,31 @@ fn broadcast_consumer(cfg: &KafkaConfig, topics: &Topics) -> Result<BaseConsumer
     Ok(consumer)
 }
 
-/// The number of units: the requests topic's partitions, which the completions topic must
-/// match (a lane's requests and completions meet in one unit) and the journal topic must
-/// cover (one journal partition per unit).
-fn unit_count(cfg: &KafkaConfig, topics: &Topics) -> Result<i32, BrokerError> {
-    let requests = partition_count(cfg, &topics.requests)?;
-    let completions = partition_count(cfg, &topics.completions)?;
-    let journal = partition_count(cfg, &topics.journal)?;
+/// The partitions of the topics the loop reads by partition, from one metadata request. The
+/// number of units is the requests topic's partitions, which the completions topic must match
+/// (a lane's requests and completions meet in one unit) and the journal topic must cover (one
+/// journal partition per unit).
+struct Layout {
+    units: i32,
+    snapshots: i32,
+    telemetry: i32,
+    control: i32,
+}
+
+fn layout(cfg: &KafkaConfig, topics: &Topics) -> Result<Layout, BrokerError> {
+    let [requests, completions, journal, snapshots, telemetry, control] = partition_counts(
+        cfg,
+        &[
+            &topics.requests,
+            &topics.completions,
+            &topics.journal,
+            &topics.snapshots,
+            &topics.telemetry,
+            &topics.control,
+        ],
+    )?[..] else {
+        unreachable!("one count per topic asked")
+    };
     if requests != completions || journal < requests {
         return Err(BrokerError::Partitions(format!(
             "{} has {requests} partitions, {} {completions} and {} {journal}: the completions \
@@ -1372,7 +1405,12 @@ fn unit_count(cfg: &KafkaConfig, topics: &Topics) -> Result<i32, BrokerError> {
             topics.requests, topics.completions, topics.journal
         )));
     }
-    Ok(requests)
+    Ok(Layout {
+        units: requests,
+        snapshots,
+        telemetry,
+        control,
+    })
 }
 
 /// Polls both consumers for a batch: whatever is already there, up to `batch_max`, waiting
@@ -1630,7 +1668,8 @@ pub fn run_broker_with(
     if cfg.create_topics {
         ensure_topics(cfg, &topics)?;
     }
-    let unit_n = unit_count(cfg, &topics)?;
+    let layout = layout(cfg, &topics)?;
+    let unit_n = layout.units;
     let mut units = Units {
         cfg,
         topics: &topics,
@@ -1638,7 +1677,7 @@ pub fn run_broker_with(
         prices,
         system: ActorSystem::new(),
         snapshots: Snapshots::open(cfg)?,
-        snapshot_partitions: partition_count(cfg, &topics.snapshots)?,
+        snapshot_partitions: layout.snapshots,
         active: BTreeMap::new(),
         suspended: BTreeMap::new(),
         counted: Positions::new(),
@@ -1653,7 +1692,13 @@ pub fn run_broker_with(
             .init_transactions(TIMEOUT)
             .map_err(kafka("init transactions"))?;
     }
-    let bcast = broadcast_consumer(cfg, &topics)?;
+    let bcast = broadcast_consumer(
+        cfg,
+        [
+            (&topics.telemetry, layout.telemetry),
+            (&topics.control, layout.control),
+        ],
+    )?;
     let group: BaseConsumer<GroupContext> = consumer_config(cfg)
         .create_with_context(GroupContext::new(cfg))
         .map_err(kafka("consumer"))?;
