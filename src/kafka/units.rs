@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
 
 use super::config::{DeliveryMode, KafkaConfig};
@@ -343,8 +343,13 @@ fn merge_by_time<T>(mut seqs: Vec<std::collections::VecDeque<(i64, T)>>) -> Vec<
 /// A change of the consumer group's assignment, as the consumer reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rebalanced {
-    /// These partitions (requests or completions) are no longer ours.
-    Revoked(Vec<i32>),
+    /// These partitions (requests or completions) are no longer ours. `lost`: the group
+    /// moved them without this instance (a missed session or poll interval, an error), so
+    /// another instance may have decided on them since: their units must be reloaded, not
+    /// kept.
+    Revoked { partitions: Vec<i32>, lost: bool },
+    /// The consumer gave up its whole assignment after an error: every unit is lost.
+    LostAll,
     /// The new assignment (eager protocol: all of it).
     Assigned(Vec<i32>),
 }
@@ -406,8 +411,15 @@ impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
+        let tpl = match rebalance {
+            Rebalance::Revoke(tpl) => tpl,
+            Rebalance::Assign(_) => return,
+            // The consumer unassigns everything: every unit counts as lost.
+            Rebalance::Error(e) => {
+                tracing::warn!("consumer group rebalance failed: {e}");
+                self.record(Rebalanced::LostAll);
+                return;
+            }
         };
         // Exactly-once has nothing in flight here (each batch commits before the next poll).
         if self.at_least_once {
@@ -419,7 +431,10 @@ impl ConsumerContext for GroupContext {
                 }
             }
         }
-        self.record(Rebalanced::Revoked(partitions(tpl)));
+        self.record(Rebalanced::Revoked {
+            partitions: partitions(tpl),
+            lost: consumer.assignment_lost(),
+        });
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -696,6 +696,15 @@ pub fn append_to_journal(
     }
 }
 
+/// Where a topic read ends (see [`scan_topic_with_coordinates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// The log end: every transaction in the range is waited for.
+    Log,
+    /// The last stable offset: what is readable now.
+    Stable,
+}
+
 /// What [`scan_topic`] read.
 pub(super) struct Scan<T> {
     pub records: Vec<T>,
@@ -711,14 +720,17 @@ pub(super) struct Scan<T> {
 /// `(key, partition, offset)`. Also returns the number of records kept and where the read
 /// ended on each partition.
 ///
-/// The end is the log end (the high watermark of a `read_uncommitted` query), not the last
-/// stable offset: a transaction that is committed but whose markers are not written yet, or
-/// one still open, is waited for (an open one until it commits or Kafka aborts it, at most
-/// `transaction_timeout_ms`), so the read holds every record committed before the call.
+/// With [`End::Log`] the end is the log end (the high watermark of a `read_uncommitted`
+/// query): a transaction that is committed but whose markers are not written yet, or one
+/// still open, is waited for (an open one until it commits or Kafka aborts it), so the read
+/// holds every record committed before the call. With [`End::Stable`] it is the last stable
+/// offset: what a `read_committed` consumer can read now. The read fails only when it stops
+/// moving for `transaction_timeout_ms` plus 30 s.
 fn scan_topic_with_coordinates<T>(
     cfg: &KafkaConfig,
     topic: &str,
     only: Option<i32>,
+    end: End,
     start: &BTreeMap<i32, i64>,
     decode: impl Fn(&[u8], &[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
 ) -> Result<Scan<(u64, i32, i64, T)>, BrokerError> {
@@ -744,7 +756,10 @@ fn scan_topic_with_coordinates<T>(
             if only.is_some_and(|only| only != p.id()) {
                 continue;
             }
-            let (low, high) = watermarks(&log_ends, topic, p.id())?;
+            let (low, high) = match end {
+                End::Log => watermarks(&log_ends, topic, p.id())?,
+                End::Stable => watermarks(&consumer, topic, p.id())?,
+            };
             let from = start.get(&p.id()).copied().unwrap_or(low).max(low);
             if high > from {
                 tpl.add_partition_offset(topic, p.id(), Offset::Offset(from))
@@ -765,7 +780,9 @@ fn scan_topic_with_coordinates<T>(
     }
     consumer.assign(&tpl).map_err(kafka("reader assign"))?;
     let mut done = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_millis(cfg.transaction_timeout_ms) + TIMEOUT;
+    let patience = Duration::from_millis(cfg.transaction_timeout_ms) + TIMEOUT;
+    let mut deadline = Instant::now() + patience;
+    let mut at: BTreeMap<i32, i64> = BTreeMap::new();
     // With read_committed, aborted records and transaction markers are skipped: a partition is
     // read once the position reaches its log end (every transaction in it resolved).
     while done.len() < ends.len() {
@@ -788,6 +805,7 @@ fn scan_topic_with_coordinates<T>(
         // its wait is pure recovery time.
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(m)) => {
+                deadline = Instant::now() + patience;
                 kept.clear();
                 decode(
                     m.key().unwrap_or_default(),
@@ -820,6 +838,9 @@ fn scan_topic_with_coordinates<T>(
                 let pos = consumer.position().map_err(kafka("reader position"))?;
                 for e in pos.elements() {
                     if let Offset::Offset(o) = e.offset() {
+                        if at.insert(e.partition(), o) != Some(o) {
+                            deadline = Instant::now() + patience;
+                        }
                         if o >= ends[&e.partition()] {
                             done.insert(e.partition(), ());
                         }
@@ -849,7 +870,9 @@ pub(super) fn scan_topic<T>(
         records,
         kept,
         ends,
-    } = scan_topic_with_coordinates(cfg, topic, only, start, |_, bytes, out| decode(bytes, out))?;
+    } = scan_topic_with_coordinates(cfg, topic, only, End::Log, start, |_, bytes, out| {
+        decode(bytes, out)
+    })?;
     Ok(Scan {
         records: records.into_iter().map(|(_, _, _, r)| r).collect(),
         kept,
@@ -858,19 +881,22 @@ pub(super) fn scan_topic<T>(
 }
 
 /// Every committed record of `topic` from `start` (per partition; others from the beginning)
-/// to its end now, with its coordinates and key, in partition and offset order.
+/// to its last stable offset now, with its coordinates and key, in partition and offset order
+/// (for the broadcast topics: their live consumer starts at the same kind of end, and their
+/// producers' transactions are none of the broker's business).
 pub(super) fn scan_topic_keyed(
     cfg: &KafkaConfig,
     topic: &str,
     start: &BTreeMap<i32, i64>,
 ) -> Result<Vec<BroadcastRecord>, BrokerError> {
-    let scan = scan_topic_with_coordinates(cfg, topic, None, start, |key, bytes, out| {
-        out.push((
-            0,
-            (String::from_utf8_lossy(key).into_owned(), bytes.to_vec()),
-        ));
-        Ok(())
-    })?;
+    let scan =
+        scan_topic_with_coordinates(cfg, topic, None, End::Stable, start, |key, bytes, out| {
+            out.push((
+                0,
+                (String::from_utf8_lossy(key).into_owned(), bytes.to_vec()),
+            ));
+            Ok(())
+        })?;
     Ok(scan
         .records
         .into_iter()
@@ -1565,12 +1591,25 @@ impl Units<'_> {
         let mut joining: Vec<Unit> = Vec::new();
         for event in events {
             match event {
-                Rebalanced::Revoked(ps) => {
-                    for p in ps {
-                        if let Some(unit) = self.active.remove(&p) {
-                            self.suspended.insert(p, unit);
+                Rebalanced::Revoked { partitions, lost } => {
+                    for p in partitions {
+                        let unit = self.active.remove(&p).or_else(|| self.suspended.remove(&p));
+                        match unit {
+                            Some(unit) if !lost => {
+                                self.suspended.insert(p, unit);
+                            }
+                            // Lost: another instance may have decided on it since; its next
+                            // load starts from what was committed.
+                            Some(_) => tracing::warn!(unit = p, "broker: unit {p} lost"),
+                            None => {}
                         }
                     }
+                }
+                Rebalanced::LostAll => {
+                    let lost = self.active.len() + self.suspended.len();
+                    self.active.clear();
+                    self.suspended.clear();
+                    tracing::warn!("broker: the assignment was lost ({lost} units dropped)");
                 }
                 Rebalanced::Assigned(ps) => {
                     assigned = true;
@@ -1620,12 +1659,14 @@ impl Units<'_> {
                     .begin_transaction()
                     .map_err(kafka("begin transaction"))?;
             }
+            let mut applied = 0u64;
             for r in chunk {
                 if joining
                     .iter()
                     .any(|u| u.wants(&r.topic, r.partition, r.offset))
                 {
                     self.count(&r.topic, r.partition, r.offset, stats);
+                    applied += 1;
                 }
                 out.broadcast(
                     joining.iter_mut(),
@@ -1641,9 +1682,11 @@ impl Units<'_> {
             if exactly_once {
                 commit_transaction(out.producer, TIMEOUT).map_err(kafka("commit transaction"))?;
             }
+            let dlq = std::mem::take(&mut out.dlq);
             sink.committed(CommittedBatch {
                 decisions: std::mem::take(&mut out.decided),
-                inputs: chunk.len() as u64,
+                inputs: applied.saturating_sub(dlq),
+                dlq,
                 ..CommittedBatch::default()
             });
         }
@@ -1758,20 +1801,21 @@ pub fn run_broker_with(
         let revoked: Vec<i32> = events
             .iter()
             .filter_map(|e| match e {
-                Rebalanced::Revoked(ps) => Some(ps.iter().copied()),
-                Rebalanced::Assigned(_) => None,
+                Rebalanced::Revoked { partitions, .. } => Some(partitions.iter().copied()),
+                Rebalanced::Assigned(_) | Rebalanced::LostAll => None,
             })
             .flatten()
             .collect();
-        if !revoked.is_empty() {
+        let lost_all = events.contains(&Rebalanced::LostAll);
+        if !revoked.is_empty() || lost_all {
             let mut i = 0;
             msgs.retain(|m| {
                 i += 1;
-                i > before_rebalance || !revoked.contains(&m.partition())
+                i > before_rebalance || !(lost_all || revoked.contains(&m.partition()))
             });
         }
-        out.dlq = 0;
         let assigned = units.rebalance(events, &mut out, exactly_once, stats, sink)?;
+        out.dlq = 0;
         if assigned && !ready {
             ready = true;
             stats.ready.store(true, Ordering::Relaxed);
