@@ -251,6 +251,25 @@ fn by_request(ds: Vec<DecisionV1>) -> BTreeMap<String, DecisionV1> {
     map
 }
 
+/// Every request has exactly one committed decision (`got`, by request id), equal to the
+/// offline router's over the same events: the setup, then the requests.
+fn assert_decided_as_offline(
+    got: &BTreeMap<String, DecisionV1>,
+    setup: &[InputEvent],
+    requests: &[InputEvent],
+    when: &str,
+) {
+    assert_eq!(
+        got.len(),
+        requests.len(),
+        "none lost, none duplicated {when}"
+    );
+    let want = by_request(offline(&[setup, requests].concat()));
+    for (id, w) in &want {
+        assert_eq!(got.get(id), Some(w), "decision for {id} {when}");
+    }
+}
+
 #[test]
 fn decisions_over_kafka_equal_zumik_decide_offline() {
     let cfg = config("equal");
@@ -414,11 +433,7 @@ fn a_restarted_broker_recovers_from_the_journal_and_decides_exactly_once() {
     b.stop();
 
     let got = by_request(decisions(&cfg, requests.len()));
-    assert_eq!(got.len(), requests.len(), "none lost, none duplicated");
-    let want = by_request(offline(&[setup, requests.clone()].concat()));
-    for (id, w) in &want {
-        assert_eq!(got.get(id), Some(w), "decision for {id} after the restart");
-    }
+    assert_decided_as_offline(&got, &setup, &requests, "after the restart");
 }
 
 #[test]
@@ -490,15 +505,7 @@ fn a_restart_from_a_snapshot_replays_only_the_journal_after_it() {
     c.stop();
 
     let got = by_request(decisions(&cfg, requests.len()));
-    assert_eq!(got.len(), requests.len(), "none lost, none duplicated");
-    let want = by_request(offline(&[setup, requests.clone()].concat()));
-    for (id, w) in &want {
-        assert_eq!(
-            got.get(id),
-            Some(w),
-            "decision for {id} across snapshot restarts"
-        );
-    }
+    assert_decided_as_offline(&got, &setup, &requests, "across snapshot restarts");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -614,15 +621,7 @@ fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
         log.matches("recovered in").count() >= 4,
         "every instance recovered:\n{log}"
     );
-    assert_eq!(got.len(), requests.len(), "none lost, none duplicated");
-    let want = by_request(offline(&[setup, requests.clone()].concat()));
-    for (id, w) in &want {
-        assert_eq!(
-            got.get(id),
-            Some(w),
-            "decision for {id} after three kill -9"
-        );
-    }
+    assert_decided_as_offline(&got, &setup, &requests, "after three kill -9");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -714,15 +713,7 @@ fn two_instances_share_the_units_and_the_survivor_of_a_kill_9_takes_them_over() 
         "the survivor restored a moved unit from zumik.snapshots:\n{a_log}"
     );
     assert!(b_log.contains("restored from"), "B held units:\n{b_log}");
-    assert_eq!(got.len(), requests.len(), "none lost, none duplicated");
-    let want = by_request(offline(&[setup, requests.clone()].concat()));
-    for (id, w) in &want {
-        assert_eq!(
-            got.get(id),
-            Some(w),
-            "decision for {id} across the handovers"
-        );
-    }
+    assert_decided_as_offline(&got, &setup, &requests, "across the handovers");
     let _ = std::fs::remove_dir_all(&dir);
     if std::env::var_os("ZUMIK_TEST_KEEP_LOGS").is_none() {
         let _ = std::fs::remove_file(log_of("a"));

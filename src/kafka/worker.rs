@@ -1257,13 +1257,7 @@ impl BatchOut<'_> {
                 entry,
             };
             if let Some((key, payload)) = unit.chunks.push(&rec) {
-                send(
-                    self.producer,
-                    BaseRecord::to(&self.topics.journal)
-                        .key(key.as_str())
-                        .partition(unit.partition)
-                        .payload(&payload[..]),
-                )?;
+                send_journal(self.producer, self.topics, unit.partition, &key, &payload)?;
             }
         }
         for mut d in self.out.decisions.drain(..) {
@@ -1363,16 +1357,27 @@ impl BatchOut<'_> {
             ));
         }
         for (key, payload) in records {
-            send(
-                self.producer,
-                BaseRecord::to(&self.topics.journal)
-                    .key(key.as_str())
-                    .partition(unit.partition)
-                    .payload(&payload[..]),
-            )?;
+            send_journal(self.producer, self.topics, unit.partition, &key, &payload)?;
         }
         Ok(())
     }
+}
+
+/// One journal message of unit `partition`, to its journal partition.
+fn send_journal(
+    producer: &ThreadedProducer<Delivery>,
+    topics: &Topics,
+    partition: i32,
+    key: &str,
+    payload: &[u8],
+) -> Result<(), BrokerError> {
+    send(
+        producer,
+        BaseRecord::to(&topics.journal)
+            .key(key)
+            .partition(partition)
+            .payload(payload),
+    )
 }
 
 /// The consumer of the broadcast topics (telemetry, control): every partition, outside the
@@ -1725,23 +1730,14 @@ pub fn run_broker_with(
         suspended: BTreeMap::new(),
         counted: Positions::new(),
     };
+    let topics_at = started.elapsed();
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
     let producer: ThreadedProducer<Delivery> = producer_config(cfg)
         .create_with_context(Delivery::tracking(&topics.journal))
         .map_err(kafka("producer"))?;
-    if exactly_once {
-        // Fences any older instance with the same transactional id (a zombie after a crash).
-        producer
-            .init_transactions(TIMEOUT)
-            .map_err(kafka("init transactions"))?;
-    }
-    let bcast = broadcast_consumer(
-        cfg,
-        [
-            (&topics.telemetry, layout.telemetry),
-            (&topics.control, layout.control),
-        ],
-    )?;
+    // The group join starts with the subscription and goes on in librdkafka's threads while
+    // the producer's transactions are initialised and the broadcast consumer is set up (the
+    // assignment is only served by the loop's first poll).
     let group: BaseConsumer<GroupContext> = consumer_config(cfg)
         .create_with_context(GroupContext::new(cfg))
         .map_err(kafka("consumer"))?;
@@ -1749,8 +1745,33 @@ pub fn run_broker_with(
     group
         .subscribe(&[&topics.requests, &topics.completions])
         .map_err(kafka("subscribe"))?;
+    let (init, bcast) = std::thread::scope(|s| {
+        // Fences any older instance with the same transactional id (a zombie after a crash),
+        // aborting its open transaction.
+        let init = s.spawn(|| {
+            let began = Instant::now();
+            if exactly_once {
+                producer
+                    .init_transactions(TIMEOUT)
+                    .map_err(kafka("init transactions"))?;
+            }
+            Ok::<_, BrokerError>(began.elapsed())
+        });
+        let bcast = broadcast_consumer(
+            cfg,
+            [
+                (&topics.telemetry, layout.telemetry),
+                (&topics.control, layout.control),
+            ],
+        );
+        let init = init.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (init, bcast)
+    });
+    let (init_took, bcast) = (init?, bcast?);
     tracing::debug!(
         units = unit_n,
+        topics_ms = topics_at.as_millis() as u64,
+        init_transactions_ms = init_took.as_millis() as u64,
         clients_ms = started.elapsed().as_millis() as u64,
         "broker: topics checked, clients started"
     );
