@@ -91,11 +91,30 @@ enum Tail {
     Positions(Positions),
 }
 
+/// Where a unit's state came from when it was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restored {
+    LocalSnapshot,
+    SnapshotsTopic,
+    /// No snapshot: the whole journal of the unit.
+    JournalOnly,
+}
+
+impl std::fmt::Display for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Restored::LocalSnapshot => "local snapshot",
+            Restored::SnapshotsTopic => "snapshots topic",
+            Restored::JournalOnly => "no snapshot",
+        })
+    }
+}
+
 /// What a unit's recovery reads (from the store and Kafka, on any thread).
 pub(super) struct Fetched {
     partition: i32,
     snapshot: Option<Snapshot>,
-    from: &'static str,
+    from: Restored,
     /// The journaled inputs and positions after the snapshot, in `input_seq` order.
     tail: Vec<(u64, Tail)>,
     /// Where the journal read ended on the unit's partition.
@@ -113,7 +132,7 @@ fn fetch_unit(
     snapshot_partitions: i32,
 ) -> Result<Fetched, BrokerError> {
     let began = Instant::now();
-    let (mut snapshot, mut from) = (None, "no snapshot");
+    let (mut snapshot, mut from) = (None, Restored::JournalOnly);
     if let Some(s) = snapshots {
         let local = s.local(partition)?;
         let published = published_snapshot(
@@ -124,11 +143,11 @@ fn fetch_unit(
         )?;
         (snapshot, from) = match (local, published) {
             (Some(l), Some(p)) if p.position.input_seq > l.position.input_seq => {
-                (Some(p), "snapshots topic")
+                (Some(p), Restored::SnapshotsTopic)
             }
-            (Some(l), _) => (Some(l), "local snapshot"),
-            (None, Some(p)) => (Some(p), "snapshots topic"),
-            (None, None) => (None, "no snapshot"),
+            (Some(l), _) => (Some(l), Restored::LocalSnapshot),
+            (None, Some(p)) => (Some(p), Restored::SnapshotsTopic),
+            (None, None) => (None, Restored::JournalOnly),
         };
     }
     let start = snapshot
@@ -180,7 +199,7 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
         snap: SnapState::default(),
     };
     if let Some(snap) = f.snapshot {
-        if f.from == "snapshots topic" {
+        if f.from == Restored::SnapshotsTopic {
             stats.from_topic.store(true, Ordering::Relaxed);
         }
         unit.engine.restore(&snap.state)?;
@@ -221,7 +240,7 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
     let (p, from) = (unit.partition, f.from);
     tracing::info!(
         unit = p,
-        from,
+        from = %from,
         snapshot_seq = restored,
         replayed = n,
         read_ms = f.took.as_millis() as u64,

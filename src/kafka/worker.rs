@@ -398,12 +398,13 @@ impl Delivery {
         }
     }
 
-    /// One past the last acknowledged journal offset of each partition this producer wrote to.
-    fn journal_ends(&self) -> BTreeMap<i32, i64> {
+    /// One past the last journal offset of `partition` acknowledged to this producer.
+    fn journal_end(&self, partition: i32) -> Option<i64> {
         self.journal_ends
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .get(&partition)
+            .copied()
     }
     /// Waits until every record sent so far has its delivery report; `false` on timeout.
     pub fn wait_reported(&self, timeout: Duration) -> bool {
@@ -708,8 +709,6 @@ pub(super) enum End {
 /// What [`scan_topic`] read.
 pub(super) struct Scan<T> {
     pub records: Vec<T>,
-    /// Records `decode` kept.
-    pub kept: u64,
     /// Where the read ended on each partition it read.
     pub ends: BTreeMap<i32, i64>,
 }
@@ -717,7 +716,7 @@ pub(super) struct Scan<T> {
 /// Reads a topic (committed records; `only` one partition if given) from `start` (per
 /// partition; others from the beginning) up to its end at the time of the call, keeping what
 /// `decode` (given each record's key and payload) returns with its sort key, sorted by
-/// `(key, partition, offset)`. Also returns the number of records kept and where the read
+/// `(key, partition, offset)`. Also returns where the read
 /// ended on each partition.
 ///
 /// With [`End::Log`] the end is the log end (the high watermark of a `read_uncommitted`
@@ -770,11 +769,9 @@ fn scan_topic_with_coordinates<T>(
     }
     let mut records: Vec<(u64, i32, i64, T)> = Vec::new();
     let mut kept: Vec<(u64, T)> = Vec::new();
-    let mut read = 0u64;
     if ends.is_empty() {
         return Ok(Scan {
             records: Vec::new(),
-            kept: 0,
             ends,
         });
     }
@@ -818,7 +815,6 @@ fn scan_topic_with_coordinates<T>(
                     offset: m.offset(),
                     message,
                 })?;
-                read += kept.len() as u64;
                 records.extend(
                     kept.drain(..)
                         .map(|(seq, rec)| (seq, m.partition(), m.offset(), rec)),
@@ -850,11 +846,7 @@ fn scan_topic_with_coordinates<T>(
         }
     }
     records.sort_by_key(|(seq, partition, offset, _)| (*seq, *partition, *offset));
-    Ok(Scan {
-        records,
-        kept: read,
-        ends,
-    })
+    Ok(Scan { records, ends })
 }
 
 /// [`scan_topic_with_coordinates`]'s records without their coordinates, decoded from their
@@ -866,16 +858,12 @@ pub(super) fn scan_topic<T>(
     start: &BTreeMap<i32, i64>,
     decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
 ) -> Result<Scan<T>, BrokerError> {
-    let Scan {
-        records,
-        kept,
-        ends,
-    } = scan_topic_with_coordinates(cfg, topic, only, End::Log, start, |_, bytes, out| {
-        decode(bytes, out)
-    })?;
+    let Scan { records, ends } =
+        scan_topic_with_coordinates(cfg, topic, only, End::Log, start, |_, bytes, out| {
+            decode(bytes, out)
+        })?;
     Ok(Scan {
         records: records.into_iter().map(|(_, _, _, r)| r).collect(),
-        kept,
         ends,
     })
 }
@@ -1042,12 +1030,7 @@ impl Snapshots {
     ) -> Result<Duration, BrokerError> {
         let started = Instant::now();
         let p = unit.partition;
-        let acked = producer
-            .context()
-            .journal_ends()
-            .get(&p)
-            .copied()
-            .unwrap_or(0);
+        let acked = producer.context().journal_end(p).unwrap_or(0);
         let position = SnapshotPosition {
             input_seq: unit.input_seq,
             journal_offsets: BTreeMap::from([(p, unit.snap.journal_base.max(acked))]),
