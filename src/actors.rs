@@ -35,7 +35,8 @@ use crate::core::index::HashIndex;
 use crate::core::lane::{LaneCommand, LaneEvent, LaneState};
 use crate::core::router::{
     cluster_step, create_lane, default_tenant_view, lane_hot_step, lane_step, tenant_step,
-    ClusterFanOut, FollowUps, JournalEntry, RouterState, SnapshotError, Warning, SNAPSHOT_VERSION,
+    unit_usage, ClusterFanOut, FollowUps, JournalEntry, RouterState, SnapshotError, Warning,
+    SNAPSHOT_VERSION,
 };
 use crate::core::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState, TenantView};
 use crate::core::view::{LaneView, RouterView};
@@ -472,6 +473,10 @@ impl ActorRouter {
                 let lane = self.lane_key(&r.lane, out).await?;
                 self.lane_cmd(&lane, LaneCommand::RecordReport(r), out)
                     .await
+            }
+            InputEvent::Usage(u) => {
+                let (id, cmd) = unit_usage(u);
+                self.tenant_cmd(&id, cmd, out).await
             }
         }
     }

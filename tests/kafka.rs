@@ -374,6 +374,8 @@ fn poison_input_goes_to_the_dlq_and_processing_goes_on() {
         (request("colour", r#""red""#), "unknown field"),
         (deep.into_bytes(), "recursion limit"),
         (huge.into_bytes(), "bytes"),
+        // Only the broker charges budgets: its internal usage event is refused on public topics.
+        (br#"{"schema":"zumik.usage.v1","tenant_id":"prj_1","unit":0,"requests":1,"cost_micros":5,"ts":"2026-11-24T10:00:00Z"}"#.to_vec(), "internal to the broker"),
     ];
     for (bytes, _) in &poison {
         send(&p, &topics.requests, "openai/gpt-4o", bytes);
@@ -1264,4 +1266,136 @@ fn an_instance_without_a_local_snapshot_restores_the_one_published_on_kafka() {
         assert_eq!(got.get(id), Some(w), "decision for {id}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_tenants_spend_in_one_unit_counts_against_its_budget_in_the_others() {
+    use zumik::events::codec::{decode_input, decode_usage};
+    use zumik::events::{Mode, Reason};
+    let cfg = config("usage");
+    let topics = Topics::new(&cfg.topic_prefix);
+    let broker = start(&cfg);
+    let event = |json: String| decode_input(json.as_bytes()).expect("a valid test event");
+    let at = |s: u32| format!("2026-11-24T10:00:{s:02}.000Z");
+    let policy = event(format!(
+        r#"{{"schema":"zumik.tenant_policy.v1","tenant_id":"prj_capped","subscriptions":[],"byok":[],"monthly_budget_micros":10000,"overage_mode":"pause","ts":"{}"}}"#,
+        at(0)
+    ));
+    produce_in_order(&cfg, &broker, &[policy]);
+    // Lane `gpt-4o` lives in unit 0, lane `gpt-4o-mini` in unit 1 (each lane's records go to
+    // one partition, as the lane key would put them).
+    let p = producer(&cfg);
+    let to_unit = |unit: i32, e: &InputEvent| {
+        p.send(
+            BaseRecord::to(topics.for_input(e))
+                .key(e.key())
+                .partition(unit)
+                .payload(&encode_input(e)),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+        p.flush(Duration::from_secs(30)).unwrap();
+    };
+    let request = |id: &str, s: u32| {
+        event(format!(
+            r#"{{"schema":"zumik.request.v1","request_id":"{id}","tenant_id":"prj_capped","model":"openai/gpt-4o-mini","input_tokens":100,"cached_input_tokens":0,"max_output_tokens":100,"qos":{{"class":"interactive"}},"ts":"{}"}}"#,
+            at(s)
+        ))
+    };
+    let decided = |n: u64| {
+        wait_for("a decision", || {
+            broker.stats.decisions.load(Ordering::Relaxed) >= n
+        })
+    };
+    to_unit(1, &request("before", 1));
+    decided(1);
+    // Unit 0 completes three managed gpt-4o requests: 1 000 output tokens each, 10 µ$ a
+    // token, 30 000 µ$ in all — three times the tenant's budget, all of it spent in unit 0.
+    for i in 0..3 {
+        to_unit(
+            0,
+            &event(format!(
+                r#"{{"schema":"zumik.completion.v1","request_id":"done-{i}","tenant_id":"prj_capped","model":"openai/gpt-4o","outcome":"completed","input_tokens":0,"cached_input_tokens":0,"output_tokens":1000,"profile":"managed_provider","target":"openai/gpt-4o","ts":"{}"}}"#,
+                at(2)
+            )),
+        );
+    }
+    // Unit 1 hears of it through the usage topic: its requests are soon refused.
+    let mut n = 1;
+    let mut refused = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused.is_none() && Instant::now() < deadline {
+        n += 1;
+        to_unit(1, &request(&format!("after-{n}"), 3));
+        decided(n);
+        let last = decisions(&cfg, n as usize)
+            .into_iter()
+            .find(|d| *d.request_id == *format!("after-{n}"))
+            .expect("the request's decision");
+        if last.reason == Reason::QuotaExceeded {
+            refused = Some(last);
+        }
+    }
+    let refused = refused.expect("unit 1 refused the tenant once unit 0 had spent its budget");
+    assert_eq!(refused.mode, Mode::Rejected);
+    broker.stop();
+
+    let all = decisions(&cfg, n as usize);
+    let before = all.iter().find(|d| &*d.request_id == "before").unwrap();
+    assert_eq!(
+        (before.mode, before.reason),
+        (Mode::Live, Reason::Tail),
+        "the tenant was served before the spend"
+    );
+    // What unit 0 sent: one record per tenant and batch, with the unit and the sum.
+    let usage: Vec<InputEvent> = read_all(&cfg, &topics.usage, 1)
+        .into_iter()
+        .map(|(payload, _)| decode_usage(&payload).expect("usage records decode"))
+        .collect();
+    let (mut requests, mut micros) = (0, 0);
+    for u in &usage {
+        let InputEvent::Usage(u) = u else {
+            unreachable!()
+        };
+        assert_eq!((u.tenant_id.as_str(), u.unit), ("prj_capped", 0));
+        requests += u.requests;
+        micros += u.cost_micros;
+    }
+    assert_eq!((requests, micros), (3, 30_000));
+    // Unit 1 journaled the usage it applied (unit 0 did not apply its own), and each unit's
+    // journal audits on its own: its inputs re-fold to its decisions.
+    let units = read_journal_units(&cfg, &topics).unwrap();
+    let applied_usage = |unit: i32| {
+        let (_, records) = units
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .expect("unit's journal");
+        records
+            .iter()
+            .filter(|r| matches!(r.entry, JournalEntry::Input(InputEvent::Usage(_))))
+            .count()
+    };
+    assert_eq!(applied_usage(0), 0);
+    assert_eq!(applied_usage(1), usage.len());
+    for (unit, records) in &units {
+        let mut a = Auditor::new(Arc::new(RoutingConfig::default()));
+        records.iter().for_each(|r| a.apply(&r.entry));
+        assert_eq!(a.stats.mismatches, 0, "unit {unit}");
+        let inputs: Vec<InputEvent> = records
+            .iter()
+            .filter_map(|r| match &r.entry {
+                JournalEntry::Input(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let refolded = by_request(offline(&inputs));
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|d| refolded.contains_key(&*d.request_id))
+            .collect();
+        assert_eq!(mine.len(), refolded.len(), "unit {unit}");
+        for d in mine {
+            assert_eq!(Some(d), refolded.get(&*d.request_id), "unit {unit}");
+        }
+    }
 }

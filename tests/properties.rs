@@ -226,6 +226,12 @@ enum Op {
     Deactivate {
         lane: usize,
     },
+    /// Another unit's spend for the tenant (`zumik.usage.v1`), sometimes of the month before.
+    UnitUsage {
+        tenant: usize,
+        cost_micros: u64,
+        last_month: bool,
+    },
     /// Sends an earlier request again (at-least-once producer); only in the redelivery test.
     Redeliver {
         pick: Index,
@@ -541,6 +547,13 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..LANES.len()).prop_map(|lane| Op::Deactivate { lane }),
         2 => register,
         1 => (0..4usize).prop_map(|cluster| Op::Deregister { cluster }),
+        2 => (0..TENANTS.len(), 1u64..200_000, prop::bool::weighted(0.1)).prop_map(
+            |(tenant, cost_micros, last_month)| Op::UnitUsage {
+                tenant,
+                cost_micros,
+                last_month
+            }
+        ),
     ]
 }
 
@@ -980,6 +993,21 @@ impl Builder {
                 lane: LANES[*lane].into(),
                 reason: "demoted: utilisation below break-even".into(),
                 ts: Timestamp(ts),
+            }),
+            Op::UnitUsage {
+                tenant,
+                cost_micros,
+                last_month,
+            } => InputEvent::Usage(zumik::events::UsageV1 {
+                tenant_id: TENANTS[*tenant].into(),
+                unit: 7,
+                requests: 1 + (*cost_micros % 5) as u32,
+                cost_micros: *cost_micros,
+                ts: Timestamp(if *last_month {
+                    ts - 31 * 24 * 3_600_000
+                } else {
+                    ts
+                }),
             }),
         };
         self.push(event);

@@ -299,6 +299,7 @@ into_event! {
     LaneActivatedV1 => LaneActivated,
     LaneDeactivatedV1 => LaneDeactivated,
     LaneActivateV1 => LaneActivate,
+    UsageV1 => Usage,
 }
 
 impl IntoEvent for GateReportV1 {
@@ -1477,6 +1478,62 @@ fn a_new_month_resets_the_spend() {
     assert_eq!(b.budget_crossings(ACME)[3..], [(50, 5_000)]);
 }
 
+/// What `tenant` spent in another unit (a `zumik.usage.v1` record from unit 1).
+fn elsewhere(tenant: &str, micros: u64, at_ms: i64) -> UsageV1 {
+    UsageV1 {
+        tenant_id: tenant.into(),
+        unit: 1,
+        requests: 3,
+        cost_micros: micros,
+        ts: at(at_ms),
+    }
+}
+
+#[test]
+fn spend_in_other_units_counts_against_the_budget() {
+    let mut b = given(events![
+        capped(ACME, 10_000, OverageMode::Pause),
+        billed("here", ACME, 4_000, 1_000)
+    ]);
+    b.when(events![elsewhere(ACME, 5_000, 1_500)]);
+    assert_eq!(b.budget_crossings(ACME), [(50, 9_000), (80, 9_000)]);
+    expect_managed(&b.decide(request("r1", ACME, GPT4O, 2_000)), Reason::Tail);
+    // Another unit's spend alone takes the tenant over its budget.
+    b.when(events![elsewhere(ACME, 1_000, 2_500)]);
+    assert_eq!(
+        b.budget_crossings(ACME),
+        [(50, 9_000), (80, 9_000), (100, 10_000)]
+    );
+    expect_rejected(
+        &b.decide(request("r2", ACME, GPT4O, 3_000)),
+        Reason::QuotaExceeded,
+    );
+}
+
+#[test]
+fn late_spend_from_last_month_does_not_take_the_tenant_back_to_it() {
+    let mut b = given(events![
+        capped(ACME, 10_000, OverageMode::Pause),
+        billed("dec-1", ACME, 6_000, DECEMBER + 1_000)
+    ]);
+    // November's last minutes, reported by another unit after December began (and one of this
+    // unit's own completions, late): recorded, not charged to December, no month rewind.
+    b.when(events![
+        elsewhere(ACME, 9_000, DECEMBER - 1),
+        billed("late", ACME, 9_000, DECEMBER - 2)
+    ]);
+    assert_eq!(b.budget_crossings(ACME), [(50, 6_000)]);
+    expect_managed(
+        &b.decide(request("r1", ACME, GPT4O, DECEMBER + 2_000)),
+        Reason::Tail,
+    );
+    b.when(events![elsewhere(ACME, 4_000, DECEMBER + 3_000)]);
+    expect_rejected(
+        &b.decide(request("r2", ACME, GPT4O, DECEMBER + 4_000)),
+        Reason::QuotaExceeded,
+    );
+}
+
 // =================================================================================================
 // 7. Managed provider down
 // =================================================================================================
@@ -1607,6 +1664,8 @@ const SCENARIOS: &[fn()] = &[
     a_spent_budget_with_overage_allow_keeps_serving,
     budget_thresholds_fire_at_50_80_and_100_percent_of_billed_managed_spend,
     a_new_month_resets_the_spend,
+    spend_in_other_units_counts_against_the_budget,
+    late_spend_from_last_month_does_not_take_the_tenant_back_to_it,
     managed_down_without_openrouter_fallback_is_a_placeholder,
     a_hot_lane_keeps_serving_while_its_managed_provider_is_down_and_overflow_gets_a_placeholder,
     managed_down_falls_back_to_openrouter_only_when_enabled_and_the_boundary_is_project,

@@ -331,6 +331,10 @@ impl Router {
                 let lane = self.lane_key(&r.lane, out);
                 self.lane_cmd(&lane, LaneCommand::RecordReport(r), out);
             }
+            InputEvent::Usage(u) => {
+                let (id, cmd) = unit_usage(u);
+                self.tenant_cmd(&id, cmd, out);
+            }
         }
     }
 
@@ -491,6 +495,17 @@ impl Router {
 // applied, its journal record and outputs written to `out`, and what it gives other actors. The
 // inline `Router` and the actix shells (`crate::actors`) both run exactly these, so the two
 // engines cannot drift apart; only the order in which they are driven is the router's.
+
+/// Another unit's usage record as the command for its tenant.
+pub fn unit_usage(u: crate::events::UsageV1) -> (Arc<str>, TenantCommand) {
+    let cmd = TenantCommand::RecordUnitUsage {
+        unit: u.unit,
+        requests: u.requests,
+        cost_micros: u.cost_micros,
+        ts: u.ts,
+    };
+    (Arc::from(u.tenant_id), cmd)
+}
 
 /// A completion's outcome for its cluster's breaker and its cost for its tenant's budget.
 pub type FollowUps = (

@@ -175,6 +175,13 @@ pub enum TenantCommand {
         cost_micros: u64,
         ts: Timestamp,
     },
+    /// Billable cost of the tenant's completions in another unit (`zumik.usage.v1`).
+    RecordUnitUsage {
+        unit: u32,
+        requests: u32,
+        cost_micros: u64,
+        ts: Timestamp,
+    },
 }
 
 /// Facts the tenant decider emits.
@@ -198,6 +205,15 @@ pub enum TenantEvent {
         pct: u8,
         spent_micros: u64,
         budget_micros: u64,
+        ts: Timestamp,
+    },
+    /// Another unit's usage was added (`spent_micros` is the spend after it). Last variant, so
+    /// the others keep their journal encoding.
+    UnitUsageRecorded {
+        unit: u32,
+        requests: u32,
+        cost_micros: u64,
+        spent_micros: u64,
         ts: Timestamp,
     },
 }
@@ -308,35 +324,70 @@ impl TenantState {
                 request_id,
                 cost_micros,
                 ts,
-            } => {
-                let in_month = (self.month_start_ms..self.month_end_ms).contains(&ts.millis());
-                let (spent_before, crossed_before) = if in_month {
-                    (self.spent_micros, self.crossed)
-                } else {
-                    out.push(TenantEvent::MonthStarted {
-                        month: ts.year_month(),
-                    });
-                    (0, 0)
-                };
-                let spent = spent_before.saturating_add(*cost_micros);
-                out.push(TenantEvent::UsageRecorded {
+            } => self.charge(*cost_micros, *ts, cfg, out, |spent_micros| {
+                TenantEvent::UsageRecorded {
                     request_id: request_id.clone(),
                     cost_micros: *cost_micros,
-                    spent_micros: spent,
+                    spent_micros,
                     ts: *ts,
-                });
-                let budget = self.policy.as_ref().and_then(|p| p.monthly_budget_micros);
-                let now_crossed = crossed_mask(spent, budget, &cfg.budget_thresholds_pct);
-                for (i, &pct) in cfg.budget_thresholds_pct.iter().enumerate() {
-                    if now_crossed & !crossed_before & (1 << i) != 0 {
-                        out.push(TenantEvent::BudgetThresholdCrossed {
-                            pct,
-                            spent_micros: spent,
-                            budget_micros: budget.unwrap_or(0),
-                            ts: *ts,
-                        });
-                    }
                 }
+            }),
+            TenantCommand::RecordUnitUsage {
+                unit,
+                requests,
+                cost_micros,
+                ts,
+            } => self.charge(*cost_micros, *ts, cfg, out, |spent_micros| {
+                TenantEvent::UnitUsageRecorded {
+                    unit: *unit,
+                    requests: *requests,
+                    cost_micros: *cost_micros,
+                    spent_micros,
+                    ts: *ts,
+                }
+            }),
+        }
+    }
+
+    /// Adds `cost` at event time `ts` to the month's spend: the month starts over when `ts` is
+    /// past it, the recorded event (built from the spend after it) and any threshold newly
+    /// crossed follow. Usage of an earlier month is recorded but leaves this month's spend
+    /// alone: records from other units arrive late, and one from the last minutes of a month
+    /// must not send the tenant back to that month.
+    fn charge(
+        &self,
+        cost: u64,
+        ts: Timestamp,
+        cfg: &RoutingConfig,
+        out: &mut Vec<TenantEvent>,
+        recorded: impl FnOnce(u64) -> TenantEvent,
+    ) {
+        let t = ts.millis();
+        let started = self.month_end_ms > self.month_start_ms;
+        if started && t < self.month_start_ms {
+            out.push(recorded(self.spent_micros));
+            return;
+        }
+        let (spent_before, crossed_before) = if started && t < self.month_end_ms {
+            (self.spent_micros, self.crossed)
+        } else {
+            out.push(TenantEvent::MonthStarted {
+                month: ts.year_month(),
+            });
+            (0, 0)
+        };
+        let spent = spent_before.saturating_add(cost);
+        out.push(recorded(spent));
+        let budget = self.policy.as_ref().and_then(|p| p.monthly_budget_micros);
+        let now_crossed = crossed_mask(spent, budget, &cfg.budget_thresholds_pct);
+        for (i, &pct) in cfg.budget_thresholds_pct.iter().enumerate() {
+            if now_crossed & !crossed_before & (1 << i) != 0 {
+                out.push(TenantEvent::BudgetThresholdCrossed {
+                    pct,
+                    spent_micros: spent,
+                    budget_micros: budget.unwrap_or(0),
+                    ts,
+                });
             }
         }
     }
@@ -368,7 +419,10 @@ impl TenantState {
                 self.spent_micros = 0;
                 self.crossed = 0;
             }
-            TenantEvent::UsageRecorded { spent_micros, .. } => self.spent_micros = *spent_micros,
+            TenantEvent::UsageRecorded { spent_micros, .. }
+            | TenantEvent::UnitUsageRecorded { spent_micros, .. } => {
+                self.spent_micros = *spent_micros
+            }
             TenantEvent::BudgetThresholdCrossed { .. } => {
                 let budget = self.policy.as_ref().and_then(|p| p.monthly_budget_micros);
                 self.crossed = crossed_mask(self.spent_micros, budget, &cfg.budget_thresholds_pct);

@@ -1,4 +1,5 @@
-//! JSON codecs for the public topics: bytes → validated [`InputEvent`], [`DecisionV1`] → bytes.
+//! JSON codecs for the public topics: bytes → validated [`InputEvent`], [`DecisionV1`] → bytes;
+//! and the internal `zumik.usage` records (bincode behind a format-version byte).
 //!
 //! Decoding never panics on hostile bytes; every failure says which rule broke, so the runtime
 //! can put it on the DLQ with that reason and `zumik decide` can print it with the line number.
@@ -6,7 +7,7 @@
 use thiserror::Error;
 
 use super::decision::DecisionV1;
-use super::input::InputEvent;
+use super::input::{InputEvent, UsageV1};
 use super::validate::Invalid;
 
 /// Largest event accepted, in bytes. Bigger payloads are hostile or broken.
@@ -25,6 +26,8 @@ pub enum DecodeError {
         schema: &'static str,
         invalid: Invalid,
     },
+    #[error("not a valid internal record: {0}")]
+    Binary(String),
 }
 
 impl DecodeError {
@@ -32,7 +35,7 @@ impl DecodeError {
     pub fn code(&self) -> &'static str {
         match self {
             DecodeError::TooLarge { .. } => "too_large",
-            DecodeError::Json(_) => "malformed",
+            DecodeError::Json(_) | DecodeError::Binary(_) => "malformed",
             DecodeError::Invalid { .. } => "invalid",
         }
     }
@@ -47,6 +50,45 @@ pub fn decode_input(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
         });
     }
     let event: InputEvent = serde_json::from_slice(bytes)?;
+    event.validate().map_err(|invalid| DecodeError::Invalid {
+        schema: event.schema_name(),
+        invalid,
+    })?;
+    Ok(event)
+}
+
+/// Format version of `zumik.usage` records (their first byte).
+pub const USAGE_VERSION: u8 = 1;
+
+/// One `zumik.usage` record: the version byte, then the bincode of `usage`.
+pub fn encode_usage(usage: &UsageV1) -> Vec<u8> {
+    let mut out = vec![USAGE_VERSION];
+    // Writing plain data into a Vec cannot fail.
+    bincode::encode_into_std_write(usage, &mut out, bincode::config::standard())
+        .expect("usage records encode");
+    out
+}
+
+/// Parses and validates one `zumik.usage` record.
+pub fn decode_usage(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
+    let Some((&version, body)) = bytes.split_first() else {
+        return Err(DecodeError::Binary("empty usage record".into()));
+    };
+    if version != USAGE_VERSION {
+        return Err(DecodeError::Binary(format!(
+            "usage record format {version}, this build reads {USAGE_VERSION}"
+        )));
+    }
+    let (usage, used): (UsageV1, usize) =
+        bincode::decode_from_slice(body, bincode::config::standard())
+            .map_err(|e| DecodeError::Binary(format!("usage record: {e}")))?;
+    if used != body.len() {
+        return Err(DecodeError::Binary(format!(
+            "usage record: {} bytes after the record",
+            body.len() - used
+        )));
+    }
+    let event = InputEvent::Usage(usage);
     event.validate().map_err(|invalid| DecodeError::Invalid {
         schema: event.schema_name(),
         invalid,
@@ -92,6 +134,45 @@ mod tests {
     }
     use crate::events::decision::OutputEvent;
     use crate::events::{Mode, Reason, Timestamp};
+
+    #[test]
+    fn usage_records_round_trip_and_bad_ones_say_why() {
+        let u = UsageV1 {
+            tenant_id: "prj_a".into(),
+            unit: 3,
+            requests: 2,
+            cost_micros: 1_500,
+            ts: Timestamp(1_700_000_000_000),
+        };
+        let bytes = encode_usage(&u);
+        assert_eq!(bytes[0], USAGE_VERSION);
+        assert_eq!(decode_usage(&bytes).unwrap(), InputEvent::Usage(u.clone()));
+        // The JSON form (exported journals) reads back the same.
+        let json = encode_input(&InputEvent::Usage(u.clone()));
+        assert_eq!(decode_input(&json).unwrap(), InputEvent::Usage(u.clone()));
+
+        let mut other_version = bytes.clone();
+        other_version[0] = 9;
+        assert!(decode_usage(&other_version)
+            .unwrap_err()
+            .to_string()
+            .contains("format 9"));
+        assert!(decode_usage(&[]).is_err());
+        assert!(decode_usage(&bytes[..bytes.len() - 1]).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode_usage(&trailing)
+            .unwrap_err()
+            .to_string()
+            .contains("after"));
+        let free = encode_usage(&UsageV1 {
+            cost_micros: 0,
+            ..u
+        });
+        let e = decode_usage(&free).unwrap_err();
+        assert_eq!(e.code(), "invalid");
+        assert!(e.to_string().contains("cost_micros"), "{e}");
+    }
 
     #[test]
     fn decision_encoding_matches_the_tagged_enum() {

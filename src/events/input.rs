@@ -522,6 +522,38 @@ pub struct LaneDeactivatedV1 {
     pub ts: Timestamp,
 }
 
+/// `zumik.usage.v1` — internal (topic `zumik.usage`, written and read by the broker): what a
+/// tenant's billable completions cost in one unit (input partition) during one batch. Every unit
+/// charges its own completions directly; it applies the other units' records like telemetry, so
+/// a tenant's monthly spend — and `quota_exceeded` — covers its traffic on every lane. Accepted
+/// as JSON too, so a unit's exported journal replays through `zumik decide`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
+#[serde(deny_unknown_fields)]
+pub struct UsageV1 {
+    #[schemars(length(min = 1, max = 128))]
+    pub tenant_id: String,
+    /// The unit (input partition of requests and completions) whose completions these are.
+    pub unit: u32,
+    /// Completions summed into this record.
+    #[schemars(range(min = 1))]
+    pub requests: u32,
+    /// Their billable cost, in micros.
+    #[schemars(range(min = 1))]
+    pub cost_micros: u64,
+    /// Event time of the last of them; all of them fall in this UTC calendar month.
+    pub ts: Timestamp,
+}
+
 /// Any input event, tagged by its `schema` field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 #[serde(tag = "schema")]
@@ -548,6 +580,9 @@ pub enum InputEvent {
     LaneActivate(LaneActivateV1),
     #[serde(rename = "zumik.gate_report.v1")]
     GateReport(Box<super::report::GateReportV1>),
+    /// Internal; last, so the other variants keep their journal encoding.
+    #[serde(rename = "zumik.usage.v1")]
+    Usage(UsageV1),
 }
 
 impl InputEvent {
@@ -565,6 +600,7 @@ impl InputEvent {
             InputEvent::LaneDeactivated(_) => "zumik.lane_deactivated.v1",
             InputEvent::LaneActivate(_) => "zumik.lane_activate.v1",
             InputEvent::GateReport(_) => "zumik.gate_report.v1",
+            InputEvent::Usage(_) => "zumik.usage.v1",
         }
     }
 
@@ -582,6 +618,7 @@ impl InputEvent {
             InputEvent::LaneDeactivated(e) => e.ts,
             InputEvent::LaneActivate(e) => e.ts,
             InputEvent::GateReport(e) => e.window.end,
+            InputEvent::Usage(e) => e.ts,
         }
     }
 
@@ -599,6 +636,7 @@ impl InputEvent {
             InputEvent::LaneDeactivated(e) => &e.lane,
             InputEvent::LaneActivate(e) => &e.lane,
             InputEvent::GateReport(e) => &e.lane,
+            InputEvent::Usage(e) => &e.tenant_id,
         }
     }
 
@@ -700,6 +738,16 @@ impl InputEvent {
                 check_id("digest", &e.digest)?;
                 if e.window.start > e.window.end {
                     return Err(Invalid::new("window", "start is after end"));
+                }
+                Ok(())
+            }
+            InputEvent::Usage(e) => {
+                check_id("tenant_id", &e.tenant_id)?;
+                if e.requests == 0 {
+                    return Err(Invalid::new("requests", "must be at least 1"));
+                }
+                if e.cost_micros == 0 {
+                    return Err(Invalid::new("cost_micros", "must be at least 1"));
                 }
                 Ok(())
             }

@@ -84,6 +84,10 @@ pub fn all() -> Vec<(&'static str, Schema)> {
             "zumik.decision.v1",
             tagged::<DecisionV1>("zumik.decision.v1", "Decision"),
         ),
+        (
+            "zumik.usage.v1",
+            tagged::<UsageV1>("zumik.usage.v1", "Usage"),
+        ),
     ]
 }
 

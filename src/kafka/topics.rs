@@ -8,7 +8,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::config::KafkaConfig;
-use crate::events::InputEvent;
+use crate::events::codec::{decode_input, decode_usage, DecodeError};
+use crate::events::{InputEvent, Invalid};
 
 /// The names of every Zumik topic (DESIGN §3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,12 +53,39 @@ impl Topics {
         ]
     }
 
+    /// The topics every instance reads whole and applies to each unit it holds (telemetry,
+    /// control, and the units' usage records), as opposed to the requests and completions,
+    /// which the consumer group splits into units.
+    pub fn broadcast(&self) -> [&str; 3] {
+        [&self.telemetry, &self.control, &self.usage]
+    }
+
+    /// Decodes one record of input topic `topic`. The usage topic carries the broker's own
+    /// bincode records; the public topics carry JSON, where the internal usage event is
+    /// refused (only the broker may charge a tenant's budget).
+    pub fn decode(&self, topic: &str, payload: &[u8]) -> Result<InputEvent, DecodeError> {
+        if topic == self.usage {
+            return decode_usage(payload);
+        }
+        match decode_input(payload)? {
+            InputEvent::Usage(_) => Err(DecodeError::Invalid {
+                schema: "zumik.usage.v1",
+                invalid: Invalid::new(
+                    "schema",
+                    format!("internal to the broker: accepted only on {}", self.usage),
+                ),
+            }),
+            event => Ok(event),
+        }
+    }
+
     /// Where a producer puts an input event.
     pub fn for_input(&self, e: &InputEvent) -> &str {
         match e {
             InputEvent::Request(_) => &self.requests,
             InputEvent::Completion(_) => &self.completions,
             InputEvent::ClusterHeartbeat(_) | InputEvent::ProviderHealth(_) => &self.telemetry,
+            InputEvent::Usage(_) => &self.usage,
             _ => &self.control,
         }
     }

@@ -4,8 +4,8 @@
 //! Unit `p` owns partition `p` of the requests and completions topics (both keyed by lane and
 //! created with the same partition count, so a lane's requests and completions meet in one
 //! unit, and the range assignor gives both to the same instance). Its deciders see every
-//! cluster and tenant fact: each instance reads **all** partitions of the telemetry and
-//! control topics (the broadcast inputs) and applies each record to every unit it holds. A
+//! cluster and tenant fact: each instance reads **all** partitions of the telemetry, control
+//! and usage topics (the broadcast inputs) and applies each record to every unit it holds. A
 //! unit keeps the broadcast offsets it has applied — journaled after each batch
 //! (`CHUNK_POSITIONS`) and in its snapshots — so wherever it is loaded it applies each
 //! broadcast record exactly once, catching up on those it has not seen.
@@ -15,8 +15,16 @@
 //! `p % partitions`), and recovers from the newer of the local and the published snapshot
 //! plus its journal tail. Capacity needs no coordination between units: a cluster's slots
 //! are already split among its lanes (`ClusterView::lane_limit`), and a lane lives in one
-//! unit. What a unit does not see is other units' completions: a cluster's circuit breaker
-//! and a tenant's budget count the traffic of the unit's own lanes.
+//! unit.
+//!
+//! A tenant's budget does: its requests spread over lanes in every unit. Each unit charges
+//! its own completions directly and, at the end of each batch, sends what they cost per
+//! tenant (and month) to the usage topic, in the batch's transaction ([`Charges`]). The usage
+//! topic is a broadcast input like telemetry and control: every unit applies the *other*
+//! units' records (a `zumik.usage.v1` input, journaled), so a tenant's spend in each unit is
+//! its spend everywhere, up to the usage topic's lag. What a unit still does not see is other
+//! units' completion outcomes: a cluster's circuit breaker counts the failures of the unit's
+//! own lanes.
 //!
 //! [`GroupContext`] records the consumer group's rebalances; the broker loop acts on them
 //! between batches (it drops a batch's messages of revoked partitions, keeps the units it is
@@ -37,9 +45,10 @@ use super::worker::{
     JournalChunks, JournalRecord, Scan, SnapState, Snapshots, Unacked,
 };
 use crate::actors::{ActorSystem, Engine};
+use crate::core::router::JournalEntry;
+use crate::core::tenant::TenantCommand;
 use crate::core::{Output, PriceTable, RoutingConfig};
-use crate::events::codec::decode_input;
-use crate::events::InputEvent;
+use crate::events::{InputEvent, UsageV1};
 use crate::store::Snapshot;
 
 /// Per broadcast partition `(topic, partition)`: the offset of the first record not applied.
@@ -67,6 +76,8 @@ pub struct Unit {
     pub moved: bool,
     pub(super) chunks: JournalChunks,
     pub(super) snap: SnapState,
+    /// What this batch's own completions cost, for the other units.
+    pub(super) charges: Charges,
 }
 
 impl Unit {
@@ -82,6 +93,48 @@ impl Unit {
         self.broadcast
             .insert((topic.to_owned(), partition), offset + 1);
         self.moved = true;
+    }
+}
+
+/// The billable spend of one unit's own completions in the current batch, summed per tenant
+/// and calendar month (a month's budget must not receive another month's spend), read off the
+/// journal records the batch produced. Sent as one usage record each at the batch's end.
+#[derive(Debug, Default)]
+pub struct Charges(BTreeMap<(Arc<str>, u32), UsageV1>);
+
+impl Charges {
+    /// Adds the charge `entry` records, if it is one: a tenant's `RecordUsage`, which only
+    /// this unit's completions give (other units' usage arrives as `RecordUnitUsage`).
+    pub fn add(&mut self, unit: i32, entry: &JournalEntry) {
+        let JournalEntry::Tenant {
+            tenant_id,
+            command: TenantCommand::RecordUsage {
+                cost_micros, ts, ..
+            },
+            ..
+        } = entry
+        else {
+            return;
+        };
+        let usage = self
+            .0
+            .entry((tenant_id.clone(), ts.year_month()))
+            .or_insert_with(|| UsageV1 {
+                tenant_id: tenant_id.to_string(),
+                // Partitions are never negative.
+                unit: u32::try_from(unit).unwrap_or_default(),
+                requests: 0,
+                cost_micros: 0,
+                ts: *ts,
+            });
+        usage.requests = usage.requests.saturating_add(1);
+        usage.cost_micros = usage.cost_micros.saturating_add(*cost_micros);
+        usage.ts = usage.ts.max(*ts);
+    }
+
+    /// The batch's usage records, in tenant and month order; empties the batch.
+    pub fn drain(&mut self) -> impl Iterator<Item = UsageV1> {
+        std::mem::take(&mut self.0).into_values()
     }
 }
 
@@ -197,6 +250,7 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
         moved: false,
         chunks: JournalChunks::default(),
         snap: SnapState::default(),
+        charges: Charges::default(),
     };
     if let Some(snap) = f.snapshot {
         if f.from == Restored::SnapshotsTopic {
@@ -279,7 +333,7 @@ pub(super) fn load_units(
         .collect()
 }
 
-/// The broadcast records (telemetry and control) that `units` have not applied yet, from the
+/// The broadcast records (telemetry, control, usage) that `units` have not applied yet, from the
 /// lowest position any of them needs up to each partition's end now. Each partition's records
 /// keep their order; partitions are merged by event time (the earliest head first), so a
 /// cluster's registration comes before its heartbeats as it did live. Records the broadcast
@@ -292,7 +346,7 @@ pub(super) fn catch_up_reads<'a>(
     // Where each topic is read from: per partition, the lowest next offset over the units; a
     // partition some unit has never read is read from its start.
     let mut starts = Vec::new();
-    for topic in [&topics.telemetry, &topics.control] {
+    for topic in topics.broadcast() {
         let mut start: Option<BTreeMap<i32, i64>> = None;
         for u in units.clone() {
             let mine: BTreeMap<i32, i64> = u
@@ -334,7 +388,9 @@ pub(super) fn catch_up_reads<'a>(
             BTreeMap::new();
         for r in records? {
             // Undecodable records sort as early as possible; the DLQ takes them.
-            let ts = decode_input(&r.payload).map_or(i64::MIN, |e| e.ts().millis());
+            let ts = topics
+                .decode(&r.topic, &r.payload)
+                .map_or(i64::MIN, |e| e.ts().millis());
             by_partition
                 .entry((r.topic.clone(), r.partition))
                 .or_default()
@@ -487,5 +543,58 @@ mod tests {
         ]);
         assert_eq!(merged, ["hb1", "registered", "hb2", "hb3-late"]);
         assert!(merge_by_time::<()>(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn charges_sum_a_batchs_own_usage_per_tenant_and_month_and_nothing_else() {
+        use crate::events::Timestamp;
+        const NOV_30: i64 = 1_796_083_200_000 - 1; // 2026-11-30T23:59:59.999Z
+        let own = |tenant: &str, cost_micros: u64, at: i64| JournalEntry::Tenant {
+            tenant_id: tenant.into(),
+            command: TenantCommand::RecordUsage {
+                request_id: "r".into(),
+                cost_micros,
+                ts: Timestamp(at),
+            },
+            events: vec![],
+        };
+        let mut c = Charges::default();
+        c.add(2, &own("prj_b", 10, NOV_30 - 5));
+        c.add(2, &own("prj_a", 7, NOV_30 - 9));
+        c.add(2, &own("prj_b", 5, NOV_30 - 1));
+        c.add(2, &own("prj_b", 1, NOV_30 + 2)); // December
+                                                // Another unit's usage applied here, and anything else: not this unit's to send.
+        c.add(
+            2,
+            &JournalEntry::Tenant {
+                tenant_id: "prj_a".into(),
+                command: TenantCommand::RecordUnitUsage {
+                    unit: 1,
+                    requests: 1,
+                    cost_micros: 99,
+                    ts: Timestamp(NOV_30),
+                },
+                events: vec![],
+            },
+        );
+        c.add(
+            2,
+            &JournalEntry::ClusterRemoved {
+                cluster_id: "byc_x".into(),
+            },
+        );
+        let sent: Vec<_> = c
+            .drain()
+            .map(|u| (u.tenant_id, u.unit, u.requests, u.cost_micros, u.ts.0))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("prj_a".to_owned(), 2, 1, 7, NOV_30 - 9),
+                ("prj_b".to_owned(), 2, 2, 15, NOV_30 - 1),
+                ("prj_b".to_owned(), 2, 1, 1, NOV_30 + 2),
+            ]
+        );
+        assert_eq!(c.drain().count(), 0, "a drain empties the batch");
     }
 }

@@ -48,7 +48,7 @@ use crate::actors::{ActorGone, ActorSystem};
 use crate::core::router::{JournalEntry, SnapshotError};
 use crate::core::view::RouterView;
 use crate::core::{Output, PriceTable, RoutingConfig};
-use crate::events::codec::{decode_input, encode_decision_into, DecodeError};
+use crate::events::codec::{encode_decision_into, encode_usage, DecodeError};
 use crate::events::{DecisionV1, InputEvent, Source};
 use crate::store::{Snapshot, SnapshotPosition, SnapshotStore, StoreError};
 
@@ -1235,6 +1235,7 @@ impl BatchOut<'_> {
         stats.applied.fetch_add(1, Ordering::Relaxed);
         unit.engine.apply(event, &mut self.out)?;
         for entry in self.out.journal.drain(..) {
+            unit.charges.add(unit.partition, &entry);
             let rec = JournalRecord {
                 input_seq: unit.input_seq,
                 entry,
@@ -1301,8 +1302,9 @@ impl BatchOut<'_> {
         Ok(())
     }
 
-    /// Applies a broadcast record to every unit that has not applied it yet. A record that
-    /// does not decode goes to the DLQ once: from the instance holding unit 0.
+    /// Applies a broadcast record to every unit that has not applied it yet (a usage record
+    /// to every unit but the one it came from, which charged it already). A record that does
+    /// not decode goes to the DLQ once: from the instance holding unit 0.
     fn broadcast<'u>(
         &mut self,
         units: impl Iterator<Item = &'u mut Unit>,
@@ -1311,13 +1313,14 @@ impl BatchOut<'_> {
         source: (&str, i32, i64),
         stats: &BrokerStats,
     ) -> Result<(), BrokerError> {
-        let decoded = decode_input(payload);
         let (topic, partition, offset) = source;
+        let decoded = self.topics.decode(topic, payload);
         for unit in units {
             if !unit.wants(topic, partition, offset) {
                 continue;
             }
             match &decoded {
+                Ok(InputEvent::Usage(u)) if i64::from(u.unit) == i64::from(unit.partition) => {}
                 Ok(event) => self.apply(unit, event.clone(), source, stats)?,
                 Err(e) if unit.partition == 0 => {
                     self.dead_letter(key, payload, e, source, stats)?
@@ -1329,9 +1332,19 @@ impl BatchOut<'_> {
         Ok(())
     }
 
-    /// Ends a unit's part of the batch: its open journal chunks and, if they moved, its
-    /// broadcast positions, to its journal partition.
+    /// Ends a unit's part of the batch: its usage records to the usage topic (keyed by
+    /// tenant), its open journal chunks and, if they moved, its broadcast positions, to its
+    /// journal partition.
     fn finish(&mut self, unit: &mut Unit) -> Result<(), BrokerError> {
+        for usage in unit.charges.drain() {
+            let payload = encode_usage(&usage);
+            send(
+                self.producer,
+                BaseRecord::to(&self.topics.usage)
+                    .key(usage.tenant_id.as_str())
+                    .payload(&payload[..]),
+            )?;
+        }
         let mut records = unit.chunks.drain();
         if std::mem::take(&mut unit.moved) {
             records.push((
@@ -1363,12 +1376,12 @@ fn send_journal(
     )
 }
 
-/// The consumer of the broadcast topics (telemetry, control): every partition, outside the
+/// The consumer of the broadcast topics (telemetry, control, usage): every partition, outside the
 /// consumer group (each unit keeps its own positions), from their current end — a unit
 /// catches up on older records when it is loaded.
 fn broadcast_consumer(
     cfg: &KafkaConfig,
-    broadcast: [(&str, i32); 2],
+    broadcast: [(&str, i32); 3],
 ) -> Result<BaseConsumer, BrokerError> {
     let consumer: BaseConsumer = consumer_config(cfg)
         .remove("group.instance.id")
@@ -1394,20 +1407,22 @@ fn broadcast_consumer(
 struct Layout {
     units: i32,
     snapshots: i32,
-    telemetry: i32,
-    control: i32,
+    /// Per broadcast topic (`Topics::broadcast`), its partitions.
+    broadcast: [i32; 3],
 }
 
 fn layout(cfg: &KafkaConfig, topics: &Topics) -> Result<Layout, BrokerError> {
-    let [requests, completions, journal, snapshots, telemetry, control] = partition_counts(
+    let [telemetry, control, usage] = topics.broadcast();
+    let [requests, completions, journal, snapshots, telemetry, control, usage] = partition_counts(
         cfg,
         &[
             &topics.requests,
             &topics.completions,
             &topics.journal,
             &topics.snapshots,
-            &topics.telemetry,
-            &topics.control,
+            telemetry,
+            control,
+            usage,
         ],
     )?[..] else {
         unreachable!("one count per topic asked")
@@ -1422,8 +1437,7 @@ fn layout(cfg: &KafkaConfig, topics: &Topics) -> Result<Layout, BrokerError> {
     Ok(Layout {
         units: requests,
         snapshots,
-        telemetry,
-        control,
+        broadcast: [telemetry, control, usage],
     })
 }
 
@@ -1740,13 +1754,9 @@ pub fn run_broker_with(
             }
             Ok::<_, BrokerError>(began.elapsed())
         });
-        let bcast = broadcast_consumer(
-            cfg,
-            [
-                (&topics.telemetry, layout.telemetry),
-                (&topics.control, layout.control),
-            ],
-        );
+        let [t, c, u] = topics.broadcast();
+        let [tn, cn, un] = layout.broadcast;
+        let bcast = broadcast_consumer(cfg, [(t, tn), (c, cn), (u, un)]);
         let init = init.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
         (init, bcast)
     });
@@ -1859,7 +1869,10 @@ pub fn run_broker_with(
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             let source = (m.topic(), m.partition(), m.offset());
             let payload = m.payload().unwrap_or_default();
-            match (decode_input(payload), units.active.get_mut(&m.partition())) {
+            match (
+                topics.decode(m.topic(), payload),
+                units.active.get_mut(&m.partition()),
+            ) {
                 (Ok(event), Some(unit)) => {
                     stats.inputs.fetch_add(1, Ordering::Relaxed);
                     out.apply(unit, event, source, stats)?;
@@ -1945,6 +1958,7 @@ pub fn run_broker_with(
 mod tests {
     use super::*;
     use crate::core::{Output, PriceTable, Router, RoutingConfig};
+    use crate::events::codec::decode_input;
 
     /// Journal records of the example scenario, as the broker writes them.
     fn records() -> Vec<JournalRecord> {
