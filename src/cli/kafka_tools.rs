@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -93,8 +92,9 @@ fn start_api(
     model: actix::Addr<ReadModel>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<actix_web::dev::ServerHandle> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
+    let producer: FutureProducer = cfg
+        .kafka
+        .client_config()
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")
         .set("message.timeout.ms", "10000")
@@ -256,8 +256,9 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(args.config.config.as_deref())?;
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     crate::kafka::topics::ensure_topics(&cfg.kafka, &topics)?;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
+    let producer: ThreadedProducer<DefaultProducerContext> = cfg
+        .kafka
+        .client_config()
         .set("enable.idempotence", "true")
         .create()
         .context("creating the producer")?;
@@ -336,8 +337,9 @@ pub struct TailArgs {
 pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(args.config.config.as_deref())?;
     let topics = Topics::new(&cfg.kafka.topic_prefix);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
+    let consumer: BaseConsumer = cfg
+        .kafka
+        .client_config()
         .set("group.id", "zumik-tail")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

@@ -88,7 +88,34 @@ pub struct KafkaConfig {
     /// the units' next owner among them — until Kafka aborts it this long after it began (or
     /// the instance restarts and fences it). Default 10 000.
     pub transaction_timeout_ms: u64,
+    /// Extra librdkafka properties for the broker's Kafka clients (producer and consumers),
+    /// applied over the broker's own settings: security (`security.protocol`, `sasl.*`,
+    /// `ssl.*`), `client.id`, or latency tuning (`fetch.wait.max.ms`, `linger.ms`, …). The
+    /// settings the broker's guarantees rest on are refused ([`RESERVED_CLIENT_PROPERTIES`]).
+    /// Default: none.
+    pub client: std::collections::BTreeMap<String, String>,
 }
+
+/// librdkafka properties `kafka.client` may not set: exactly-once, offsets after durability,
+/// the group's partition layout and the instance's identity depend on them (`brokers`,
+/// `group_id`, `transactional_id`, `session_timeout_ms` and `transaction_timeout_ms` set the
+/// rest).
+pub const RESERVED_CLIENT_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "group.instance.id",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "session.timeout.ms",
+    "enable.idempotence",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "auto.offset.reset",
+    "partition.assignment.strategy",
+    "group.protocol",
+];
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -110,11 +137,28 @@ impl Default for KafkaConfig {
             snapshot_interval_ms: 5_000,
             session_timeout_ms: 10_000,
             transaction_timeout_ms: 10_000,
+            client: Default::default(),
         }
     }
 }
 
 impl KafkaConfig {
+    /// A client config for the configured brokers, with the `kafka.client` properties: the
+    /// start of every Kafka client the broker and its tools make (each then sets its own).
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        self.apply_client(&mut c);
+        c
+    }
+
+    /// Sets the `kafka.client` properties on `c`, over what it has.
+    pub fn apply_client(&self, c: &mut rdkafka::ClientConfig) {
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigInvalid> {
         let bad = |field: &str, reason: &str| ConfigInvalid {
             field: field.into(),
@@ -148,6 +192,17 @@ impl KafkaConfig {
         if self.transaction_timeout_ms < 1_000 {
             return Err(bad("kafka.transaction_timeout_ms", "must be at least 1000"));
         }
+        for key in self.client.keys() {
+            if key.trim().is_empty() {
+                return Err(bad("kafka.client", "property names must not be empty"));
+            }
+            if RESERVED_CLIENT_PROPERTIES.contains(&key.as_str()) {
+                return Err(ConfigInvalid {
+                    field: format!("kafka.client.{key}"),
+                    reason: "is set by the broker (its delivery guarantees depend on it)".into(),
+                });
+            }
+        }
         if self.group_id.is_empty() || self.transactional_id.is_empty() {
             return Err(bad(
                 "kafka.group_id",
@@ -155,5 +210,45 @@ impl KafkaConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_client(pairs: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            client: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    #[test]
+    fn client_properties_override_the_defaults_but_not_the_guarantees() {
+        let cfg = KafkaConfig {
+            mode: DeliveryMode::AtLeastOnce,
+            ..with_client(&[("fetch.wait.max.ms", "1"), ("client.id", "zumik-a")])
+        };
+        cfg.validate().unwrap();
+        let consumer = crate::kafka::worker::consumer_config(&cfg);
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("1"));
+        assert_eq!(consumer.get("client.id"), Some("zumik-a"));
+        assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
+        let producer = crate::kafka::worker::producer_config(&cfg);
+        assert_eq!(producer.get("client.id"), Some("zumik-a"));
+        assert_eq!(
+            cfg.client_config().get("bootstrap.servers"),
+            Some("127.0.0.1:9092")
+        );
+
+        for reserved in ["isolation.level", "enable.auto.commit", "transactional.id"] {
+            let e = with_client(&[(reserved, "x")]).validate().unwrap_err();
+            assert_eq!(e.field, format!("kafka.client.{reserved}"));
+        }
+        assert!(with_client(&[(" ", "x")]).validate().is_err());
     }
 }

@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::config::KafkaConfig;
@@ -124,13 +123,13 @@ const MAX_SNAPSHOT_BYTES: &str = "67108864";
 
 /// Creates the topics that do not exist yet (control, status and snapshots compacted).
 pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .create()
-        .map_err(|source| TopicError::Client {
-            brokers: cfg.brokers.clone(),
-            source,
-        })?;
+    let admin: AdminClient<DefaultClientContext> =
+        cfg.client_config()
+            .create()
+            .map_err(|source| TopicError::Client {
+                brokers: cfg.brokers.clone(),
+                source,
+            })?;
     let specs = topics.all();
     let new: Vec<NewTopic> = specs
         .iter()

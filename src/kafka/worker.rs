@@ -671,8 +671,8 @@ pub fn append_to_journal(
     topics: &Topics,
     entries: Vec<JournalEntry>,
 ) -> Result<(), BrokerError> {
-    let producer: ThreadedProducer<Delivery> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let producer: ThreadedProducer<Delivery> = cfg
+        .client_config()
         .set("enable.idempotence", "true")
         .create_with_context(Delivery::default())
         .map_err(kafka("journal producer"))?;
@@ -733,15 +733,15 @@ fn scan_topic_with_coordinates<T>(
     start: &BTreeMap<i32, i64>,
     decode: impl Fn(&[u8], &[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
 ) -> Result<Scan<(u64, i32, i64, T)>, BrokerError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let consumer: BaseConsumer = cfg
+        .client_config()
         .set("group.id", format!("{}-reader", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
         .map_err(kafka("reader consumer"))?;
-    let log_ends: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let log_ends: BaseConsumer = cfg
+        .client_config()
         .set("isolation.level", "read_uncommitted")
         .create()
         .map_err(kafka("reader consumer"))?;
@@ -982,8 +982,8 @@ impl Snapshots {
         let Some(dir) = &cfg.snapshot_dir else {
             return Ok(None);
         };
-        let publisher = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.brokers)
+        let publisher = cfg
+            .client_config()
             .set("compression.type", "lz4")
             .set("message.max.bytes", SNAPSHOT_MESSAGE_MAX.to_string())
             .create()
@@ -1077,8 +1077,8 @@ pub(super) fn published_snapshot(
     partition: i32,
     key: &str,
 ) -> Result<Option<Snapshot>, BrokerError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let consumer: BaseConsumer = cfg
+        .client_config()
         .set("group.id", format!("{}snapshot-reader", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -1143,8 +1143,8 @@ pub(super) fn partition_counts(
     cfg: &KafkaConfig,
     topics: &[&str],
 ) -> Result<Vec<i32>, BrokerError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let consumer: BaseConsumer = cfg
+        .client_config()
         .create()
         .map_err(kafka("metadata client"))?;
     let meta = consumer
@@ -1164,9 +1164,8 @@ pub(super) fn partition_counts(
 /// The settings of the broker's output producer (also the bench's passthrough).
 pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers)
-        .set("enable.idempotence", "true")
+    let mut c = cfg.client_config();
+    c.set("enable.idempotence", "true")
         // At-least-once is the low-latency mode: records leave at once (a batch's records
         // still share requests, as they are queued together).
         .set("linger.ms", if exactly_once { "1" } else { "0" });
@@ -1176,15 +1175,16 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
             cfg.transaction_timeout_ms.to_string(),
         );
     }
+    // The operator's tuning wins over the defaults above.
+    cfg.apply_client(&mut c);
     c
 }
 
 /// The settings of the broker's input consumer (also the bench's passthrough and two-hop floor).
 pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", &cfg.group_id)
+    let mut c = cfg.client_config();
+    c.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
@@ -1197,6 +1197,7 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         // Static membership: a restarted instance (same transactional id) takes its partitions
         // back at once instead of waiting out the dead member's session.
         .set("group.instance.id", &cfg.transactional_id);
+    cfg.apply_client(&mut c);
     c
 }
 
