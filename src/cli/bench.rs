@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -135,8 +134,7 @@ fn fresh(base: &KafkaConfig, what: &str) -> KafkaConfig {
 }
 
 fn producer(cfg: &KafkaConfig, linger_ms: u32) -> anyhow::Result<ThreadedProducer<Delivery>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    cfg.client_config()
         .set("enable.idempotence", "true")
         .set("linger.ms", linger_ms.to_string())
         .create_with_context(Delivery::default())
@@ -410,8 +408,8 @@ fn latency(base: &KafkaConfig, args: &BenchArgs, path: Path) -> anyhow::Result<L
         } else {
             "read_uncommitted"
         };
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.brokers)
+        let consumer: BaseConsumer = cfg
+            .client_config()
             .set("group.id", format!("{}latency", cfg.topic_prefix))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")

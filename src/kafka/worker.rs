@@ -260,6 +260,8 @@ impl JournalChunks {
 /// Live counters of a broker (read by tests, `serve` and later `/metrics`).
 #[derive(Debug, Default)]
 pub struct BrokerStats {
+    /// Records consumed from the input topics (requests, completions, telemetry, control),
+    /// each once per instance; not the units' own usage records.
     pub inputs: AtomicU64,
     pub decisions: AtomicU64,
     pub dlq: AtomicU64,
@@ -1541,8 +1543,12 @@ struct Units<'a> {
 
 impl Units<'_> {
     /// Counts a broadcast record as an input of this instance once, whichever unit applies it
-    /// first (live or in a catch-up).
+    /// first (live or in a catch-up). The units' own usage records are not inputs from outside
+    /// and are not counted (they are in `applied`).
     fn count(&mut self, topic: &str, partition: i32, offset: i64, stats: &BrokerStats) {
+        if topic == self.topics.usage {
+            return;
+        }
         let next = self
             .counted
             .entry((topic.to_owned(), partition))
@@ -1851,7 +1857,8 @@ pub fn run_broker_with(
                 .map_err(kafka("begin transaction"))?;
         }
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let n = msgs.len() + bmsgs.len();
+        // Inputs from outside: the units' own usage records are not counted.
+        let n = msgs.len() + bmsgs.iter().filter(|m| m.topic() != topics.usage).count();
         for m in &bmsgs {
             units.count(m.topic(), m.partition(), m.offset(), stats);
             let key = m
@@ -1926,7 +1933,7 @@ pub fn run_broker_with(
         stats.batches.fetch_add(1, Ordering::Relaxed);
         sink.committed(CommittedBatch {
             decisions: std::mem::take(&mut out.decided),
-            inputs: n as u64 - out.dlq,
+            inputs: (n as u64).saturating_sub(out.dlq),
             dlq: out.dlq,
             took: began.elapsed(),
             commit: committing.elapsed(),
