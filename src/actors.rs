@@ -35,8 +35,8 @@ use crate::core::index::HashIndex;
 use crate::core::lane::{LaneCommand, LaneEvent, LaneState};
 use crate::core::router::{
     cluster_step, create_lane, default_tenant_view, lane_hot_step, lane_step, tenant_step,
-    unit_usage, ClusterFanOut, FollowUps, JournalEntry, RouterState, SnapshotError, Warning,
-    SNAPSHOT_VERSION,
+    unit_breaker_trip, unit_usage, ClusterFanOut, FollowUps, JournalEntry, RouterState,
+    SnapshotError, Warning, SNAPSHOT_VERSION,
 };
 use crate::core::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState, TenantView};
 use crate::core::view::{LaneView, RouterView};
@@ -477,6 +477,10 @@ impl ActorRouter {
             InputEvent::Usage(u) => {
                 let (id, cmd) = unit_usage(u);
                 self.tenant_cmd(&id, cmd, out).await
+            }
+            InputEvent::BreakerTripped(b) => {
+                let (id, cmd) = unit_breaker_trip(b);
+                self.cluster_cmd(&id, cmd, out).await
             }
         }
     }

@@ -1268,134 +1268,279 @@ fn an_instance_without_a_local_snapshot_restores_the_one_published_on_kafka() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A broker whose lanes the test places in units by hand: each event goes to the partition
+/// (unit) the test names, as the lane key would put all of one lane's records in one unit.
+struct Placed {
+    cfg: KafkaConfig,
+    topics: Topics,
+    broker: Broker,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    decided: u64,
+}
+
+/// An input event from its JSON (the tests' events are valid by construction).
+fn event(json: &str) -> InputEvent {
+    zumik::events::codec::decode_input(json.as_bytes()).expect("a valid test event")
+}
+
+/// `2026-11-24T10:00:<s>.000Z`.
+fn at_second(s: u32) -> String {
+    format!("2026-11-24T10:{:02}:{:02}.000Z", s / 60, s % 60)
+}
+
+impl Placed {
+    fn start(test: &str, setup: &[InputEvent]) -> Placed {
+        let cfg = config(test);
+        let broker = start(&cfg);
+        produce_in_order(&cfg, &broker, setup);
+        Placed {
+            topics: Topics::new(&cfg.topic_prefix),
+            producer: producer(&cfg),
+            cfg,
+            broker,
+            decided: 0,
+        }
+    }
+
+    fn send(&self, unit: i32, e: &InputEvent) {
+        self.producer
+            .send(
+                BaseRecord::to(self.topics.for_input(e))
+                    .key(e.key())
+                    .partition(unit)
+                    .payload(&encode_input(e)),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        self.producer.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    /// Sends a request to `unit` and returns its committed decision.
+    fn decide(&mut self, unit: i32, request: &InputEvent) -> DecisionV1 {
+        let InputEvent::Request(r) = request else {
+            panic!("not a request")
+        };
+        self.send(unit, request);
+        self.decided += 1;
+        let n = self.decided;
+        wait_for("a decision", || {
+            self.broker.stats.decisions.load(Ordering::Relaxed) >= n
+        });
+        decisions(&self.cfg, n as usize)
+            .into_iter()
+            .find(|d| *d.request_id == *r.request_id)
+            .expect("the request's decision")
+    }
+
+    /// Sends `request(i)` to `unit` for i = 0, 1, … until a decision satisfies `done` (what
+    /// another unit sent may take a batch or two to arrive); fails after a minute.
+    fn decide_until(
+        &mut self,
+        unit: i32,
+        request: impl Fn(u32) -> InputEvent,
+        done: impl Fn(&DecisionV1) -> bool,
+        what: &str,
+    ) -> DecisionV1 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0.. {
+            let d = self.decide(unit, &request(i));
+            if done(&d) {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        }
+        unreachable!()
+    }
+
+    /// Stops the broker; every unit's journal audits with no mismatch and its inputs re-fold
+    /// offline to the unit's decisions. Returns the journals.
+    fn stop_and_audit(
+        self,
+    ) -> (
+        Vec<DecisionV1>,
+        Vec<(i32, Vec<zumik::kafka::JournalRecord>)>,
+    ) {
+        self.broker.stop();
+        let all = decisions(&self.cfg, self.decided as usize);
+        assert_eq!(all.len() as u64, self.decided, "one decision per request");
+        let units = read_journal_units(&self.cfg, &self.topics).unwrap();
+        for (unit, records) in &units {
+            let mut a = Auditor::new(Arc::new(RoutingConfig::default()));
+            records.iter().for_each(|r| a.apply(&r.entry));
+            assert_eq!(a.stats.mismatches, 0, "unit {unit}");
+            let inputs: Vec<InputEvent> = records
+                .iter()
+                .filter_map(|r| match &r.entry {
+                    JournalEntry::Input(e) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect();
+            let refolded = by_request(offline(&inputs));
+            let mine: Vec<_> = all
+                .iter()
+                .filter(|d| refolded.contains_key(&*d.request_id))
+                .collect();
+            assert_eq!(mine.len(), refolded.len(), "unit {unit}");
+            for d in mine {
+                assert_eq!(Some(d), refolded.get(&*d.request_id), "unit {unit}");
+            }
+        }
+        (all, units)
+    }
+}
+
+/// How many internal (other units') records unit `unit` journaled as inputs.
+fn internal_inputs(units: &[(i32, Vec<zumik::kafka::JournalRecord>)], unit: i32) -> usize {
+    let (_, records) = units
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .expect("the unit's journal");
+    records
+        .iter()
+        .filter(|r| matches!(&r.entry, JournalEntry::Input(e) if e.is_internal()))
+        .count()
+}
+
+/// The broker's internal records on `topic` (usage or status).
+fn internal_records(cfg: &KafkaConfig, topic: &str) -> Vec<InputEvent> {
+    read_all(cfg, topic, 1)
+        .into_iter()
+        .map(|(payload, _)| {
+            zumik::events::codec::decode_internal(&payload).expect("internal records decode")
+        })
+        .collect()
+}
+
 #[test]
 fn a_tenants_spend_in_one_unit_counts_against_its_budget_in_the_others() {
-    use zumik::events::codec::{decode_input, decode_usage};
     use zumik::events::{Mode, Reason};
-    let cfg = config("usage");
-    let topics = Topics::new(&cfg.topic_prefix);
-    let broker = start(&cfg);
-    let event = |json: String| decode_input(json.as_bytes()).expect("a valid test event");
-    let at = |s: u32| format!("2026-11-24T10:00:{s:02}.000Z");
-    let policy = event(format!(
+    let policy = event(&format!(
         r#"{{"schema":"zumik.tenant_policy.v1","tenant_id":"prj_capped","subscriptions":[],"byok":[],"monthly_budget_micros":10000,"overage_mode":"pause","ts":"{}"}}"#,
-        at(0)
+        at_second(0)
     ));
-    produce_in_order(&cfg, &broker, &[policy]);
-    // Lane `gpt-4o` lives in unit 0, lane `gpt-4o-mini` in unit 1 (each lane's records go to
-    // one partition, as the lane key would put them).
-    let p = producer(&cfg);
-    let to_unit = |unit: i32, e: &InputEvent| {
-        p.send(
-            BaseRecord::to(topics.for_input(e))
-                .key(e.key())
-                .partition(unit)
-                .payload(&encode_input(e)),
-        )
-        .map_err(|(e, _)| e)
-        .unwrap();
-        p.flush(Duration::from_secs(30)).unwrap();
-    };
+    let mut t = Placed::start("usage", &[policy]);
+    // Lane `gpt-4o` lives in unit 0, lane `gpt-4o-mini` in unit 1.
     let request = |id: &str, s: u32| {
-        event(format!(
+        event(&format!(
             r#"{{"schema":"zumik.request.v1","request_id":"{id}","tenant_id":"prj_capped","model":"openai/gpt-4o-mini","input_tokens":100,"cached_input_tokens":0,"max_output_tokens":100,"qos":{{"class":"interactive"}},"ts":"{}"}}"#,
-            at(s)
+            at_second(s)
         ))
     };
-    let decided = |n: u64| {
-        wait_for("a decision", || {
-            broker.stats.decisions.load(Ordering::Relaxed) >= n
-        })
-    };
-    to_unit(1, &request("before", 1));
-    decided(1);
+    let before = t.decide(1, &request("before", 1));
+    assert_eq!(
+        (before.mode, before.reason),
+        (Mode::Live, Reason::Tail),
+        "the tenant is served before the spend"
+    );
     // Unit 0 completes three managed gpt-4o requests: 1 000 output tokens each, 10 µ$ a
     // token, 30 000 µ$ in all — three times the tenant's budget, all of it spent in unit 0.
     for i in 0..3 {
-        to_unit(
+        t.send(
             0,
-            &event(format!(
+            &event(&format!(
                 r#"{{"schema":"zumik.completion.v1","request_id":"done-{i}","tenant_id":"prj_capped","model":"openai/gpt-4o","outcome":"completed","input_tokens":0,"cached_input_tokens":0,"output_tokens":1000,"profile":"managed_provider","target":"openai/gpt-4o","ts":"{}"}}"#,
-                at(2)
+                at_second(2)
             )),
         );
     }
     // Unit 1 hears of it through the usage topic: its requests are soon refused.
-    let mut n = 1;
-    let mut refused = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while refused.is_none() && Instant::now() < deadline {
-        n += 1;
-        to_unit(1, &request(&format!("after-{n}"), 3));
-        decided(n);
-        let last = decisions(&cfg, n as usize)
-            .into_iter()
-            .find(|d| *d.request_id == *format!("after-{n}"))
-            .expect("the request's decision");
-        if last.reason == Reason::QuotaExceeded {
-            refused = Some(last);
-        }
-    }
-    let refused = refused.expect("unit 1 refused the tenant once unit 0 had spent its budget");
-    assert_eq!(refused.mode, Mode::Rejected);
-    broker.stop();
-
-    let all = decisions(&cfg, n as usize);
-    let before = all.iter().find(|d| &*d.request_id == "before").unwrap();
-    assert_eq!(
-        (before.mode, before.reason),
-        (Mode::Live, Reason::Tail),
-        "the tenant was served before the spend"
+    let refused = t.decide_until(
+        1,
+        |i| request(&format!("after-{i}"), 3),
+        |d| d.reason == Reason::QuotaExceeded,
+        "unit 1 to refuse the tenant once unit 0 had spent its budget",
     );
+    assert_eq!(refused.mode, Mode::Rejected);
+    let cfg = t.cfg.clone();
+    let usage_topic = t.topics.usage.clone();
+    let (_, units) = t.stop_and_audit();
+
     // What unit 0 sent: one record per tenant and batch, with the unit and the sum.
-    let usage: Vec<InputEvent> = read_all(&cfg, &topics.usage, 1)
-        .into_iter()
-        .map(|(payload, _)| decode_usage(&payload).expect("usage records decode"))
-        .collect();
+    let usage = internal_records(&cfg, &usage_topic);
     let (mut requests, mut micros) = (0, 0);
     for u in &usage {
         let InputEvent::Usage(u) = u else {
-            unreachable!()
+            panic!("{u:?} on the usage topic")
         };
         assert_eq!((u.tenant_id.as_str(), u.unit), ("prj_capped", 0));
         requests += u.requests;
         micros += u.cost_micros;
     }
     assert_eq!((requests, micros), (3, 30_000));
-    // Unit 1 journaled the usage it applied (unit 0 did not apply its own), and each unit's
-    // journal audits on its own: its inputs re-fold to its decisions.
-    let units = read_journal_units(&cfg, &topics).unwrap();
-    let applied_usage = |unit: i32| {
-        let (_, records) = units
-            .iter()
-            .find(|(u, _)| *u == unit)
-            .expect("unit's journal");
-        records
-            .iter()
-            .filter(|r| matches!(r.entry, JournalEntry::Input(InputEvent::Usage(_))))
-            .count()
+    // Unit 1 journaled the usage it applied; unit 0 did not apply its own.
+    assert_eq!(internal_inputs(&units, 0), 0);
+    assert_eq!(internal_inputs(&units, 1), usage.len());
+}
+
+#[test]
+fn a_breaker_opened_in_one_unit_takes_the_cluster_out_of_every_unit() {
+    use zumik::events::{Reason, Verdict};
+    // One cluster serves two hot lanes: `gpt-4o` in unit 0, `gpt-4o-mini` in unit 1.
+    let setup = [
+        format!(
+            r#"{{"schema":"zumik.cluster_registered.v1","cluster_id":"byc_shared","name":"shared","region":"eu-west-1","stack":"dynamo","lanes":["openai/gpt-4o","openai/gpt-4o-mini"],"max_inflight":100,"gpus":8,"gpu_hour_micros":2500000,"ts":"{}"}}"#,
+            at_second(0)
+        ),
+        format!(
+            r#"{{"schema":"zumik.cluster_heartbeat.v1","cluster_id":"byc_shared","status":"ready","max_inflight":100,"inflight":0,"ts":"{}"}}"#,
+            at_second(1)
+        ),
+        format!(
+            r#"{{"schema":"zumik.lane_activated.v1","lane":"openai/gpt-4o","report_digest":"sha256:{:064x}","ts":"{}"}}"#,
+            1,
+            at_second(2)
+        ),
+        format!(
+            r#"{{"schema":"zumik.lane_activated.v1","lane":"openai/gpt-4o-mini","report_digest":"sha256:{:064x}","ts":"{}"}}"#,
+            2,
+            at_second(2)
+        ),
+    ]
+    .map(|json| event(&json));
+    let mut t = Placed::start("breaker", &setup);
+    let request = |id: &str, lane: &str, s: u32| {
+        event(&format!(
+            r#"{{"schema":"zumik.request.v1","request_id":"{id}","tenant_id":"prj_a","model":"{lane}","input_tokens":100,"cached_input_tokens":0,"max_output_tokens":100,"qos":{{"class":"interactive"}},"ts":"{}"}}"#,
+            at_second(s)
+        ))
     };
-    assert_eq!(applied_usage(0), 0);
-    assert_eq!(applied_usage(1), usage.len());
-    for (unit, records) in &units {
-        let mut a = Auditor::new(Arc::new(RoutingConfig::default()));
-        records.iter().for_each(|r| a.apply(&r.entry));
-        assert_eq!(a.stats.mismatches, 0, "unit {unit}");
-        let inputs: Vec<InputEvent> = records
-            .iter()
-            .filter_map(|r| match &r.entry {
-                JournalEntry::Input(e) => Some(e.clone()),
-                _ => None,
-            })
-            .collect();
-        let refolded = by_request(offline(&inputs));
-        let mine: Vec<_> = all
-            .iter()
-            .filter(|d| refolded.contains_key(&*d.request_id))
-            .collect();
-        assert_eq!(mine.len(), refolded.len(), "unit {unit}");
-        for d in mine {
-            assert_eq!(Some(d), refolded.get(&*d.request_id), "unit {unit}");
-        }
+    let mini = t.decide(1, &request("mini-before", "openai/gpt-4o-mini", 3));
+    assert_eq!(mini.reason, Reason::HotLane, "{mini:?}");
+    // Unit 0 serves ten requests on the cluster and all of them fail: its breaker opens.
+    for i in 0..10 {
+        let d = t.decide(0, &request(&format!("big-{i}"), "openai/gpt-4o", 4));
+        assert_eq!(d.reason, Reason::HotLane, "{d:?}");
     }
+    for i in 0..10 {
+        t.send(
+            0,
+            &event(&format!(
+                r#"{{"schema":"zumik.completion.v1","request_id":"big-{i}","tenant_id":"prj_a","model":"openai/gpt-4o","outcome":"failed","input_tokens":100,"cached_input_tokens":0,"output_tokens":0,"error_class":"upstream_5xx","ts":"{}"}}"#,
+                at_second(5)
+            )),
+        );
+    }
+    // Unit 1 saw no failure, yet soon takes the cluster out too (status topic).
+    let d = t.decide_until(
+        1,
+        |i| request(&format!("mini-after-{i}"), "openai/gpt-4o-mini", 6),
+        |d| d.reason == Reason::Failover,
+        "unit 1 to fail over once unit 0's breaker opened",
+    );
+    assert!(
+        d.considered
+            .iter()
+            .any(|c| c.verdict == Verdict::BreakerOpen),
+        "{d:?}"
+    );
+    let cfg = t.cfg.clone();
+    let status_topic = t.topics.status.clone();
+    let (_, units) = t.stop_and_audit();
+    let trips = internal_records(&cfg, &status_topic);
+    assert!(
+        matches!(&trips[..], [InputEvent::BreakerTripped(b)] if b.unit == 0 && b.cluster_id == "byc_shared"),
+        "{trips:?}"
+    );
+    assert_eq!(internal_inputs(&units, 0), 0);
+    assert_eq!(internal_inputs(&units, 1), 1);
 }

@@ -232,6 +232,10 @@ enum Op {
         cost_micros: u64,
         last_month: bool,
     },
+    /// The cluster's breaker opened in another unit (`zumik.breaker_tripped.v1`).
+    TrippedElsewhere {
+        cluster: usize,
+    },
     /// Sends an earlier request again (at-least-once producer); only in the redelivery test.
     Redeliver {
         pick: Index,
@@ -547,6 +551,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..LANES.len()).prop_map(|lane| Op::Deactivate { lane }),
         2 => register,
         1 => (0..4usize).prop_map(|cluster| Op::Deregister { cluster }),
+        1 => (0..4usize).prop_map(|cluster| Op::TrippedElsewhere { cluster }),
         2 => (0..TENANTS.len(), 1u64..200_000, prop::bool::weighted(0.1)).prop_map(
             |(tenant, cost_micros, last_month)| Op::UnitUsage {
                 tenant,
@@ -994,6 +999,15 @@ impl Builder {
                 reason: "demoted: utilisation below break-even".into(),
                 ts: Timestamp(ts),
             }),
+            Op::TrippedElsewhere { cluster } => {
+                InputEvent::BreakerTripped(zumik::events::BreakerTrippedV1 {
+                    cluster_id: cluster_id(cluster % n),
+                    unit: 7,
+                    failures: 5,
+                    samples: 10,
+                    ts: Timestamp(ts),
+                })
+            }
             Op::UnitUsage {
                 tenant,
                 cost_micros,

@@ -300,6 +300,7 @@ into_event! {
     LaneDeactivatedV1 => LaneDeactivated,
     LaneActivateV1 => LaneActivate,
     UsageV1 => Usage,
+    BreakerTrippedV1 => BreakerTripped,
 }
 
 impl IntoEvent for GateReportV1 {
@@ -883,6 +884,59 @@ fn the_breaker_trips_on_completion_errors_recovers_after_n_heartbeats_then_slow_
     let ds = b.when(burst("full-", 6, ACME, GPT4O, 27_000));
     assert_eq!(reasons(&ds), hot_then_overflow(5));
     assert_eq!(verdicts(&ds[5]), [("byc_a", Verdict::Saturated)]);
+}
+
+/// Another unit's breaker on `cluster` opened at `at_ms` (a `zumik.breaker_tripped.v1`).
+fn tripped_elsewhere(cluster: &str, at_ms: i64) -> BreakerTrippedV1 {
+    BreakerTrippedV1 {
+        cluster_id: cluster.into(),
+        unit: 1,
+        failures: 6,
+        samples: 10,
+        ts: at(at_ms),
+    }
+}
+
+#[test]
+fn a_breaker_opened_in_another_unit_takes_the_cluster_out_here_until_it_recovers() {
+    let breaker = BreakerConfig {
+        recovery_heartbeats: 2,
+        slow_start_ms: 0,
+        ..BreakerConfig::default()
+    };
+    let mut b = given_config(
+        RoutingConfig {
+            breaker,
+            ..RoutingConfig::default()
+        },
+        gpt4o_hot_lane(),
+    );
+    expect_hot(&b.decide(request("before", ACME, GPT4O, 2_500)), "byc_a");
+    // No failure here: the other unit's lanes saw them.
+    b.when(events![tripped_elsewhere("byc_a", 3_000)]);
+    let d = b.decide(request("open", ACME, GPT4O, 3_100));
+    expect_managed(&d, Reason::Failover);
+    assert_eq!(verdicts(&d), [("byc_a", Verdict::BreakerOpen)]);
+    // A second trip while it is out changes nothing; nor does one for an unknown cluster.
+    b.when(events![
+        tripped_elsewhere("byc_a", 3_200),
+        tripped_elsewhere("byc_gone", 3_200)
+    ]);
+    // Recovery follows this unit's own heartbeats, as after its own trip.
+    b.when(events![
+        ready("byc_a", 10, 4_000),
+        ready("byc_a", 10, 5_000)
+    ]);
+    assert_eq!(
+        b.health_changes("byc_a"),
+        [
+            (Health::NoHeartbeat, Health::Healthy),
+            (Health::Healthy, Health::BreakerOpen),
+            (Health::BreakerOpen, Health::Recovering),
+            (Health::Recovering, Health::Healthy),
+        ]
+    );
+    expect_hot(&b.decide(request("after", ACME, GPT4O, 5_100)), "byc_a");
 }
 
 #[test]
@@ -1641,6 +1695,7 @@ const SCENARIOS: &[fn()] = &[
     failover_when_the_heartbeat_is_stale,
     failover_when_the_cluster_never_sent_a_heartbeat,
     the_breaker_trips_on_completion_errors_recovers_after_n_heartbeats_then_slow_starts,
+    a_breaker_opened_in_another_unit_takes_the_cluster_out_here_until_it_recovers,
     an_unhealthy_heartbeat_restarts_the_recovery_count,
     a_cluster_back_from_a_stale_gap_must_earn_its_way_back,
     deregistration_removes_the_cluster,

@@ -40,10 +40,25 @@ pub enum Health {
 pub enum HealthCause {
     FirstHeartbeat,
     HeartbeatStatus(ClusterStatus),
-    HeartbeatErrorRate { permille: u64 },
-    Breaker { failures: u32, samples: u32 },
-    Stale { gap_ms: i64 },
-    HealthyHeartbeat { streak: u32 },
+    HeartbeatErrorRate {
+        permille: u64,
+    },
+    Breaker {
+        failures: u32,
+        samples: u32,
+    },
+    Stale {
+        gap_ms: i64,
+    },
+    HealthyHeartbeat {
+        streak: u32,
+    },
+    /// The breaker opened in another unit (its lanes' completions).
+    BreakerInUnit {
+        unit: u32,
+        failures: u32,
+        samples: u32,
+    },
 }
 
 /// What a lane may know about a cluster that serves it.
@@ -131,6 +146,14 @@ pub enum ClusterCommand {
     /// Outcome of a request this cluster served (from a lane's completion).
     Outcome {
         failed: bool,
+        ts: Timestamp,
+    },
+    /// The cluster's breaker opened in another unit (`zumik.breaker_tripped.v1`), on the
+    /// completions of that unit's lanes. Last variant, so the others keep their encoding.
+    BreakerTripped {
+        unit: u32,
+        failures: u32,
+        samples: u32,
         ts: Timestamp,
     },
 }
@@ -258,6 +281,28 @@ impl ClusterState {
             ClusterCommand::Register(e) => out.push(ClusterEvent::Registered(e.clone())),
             ClusterCommand::Heartbeat(hb) => out.extend(self.on_heartbeat(hb, cfg)),
             ClusterCommand::Outcome { failed, ts } => self.on_outcome(*failed, *ts, cfg, out),
+            ClusterCommand::BreakerTripped {
+                unit,
+                failures,
+                samples,
+                ts,
+            } => {
+                // Like an outcome: news only while the cluster is in rotation here. Recovery
+                // then follows this unit's own heartbeats, as after its own trip.
+                if self.health == Health::Healthy {
+                    out.push(ClusterEvent::HealthChanged {
+                        from: self.health,
+                        to: Health::BreakerOpen,
+                        cause: HealthCause::BreakerInUnit {
+                            unit: *unit,
+                            failures: *failures,
+                            samples: *samples,
+                        },
+                        slow_start: false,
+                        ts: *ts,
+                    });
+                }
+            }
         }
     }
 

@@ -335,6 +335,10 @@ impl Router {
                 let (id, cmd) = unit_usage(u);
                 self.tenant_cmd(&id, cmd, out);
             }
+            InputEvent::BreakerTripped(b) => {
+                let (id, cmd) = unit_breaker_trip(b);
+                self.cluster_cmd(&id, cmd, out);
+            }
         }
     }
 
@@ -507,6 +511,17 @@ pub fn unit_usage(u: crate::events::UsageV1) -> (Arc<str>, TenantCommand) {
     (Arc::from(u.tenant_id), cmd)
 }
 
+/// Another unit's breaker trip as the command for its cluster.
+pub fn unit_breaker_trip(b: crate::events::BreakerTrippedV1) -> (Arc<str>, ClusterCommand) {
+    let cmd = ClusterCommand::BreakerTripped {
+        unit: b.unit,
+        failures: b.failures,
+        samples: b.samples,
+        ts: b.ts,
+    };
+    (Arc::from(b.cluster_id), cmd)
+}
+
 /// A completion's outcome for its cluster's breaker and its cost for its tenant's budget.
 pub type FollowUps = (
     Option<(Arc<str>, ClusterCommand)>,
@@ -608,7 +623,7 @@ pub fn cluster_step(
     let ts = match &cmd {
         ClusterCommand::Register(e) => e.ts,
         ClusterCommand::Heartbeat(h) => h.ts,
-        ClusterCommand::Outcome { ts, .. } => *ts,
+        ClusterCommand::Outcome { ts, .. } | ClusterCommand::BreakerTripped { ts, .. } => *ts,
     };
     if out.record_journal {
         out.journal.push(JournalEntry::Cluster {

@@ -1,5 +1,6 @@
 //! JSON codecs for the public topics: bytes → validated [`InputEvent`], [`DecisionV1`] → bytes;
-//! and the internal `zumik.usage` records (bincode behind a format-version byte).
+//! and the broker's internal records on `zumik.usage` and `zumik.status` (bincode behind a
+//! format-version byte).
 //!
 //! Decoding never panics on hostile bytes; every failure says which rule broke, so the runtime
 //! can put it on the DLQ with that reason and `zumik decide` can print it with the line number.
@@ -7,7 +8,7 @@
 use thiserror::Error;
 
 use super::decision::DecisionV1;
-use super::input::{InputEvent, UsageV1};
+use super::input::InputEvent;
 use super::validate::Invalid;
 
 /// Largest event accepted, in bytes. Bigger payloads are hostile or broken.
@@ -57,38 +58,46 @@ pub fn decode_input(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
     Ok(event)
 }
 
-/// Format version of `zumik.usage` records (their first byte).
-pub const USAGE_VERSION: u8 = 1;
+/// Format version of the broker's internal records on `zumik.usage` and `zumik.status`
+/// (their first byte).
+pub const INTERNAL_VERSION: u8 = 1;
 
-/// One `zumik.usage` record: the version byte, then the bincode of `usage`.
-pub fn encode_usage(usage: &UsageV1) -> Vec<u8> {
-    let mut out = vec![USAGE_VERSION];
+/// One internal record (`zumik.usage.v1`, `zumik.breaker_tripped.v1`): the version byte, then
+/// the bincode of the event.
+pub fn encode_internal(event: &InputEvent) -> Vec<u8> {
+    debug_assert!(event.is_internal(), "{} is public", event.schema_name());
+    let mut out = vec![INTERNAL_VERSION];
     // Writing plain data into a Vec cannot fail.
-    bincode::encode_into_std_write(usage, &mut out, bincode::config::standard())
-        .expect("usage records encode");
+    bincode::encode_into_std_write(event, &mut out, bincode::config::standard())
+        .expect("internal records encode");
     out
 }
 
-/// Parses and validates one `zumik.usage` record.
-pub fn decode_usage(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
+/// Parses and validates one internal record; a public event there is refused.
+pub fn decode_internal(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
     let Some((&version, body)) = bytes.split_first() else {
-        return Err(DecodeError::Binary("empty usage record".into()));
+        return Err(DecodeError::Binary("empty record".into()));
     };
-    if version != USAGE_VERSION {
+    if version != INTERNAL_VERSION {
         return Err(DecodeError::Binary(format!(
-            "usage record format {version}, this build reads {USAGE_VERSION}"
+            "record format {version}, this build reads {INTERNAL_VERSION}"
         )));
     }
-    let (usage, used): (UsageV1, usize) =
+    let (event, used): (InputEvent, usize) =
         bincode::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| DecodeError::Binary(format!("usage record: {e}")))?;
+            .map_err(|e| DecodeError::Binary(e.to_string()))?;
     if used != body.len() {
         return Err(DecodeError::Binary(format!(
-            "usage record: {} bytes after the record",
+            "{} bytes after the record",
             body.len() - used
         )));
     }
-    let event = InputEvent::Usage(usage);
+    if !event.is_internal() {
+        return Err(DecodeError::Binary(format!(
+            "{} is a public event, not an internal record",
+            event.schema_name()
+        )));
+    }
     event.validate().map_err(|invalid| DecodeError::Invalid {
         schema: event.schema_name(),
         invalid,
@@ -136,7 +145,8 @@ mod tests {
     use crate::events::{Mode, Reason, Timestamp};
 
     #[test]
-    fn usage_records_round_trip_and_bad_ones_say_why() {
+    fn internal_records_round_trip_and_bad_ones_say_why() {
+        use crate::events::{BreakerTrippedV1, UsageV1};
         let u = UsageV1 {
             tenant_id: "prj_a".into(),
             unit: 3,
@@ -144,34 +154,51 @@ mod tests {
             cost_micros: 1_500,
             ts: Timestamp(1_700_000_000_000),
         };
-        let bytes = encode_usage(&u);
-        assert_eq!(bytes[0], USAGE_VERSION);
-        assert_eq!(decode_usage(&bytes).unwrap(), InputEvent::Usage(u.clone()));
-        // The JSON form (exported journals) reads back the same.
-        let json = encode_input(&InputEvent::Usage(u.clone()));
-        assert_eq!(decode_input(&json).unwrap(), InputEvent::Usage(u.clone()));
+        let trip = InputEvent::BreakerTripped(BreakerTrippedV1 {
+            cluster_id: "byc_a".into(),
+            unit: 1,
+            failures: 6,
+            samples: 10,
+            ts: Timestamp(1_700_000_000_000),
+        });
+        for event in [InputEvent::Usage(u.clone()), trip] {
+            let bytes = encode_internal(&event);
+            assert_eq!(bytes[0], INTERNAL_VERSION);
+            assert_eq!(decode_internal(&bytes).unwrap(), event);
+            // The JSON form (exported journals) reads back the same.
+            assert_eq!(decode_input(&encode_input(&event)).unwrap(), event);
+        }
 
+        let bytes = encode_internal(&InputEvent::Usage(u.clone()));
         let mut other_version = bytes.clone();
         other_version[0] = 9;
-        assert!(decode_usage(&other_version)
+        assert!(decode_internal(&other_version)
             .unwrap_err()
             .to_string()
             .contains("format 9"));
-        assert!(decode_usage(&[]).is_err());
-        assert!(decode_usage(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_internal(&[]).is_err());
+        assert!(decode_internal(&bytes[..bytes.len() - 1]).is_err());
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert!(decode_usage(&trailing)
+        assert!(decode_internal(&trailing)
             .unwrap_err()
             .to_string()
             .contains("after"));
-        let free = encode_usage(&UsageV1 {
+        let free = encode_internal(&InputEvent::Usage(UsageV1 {
             cost_micros: 0,
             ..u
-        });
-        let e = decode_usage(&free).unwrap_err();
+        }));
+        let e = decode_internal(&free).unwrap_err();
         assert_eq!(e.code(), "invalid");
         assert!(e.to_string().contains("cost_micros"), "{e}");
+        // A public event smuggled into an internal topic.
+        let mut public = vec![INTERNAL_VERSION];
+        let hb = decode_input(br#"{"schema":"zumik.cluster_deregistered.v1","cluster_id":"byc_x","ts":"2026-01-01T00:00:00Z"}"#).unwrap();
+        bincode::encode_into_std_write(&hb, &mut public, bincode::config::standard()).unwrap();
+        assert!(decode_internal(&public)
+            .unwrap_err()
+            .to_string()
+            .contains("public"));
     }
 
     #[test]

@@ -554,6 +554,36 @@ pub struct UsageV1 {
     pub ts: Timestamp,
 }
 
+/// `zumik.breaker_tripped.v1` — internal (topic `zumik.status`, keyed by cluster, written and
+/// read by the broker): a cluster's circuit breaker opened in one unit, on the completions of
+/// that unit's lanes. Every other unit takes the cluster out of rotation too, so a cluster
+/// failing on some lanes stops taking traffic on all of them. Accepted as JSON too, so a
+/// unit's exported journal replays through `zumik decide`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    bincode::Encode,
+    bincode::Decode,
+)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerTrippedV1 {
+    #[schemars(length(min = 1, max = 128))]
+    pub cluster_id: String,
+    /// The unit whose breaker opened.
+    pub unit: u32,
+    /// Failed completions among the `samples` of its window when it opened.
+    pub failures: u32,
+    #[schemars(range(min = 1))]
+    pub samples: u32,
+    /// Event time of the completion that opened it.
+    pub ts: Timestamp,
+}
+
 /// Any input event, tagged by its `schema` field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 #[serde(tag = "schema")]
@@ -583,6 +613,9 @@ pub enum InputEvent {
     /// Internal; last, so the other variants keep their journal encoding.
     #[serde(rename = "zumik.usage.v1")]
     Usage(UsageV1),
+    /// Internal, like `Usage`.
+    #[serde(rename = "zumik.breaker_tripped.v1")]
+    BreakerTripped(BreakerTrippedV1),
 }
 
 impl InputEvent {
@@ -601,7 +634,14 @@ impl InputEvent {
             InputEvent::LaneActivate(_) => "zumik.lane_activate.v1",
             InputEvent::GateReport(_) => "zumik.gate_report.v1",
             InputEvent::Usage(_) => "zumik.usage.v1",
+            InputEvent::BreakerTripped(_) => "zumik.breaker_tripped.v1",
         }
+    }
+
+    /// Whether only the broker writes this event (on its internal topics): another unit's
+    /// usage or breaker trip. Refused on the public topics.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, InputEvent::Usage(_) | InputEvent::BreakerTripped(_))
     }
 
     /// Event time of the event.
@@ -619,6 +659,7 @@ impl InputEvent {
             InputEvent::LaneActivate(e) => e.ts,
             InputEvent::GateReport(e) => e.window.end,
             InputEvent::Usage(e) => e.ts,
+            InputEvent::BreakerTripped(e) => e.ts,
         }
     }
 
@@ -637,6 +678,7 @@ impl InputEvent {
             InputEvent::LaneActivate(e) => &e.lane,
             InputEvent::GateReport(e) => &e.lane,
             InputEvent::Usage(e) => &e.tenant_id,
+            InputEvent::BreakerTripped(e) => &e.cluster_id,
         }
     }
 
@@ -748,6 +790,16 @@ impl InputEvent {
                 }
                 if e.cost_micros == 0 {
                     return Err(Invalid::new("cost_micros", "must be at least 1"));
+                }
+                Ok(())
+            }
+            InputEvent::BreakerTripped(e) => {
+                check_id("cluster_id", &e.cluster_id)?;
+                if e.samples == 0 || e.failures > e.samples {
+                    return Err(Invalid::new(
+                        "samples",
+                        "must be at least 1 and at least `failures`",
+                    ));
                 }
                 Ok(())
             }

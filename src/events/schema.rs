@@ -88,6 +88,10 @@ pub fn all() -> Vec<(&'static str, Schema)> {
             "zumik.usage.v1",
             tagged::<UsageV1>("zumik.usage.v1", "Usage"),
         ),
+        (
+            "zumik.breaker_tripped.v1",
+            tagged::<BreakerTrippedV1>("zumik.breaker_tripped.v1", "BreakerTripped"),
+        ),
     ]
 }
 

@@ -7,7 +7,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::config::KafkaConfig;
-use crate::events::codec::{decode_input, decode_usage, DecodeError};
+use crate::events::codec::{decode_input, decode_internal, DecodeError};
 use crate::events::{InputEvent, Invalid};
 
 /// The names of every Zumik topic (DESIGN §3).
@@ -53,25 +53,33 @@ impl Topics {
     }
 
     /// The topics every instance reads whole and applies to each unit it holds (telemetry,
-    /// control, and the units' usage records), as opposed to the requests and completions,
-    /// which the consumer group splits into units.
-    pub fn broadcast(&self) -> [&str; 3] {
-        [&self.telemetry, &self.control, &self.usage]
+    /// control, and the units' own usage and status records), as opposed to the requests and
+    /// completions, which the consumer group splits into units.
+    pub fn broadcast(&self) -> [&str; 4] {
+        [&self.telemetry, &self.control, &self.usage, &self.status]
     }
 
-    /// Decodes one record of input topic `topic`. The usage topic carries the broker's own
-    /// bincode records; the public topics carry JSON, where the internal usage event is
-    /// refused (only the broker may charge a tenant's budget).
+    /// Whether `topic` carries the broker's own records for other units (usage, status).
+    pub fn is_internal(&self, topic: &str) -> bool {
+        topic == self.usage || topic == self.status
+    }
+
+    /// Decodes one record of input topic `topic`. The usage and status topics carry the
+    /// broker's own bincode records; the public topics carry JSON, where the internal events
+    /// are refused (only the broker charges budgets and trips breakers across units).
     pub fn decode(&self, topic: &str, payload: &[u8]) -> Result<InputEvent, DecodeError> {
-        if topic == self.usage {
-            return decode_usage(payload);
+        if self.is_internal(topic) {
+            return decode_internal(payload);
         }
         match decode_input(payload)? {
-            InputEvent::Usage(_) => Err(DecodeError::Invalid {
-                schema: "zumik.usage.v1",
+            e if e.is_internal() => Err(DecodeError::Invalid {
+                schema: e.schema_name(),
                 invalid: Invalid::new(
                     "schema",
-                    format!("internal to the broker: accepted only on {}", self.usage),
+                    format!(
+                        "internal to the broker: accepted only on {} and {}",
+                        self.usage, self.status
+                    ),
                 ),
             }),
             event => Ok(event),
@@ -85,6 +93,7 @@ impl Topics {
             InputEvent::Completion(_) => &self.completions,
             InputEvent::ClusterHeartbeat(_) | InputEvent::ProviderHealth(_) => &self.telemetry,
             InputEvent::Usage(_) => &self.usage,
+            InputEvent::BreakerTripped(_) => &self.status,
             _ => &self.control,
         }
     }

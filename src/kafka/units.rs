@@ -4,8 +4,9 @@
 //! Unit `p` owns partition `p` of the requests and completions topics (both keyed by lane and
 //! created with the same partition count, so a lane's requests and completions meet in one
 //! unit, and the range assignor gives both to the same instance). Its deciders see every
-//! cluster and tenant fact: each instance reads **all** partitions of the telemetry, control
-//! and usage topics (the broadcast inputs) and applies each record to every unit it holds. A
+//! cluster and tenant fact: each instance reads **all** partitions of the telemetry, control,
+//! usage and status topics (the broadcast inputs) and applies each record to every unit it
+//! holds. A
 //! unit keeps the broadcast offsets it has applied — journaled after each batch
 //! (`CHUNK_POSITIONS`) and in its snapshots — so wherever it is loaded it applies each
 //! broadcast record exactly once, catching up on those it has not seen.
@@ -19,12 +20,12 @@
 //!
 //! A tenant's budget does: its requests spread over lanes in every unit. Each unit charges
 //! its own completions directly and, at the end of each batch, sends what they cost per
-//! tenant (and month) to the usage topic, in the batch's transaction ([`Charges`]). The usage
-//! topic is a broadcast input like telemetry and control: every unit applies the *other*
-//! units' records (a `zumik.usage.v1` input, journaled), so a tenant's spend in each unit is
-//! its spend everywhere, up to the usage topic's lag. What a unit still does not see is other
-//! units' completion outcomes: a cluster's circuit breaker counts the failures of the unit's
-//! own lanes.
+//! tenant (and month) to the usage topic, in the batch's transaction ([`Shared`]). Likewise a
+//! circuit breaker that its own lanes' completions open goes to the status topic. Both topics
+//! are broadcast inputs like telemetry and control: every unit applies the *other* units'
+//! records (`zumik.usage.v1`, `zumik.breaker_tripped.v1` inputs, journaled), so a tenant's
+//! spend in each unit is its spend everywhere, and a cluster failing on one unit's lanes is
+//! out of rotation in all of them, up to those topics' lag.
 //!
 //! [`GroupContext`] records the consumer group's rebalances; the broker loop acts on them
 //! between batches (it drops a batch's messages of revoked partitions, keeps the units it is
@@ -45,10 +46,11 @@ use super::worker::{
     JournalChunks, JournalRecord, Scan, SnapState, Snapshots, Unacked,
 };
 use crate::actors::{ActorSystem, Engine};
+use crate::core::cluster::{ClusterEvent, HealthCause};
 use crate::core::router::JournalEntry;
 use crate::core::tenant::TenantCommand;
 use crate::core::{Output, PriceTable, RoutingConfig};
-use crate::events::{InputEvent, UsageV1};
+use crate::events::{BreakerTrippedV1, InputEvent, UsageV1};
 use crate::store::Snapshot;
 
 /// Per broadcast partition `(topic, partition)`: the offset of the first record not applied.
@@ -76,8 +78,8 @@ pub struct Unit {
     pub moved: bool,
     pub(super) chunks: JournalChunks,
     pub(super) snap: SnapState,
-    /// What this batch's own completions cost, for the other units.
-    pub(super) charges: Charges,
+    /// What this batch tells the other units (its spend, its breaker trips).
+    pub(super) shared: Shared,
 }
 
 impl Unit {
@@ -96,45 +98,89 @@ impl Unit {
     }
 }
 
-/// The billable spend of one unit's own completions in the current batch, summed per tenant
-/// and calendar month (a month's budget must not receive another month's spend), read off the
-/// journal records the batch produced. Sent as one usage record each at the batch's end.
+/// What one unit's batch tells the other units, read off the journal records the batch
+/// produced: the billable spend of its own completions, summed per tenant and calendar month
+/// (a month's budget must not receive another month's spend), and the circuit breakers its
+/// own completions opened. Sent at the batch's end (usage and status topics), in its
+/// transaction.
 #[derive(Debug, Default)]
-pub struct Charges(BTreeMap<(Arc<str>, u32), UsageV1>);
+pub struct Shared {
+    usage: BTreeMap<(Arc<str>, u32), UsageV1>,
+    trips: Vec<BreakerTrippedV1>,
+}
 
-impl Charges {
-    /// Adds the charge `entry` records, if it is one: a tenant's `RecordUsage`, which only
-    /// this unit's completions give (other units' usage arrives as `RecordUnitUsage`).
+impl Shared {
+    /// Adds what `entry` records for the other units, if anything: a tenant's `RecordUsage`
+    /// (only this unit's completions give one; other units' usage arrives as
+    /// `RecordUnitUsage`) or a breaker opened by this unit's completions (not one opened by
+    /// another unit's trip).
     pub fn add(&mut self, unit: i32, entry: &JournalEntry) {
-        let JournalEntry::Tenant {
-            tenant_id,
-            command: TenantCommand::RecordUsage {
-                cost_micros, ts, ..
-            },
-            ..
-        } = entry
-        else {
-            return;
-        };
-        let usage = self
-            .0
-            .entry((tenant_id.clone(), ts.year_month()))
-            .or_insert_with(|| UsageV1 {
-                tenant_id: tenant_id.to_string(),
-                // Partitions are never negative.
-                unit: u32::try_from(unit).unwrap_or_default(),
-                requests: 0,
-                cost_micros: 0,
-                ts: *ts,
-            });
-        usage.requests = usage.requests.saturating_add(1);
-        usage.cost_micros = usage.cost_micros.saturating_add(*cost_micros);
-        usage.ts = usage.ts.max(*ts);
+        // Partitions are never negative.
+        let unit = u32::try_from(unit).unwrap_or_default();
+        match entry {
+            JournalEntry::Tenant {
+                tenant_id,
+                command:
+                    TenantCommand::RecordUsage {
+                        cost_micros, ts, ..
+                    },
+                ..
+            } => {
+                let usage = self
+                    .usage
+                    .entry((tenant_id.clone(), ts.year_month()))
+                    .or_insert_with(|| UsageV1 {
+                        tenant_id: tenant_id.to_string(),
+                        unit,
+                        requests: 0,
+                        cost_micros: 0,
+                        ts: *ts,
+                    });
+                usage.requests = usage.requests.saturating_add(1);
+                usage.cost_micros = usage.cost_micros.saturating_add(*cost_micros);
+                usage.ts = usage.ts.max(*ts);
+            }
+            JournalEntry::Cluster {
+                cluster_id, events, ..
+            } => {
+                for e in events {
+                    if let ClusterEvent::HealthChanged {
+                        cause: HealthCause::Breaker { failures, samples },
+                        ts,
+                        ..
+                    } = e
+                    {
+                        self.trips.push(BreakerTrippedV1 {
+                            cluster_id: cluster_id.to_string(),
+                            unit,
+                            failures: *failures,
+                            samples: *samples,
+                            ts: *ts,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
-    /// The batch's usage records, in tenant and month order; empties the batch.
-    pub fn drain(&mut self) -> impl Iterator<Item = UsageV1> {
-        std::mem::take(&mut self.0).into_values()
+    /// The batch's records for the other units — usage in tenant and month order, then the
+    /// breaker trips in the order they happened; empties the batch.
+    pub fn drain(&mut self) -> impl Iterator<Item = InputEvent> {
+        let usage = std::mem::take(&mut self.usage).into_values();
+        let trips = std::mem::take(&mut self.trips);
+        usage
+            .map(InputEvent::Usage)
+            .chain(trips.into_iter().map(InputEvent::BreakerTripped))
+    }
+}
+
+/// The unit an internal record came from (it acted on it already: the others apply it).
+pub fn sent_by(event: &InputEvent) -> Option<u32> {
+    match event {
+        InputEvent::Usage(u) => Some(u.unit),
+        InputEvent::BreakerTripped(b) => Some(b.unit),
+        _ => None,
     }
 }
 
@@ -250,7 +296,7 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
         moved: false,
         chunks: JournalChunks::default(),
         snap: SnapState::default(),
-        charges: Charges::default(),
+        shared: Shared::default(),
     };
     if let Some(snap) = f.snapshot {
         if f.from == Restored::SnapshotsTopic {
@@ -546,7 +592,8 @@ mod tests {
     }
 
     #[test]
-    fn charges_sum_a_batchs_own_usage_per_tenant_and_month_and_nothing_else() {
+    fn a_batch_shares_its_own_usage_per_tenant_and_month_and_its_own_breaker_trips() {
+        use crate::core::cluster::{ClusterCommand, Health};
         use crate::events::Timestamp;
         const NOV_30: i64 = 1_796_083_200_000 - 1; // 2026-11-30T23:59:59.999Z
         let own = |tenant: &str, cost_micros: u64, at: i64| JournalEntry::Tenant {
@@ -558,13 +605,34 @@ mod tests {
             },
             events: vec![],
         };
-        let mut c = Charges::default();
-        c.add(2, &own("prj_b", 10, NOV_30 - 5));
-        c.add(2, &own("prj_a", 7, NOV_30 - 9));
-        c.add(2, &own("prj_b", 5, NOV_30 - 1));
-        c.add(2, &own("prj_b", 1, NOV_30 + 2)); // December
-                                                // Another unit's usage applied here, and anything else: not this unit's to send.
-        c.add(
+        let opened = |cause: HealthCause| JournalEntry::Cluster {
+            cluster_id: "byc_x".into(),
+            command: ClusterCommand::Outcome {
+                failed: true,
+                ts: Timestamp(NOV_30),
+            },
+            events: vec![ClusterEvent::HealthChanged {
+                from: Health::Healthy,
+                to: Health::BreakerOpen,
+                cause,
+                slow_start: false,
+                ts: Timestamp(NOV_30),
+            }],
+        };
+        let mut s = Shared::default();
+        s.add(2, &own("prj_b", 10, NOV_30 - 5));
+        s.add(2, &own("prj_a", 7, NOV_30 - 9));
+        s.add(
+            2,
+            &opened(HealthCause::Breaker {
+                failures: 6,
+                samples: 10,
+            }),
+        );
+        s.add(2, &own("prj_b", 5, NOV_30 - 1));
+        s.add(2, &own("prj_b", 1, NOV_30 + 2)); // December
+                                                // Another unit's usage and trip applied here, and anything else: not this unit's news.
+        s.add(
             2,
             &JournalEntry::Tenant {
                 tenant_id: "prj_a".into(),
@@ -577,24 +645,46 @@ mod tests {
                 events: vec![],
             },
         );
-        c.add(
+        s.add(
+            2,
+            &opened(HealthCause::BreakerInUnit {
+                unit: 1,
+                failures: 6,
+                samples: 10,
+            }),
+        );
+        s.add(
             2,
             &JournalEntry::ClusterRemoved {
                 cluster_id: "byc_x".into(),
             },
         );
-        let sent: Vec<_> = c
-            .drain()
-            .map(|u| (u.tenant_id, u.unit, u.requests, u.cost_micros, u.ts.0))
-            .collect();
+        let sent: Vec<InputEvent> = s.drain().collect();
+        let usage = |tenant: &str, requests, cost_micros, ts| {
+            InputEvent::Usage(UsageV1 {
+                tenant_id: tenant.into(),
+                unit: 2,
+                requests,
+                cost_micros,
+                ts: Timestamp(ts),
+            })
+        };
         assert_eq!(
             sent,
             [
-                ("prj_a".to_owned(), 2, 1, 7, NOV_30 - 9),
-                ("prj_b".to_owned(), 2, 2, 15, NOV_30 - 1),
-                ("prj_b".to_owned(), 2, 1, 1, NOV_30 + 2),
+                usage("prj_a", 1, 7, NOV_30 - 9),
+                usage("prj_b", 2, 15, NOV_30 - 1),
+                usage("prj_b", 1, 1, NOV_30 + 2),
+                InputEvent::BreakerTripped(BreakerTrippedV1 {
+                    cluster_id: "byc_x".into(),
+                    unit: 2,
+                    failures: 6,
+                    samples: 10,
+                    ts: Timestamp(NOV_30),
+                }),
             ]
         );
-        assert_eq!(c.drain().count(), 0, "a drain empties the batch");
+        assert!(sent.iter().all(|e| sent_by(e) == Some(2)));
+        assert_eq!(s.drain().count(), 0, "a drain empties the batch");
     }
 }

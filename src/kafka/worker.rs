@@ -1,13 +1,15 @@
 //! The broker loop: consume input batches, run them through the deciders (an [`Engine`]: the
 //! actix actors of `crate::actors` by default, or the inline `core::Router`), and write
-//! decisions, journal and DLQ records — with the consumed offsets — durably before going on.
+//! decisions, journal, DLQ, usage and status records — with the consumed offsets — durably
+//! before going on.
 //!
 //! Exactly-once (default): one Kafka transaction per batch holds every output record and the
 //! input offsets (`send_offsets_to_transaction`), so a crash either loses the whole batch (it is
 //! consumed again) or none of it. At-least-once: outputs flushed, then offsets committed.
 //!
 //! State is split into per-partition units (`super::units`): unit `p` decides the requests and
-//! completions of input partition `p` and applies every telemetry and control record. Several
+//! completions of input partition `p` and applies every telemetry and control record, and the
+//! other units' usage and breaker trips. Several
 //! instances in one consumer group share the units; the loop loads, keeps and drops units as
 //! the group's assignment changes, between batches (a batch is polled first and applied after,
 //! so a rebalance never lands in the middle of a transaction's work).
@@ -41,14 +43,14 @@ use serde::{Deserialize, Serialize};
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::{ensure_topics, TopicError, Topics};
 use super::units::{
-    catch_up_reads, load_units, new_engine, BroadcastRecord, GroupContext, Positions, Rebalanced,
-    Unit,
+    catch_up_reads, load_units, new_engine, sent_by, BroadcastRecord, GroupContext, Positions,
+    Rebalanced, Unit,
 };
 use crate::actors::{ActorGone, ActorSystem};
 use crate::core::router::{JournalEntry, SnapshotError};
 use crate::core::view::RouterView;
 use crate::core::{Output, PriceTable, RoutingConfig};
-use crate::events::codec::{encode_decision_into, encode_usage, DecodeError};
+use crate::events::codec::{encode_decision_into, encode_internal, DecodeError};
 use crate::events::{DecisionV1, InputEvent, Source};
 use crate::store::{Snapshot, SnapshotPosition, SnapshotStore, StoreError};
 
@@ -261,7 +263,7 @@ impl JournalChunks {
 #[derive(Debug, Default)]
 pub struct BrokerStats {
     /// Records consumed from the input topics (requests, completions, telemetry, control),
-    /// each once per instance; not the units' own usage records.
+    /// each once per instance; not the units' own usage and status records.
     pub inputs: AtomicU64,
     pub decisions: AtomicU64,
     pub dlq: AtomicU64,
@@ -1238,7 +1240,7 @@ impl BatchOut<'_> {
         stats.applied.fetch_add(1, Ordering::Relaxed);
         unit.engine.apply(event, &mut self.out)?;
         for entry in self.out.journal.drain(..) {
-            unit.charges.add(unit.partition, &entry);
+            unit.shared.add(unit.partition, &entry);
             let rec = JournalRecord {
                 input_seq: unit.input_seq,
                 entry,
@@ -1305,9 +1307,9 @@ impl BatchOut<'_> {
         Ok(())
     }
 
-    /// Applies a broadcast record to every unit that has not applied it yet (a usage record
-    /// to every unit but the one it came from, which charged it already). A record that does
-    /// not decode goes to the DLQ once: from the instance holding unit 0.
+    /// Applies a broadcast record to every unit that has not applied it yet (a unit's usage
+    /// or breaker trip to every unit but the one it came from, which acted on it already). A
+    /// record that does not decode goes to the DLQ once: from the instance holding unit 0.
     fn broadcast<'u>(
         &mut self,
         units: impl Iterator<Item = &'u mut Unit>,
@@ -1323,7 +1325,7 @@ impl BatchOut<'_> {
                 continue;
             }
             match &decoded {
-                Ok(InputEvent::Usage(u)) if i64::from(u.unit) == i64::from(unit.partition) => {}
+                Ok(e) if sent_by(e).is_some_and(|u| i64::from(u) == i64::from(unit.partition)) => {}
                 Ok(event) => self.apply(unit, event.clone(), source, stats)?,
                 Err(e) if unit.partition == 0 => {
                     self.dead_letter(key, payload, e, source, stats)?
@@ -1335,16 +1337,16 @@ impl BatchOut<'_> {
         Ok(())
     }
 
-    /// Ends a unit's part of the batch: its usage records to the usage topic (keyed by
-    /// tenant), its open journal chunks and, if they moved, its broadcast positions, to its
-    /// journal partition.
+    /// Ends a unit's part of the batch: its records for the other units (usage keyed by
+    /// tenant, breaker trips keyed by cluster on the status topic), its open journal chunks
+    /// and, if they moved, its broadcast positions, to its journal partition.
     fn finish(&mut self, unit: &mut Unit) -> Result<(), BrokerError> {
-        for usage in unit.charges.drain() {
-            let payload = encode_usage(&usage);
+        for event in unit.shared.drain() {
+            let payload = encode_internal(&event);
             send(
                 self.producer,
-                BaseRecord::to(&self.topics.usage)
-                    .key(usage.tenant_id.as_str())
+                BaseRecord::to(self.topics.for_input(&event))
+                    .key(event.key())
                     .payload(&payload[..]),
             )?;
         }
@@ -1379,12 +1381,12 @@ fn send_journal(
     )
 }
 
-/// The consumer of the broadcast topics (telemetry, control, usage): every partition, outside the
-/// consumer group (each unit keeps its own positions), from their current end — a unit
-/// catches up on older records when it is loaded.
+/// The consumer of the broadcast topics (telemetry, control, usage, status): every partition,
+/// outside the consumer group (each unit keeps its own positions), from their current end — a
+/// unit catches up on older records when it is loaded.
 fn broadcast_consumer(
     cfg: &KafkaConfig,
-    broadcast: [(&str, i32); 3],
+    broadcast: [(&str, i32); 4],
 ) -> Result<BaseConsumer, BrokerError> {
     let consumer: BaseConsumer = consumer_config(cfg)
         .remove("group.instance.id")
@@ -1411,23 +1413,26 @@ struct Layout {
     units: i32,
     snapshots: i32,
     /// Per broadcast topic (`Topics::broadcast`), its partitions.
-    broadcast: [i32; 3],
+    broadcast: [i32; 4],
 }
 
 fn layout(cfg: &KafkaConfig, topics: &Topics) -> Result<Layout, BrokerError> {
-    let [telemetry, control, usage] = topics.broadcast();
-    let [requests, completions, journal, snapshots, telemetry, control, usage] = partition_counts(
-        cfg,
-        &[
-            &topics.requests,
-            &topics.completions,
-            &topics.journal,
-            &topics.snapshots,
-            telemetry,
-            control,
-            usage,
-        ],
-    )?[..] else {
+    let [telemetry, control, usage, status] = topics.broadcast();
+    let [requests, completions, journal, snapshots, telemetry, control, usage, status] =
+        partition_counts(
+            cfg,
+            &[
+                &topics.requests,
+                &topics.completions,
+                &topics.journal,
+                &topics.snapshots,
+                telemetry,
+                control,
+                usage,
+                status,
+            ],
+        )?[..]
+    else {
         unreachable!("one count per topic asked")
     };
     if requests != completions || journal < requests {
@@ -1440,7 +1445,7 @@ fn layout(cfg: &KafkaConfig, topics: &Topics) -> Result<Layout, BrokerError> {
     Ok(Layout {
         units: requests,
         snapshots,
-        broadcast: [telemetry, control, usage],
+        broadcast: [telemetry, control, usage, status],
     })
 }
 
@@ -1543,10 +1548,10 @@ struct Units<'a> {
 
 impl Units<'_> {
     /// Counts a broadcast record as an input of this instance once, whichever unit applies it
-    /// first (live or in a catch-up). The units' own usage records are not inputs from outside
-    /// and are not counted (they are in `applied`).
+    /// first (live or in a catch-up). The units' own usage and status records are not inputs
+    /// from outside and are not counted (they are in `applied`).
     fn count(&mut self, topic: &str, partition: i32, offset: i64, stats: &BrokerStats) {
-        if topic == self.topics.usage {
+        if self.topics.is_internal(topic) {
             return;
         }
         let next = self
@@ -1761,9 +1766,11 @@ pub fn run_broker_with(
             }
             Ok::<_, BrokerError>(began.elapsed())
         });
-        let [t, c, u] = topics.broadcast();
-        let [tn, cn, un] = layout.broadcast;
-        let bcast = broadcast_consumer(cfg, [(t, tn), (c, cn), (u, un)]);
+        let names = topics.broadcast();
+        let bcast = broadcast_consumer(
+            cfg,
+            std::array::from_fn(|i| (names[i], layout.broadcast[i])),
+        );
         let init = init.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
         (init, bcast)
     });
@@ -1857,8 +1864,12 @@ pub fn run_broker_with(
                 .map_err(kafka("begin transaction"))?;
         }
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        // Inputs from outside: the units' own usage records are not counted.
-        let n = msgs.len() + bmsgs.iter().filter(|m| m.topic() != topics.usage).count();
+        // Inputs from outside: the units' own usage and status records are not counted.
+        let n = msgs.len()
+            + bmsgs
+                .iter()
+                .filter(|m| !topics.is_internal(m.topic()))
+                .count();
         for m in &bmsgs {
             units.count(m.topic(), m.partition(), m.offset(), stats);
             let key = m
