@@ -52,6 +52,11 @@ fn corpus() -> Vec<String> {
             .chain(w.events())
             .map(|e| String::from_utf8(encode_input(&e)).unwrap()),
     );
+    // The internal events in their JSON form (exported journals): other units' usage and trips.
+    lines.extend([
+        r#"{"schema":"zumik.usage.v1","tenant_id":"prj_acme","unit":2,"requests":3,"cost_micros":41250,"ts":"2026-11-24T10:00:09.000Z"}"#.to_owned(),
+        r#"{"schema":"zumik.breaker_tripped.v1","cluster_id":"byc_01JDZQ4F8R6W0M2N5X7Y9A3B4C","unit":0,"failures":6,"samples":10,"ts":"2026-11-24T10:00:09.000Z"}"#.to_owned(),
+    ]);
     lines
 }
 

@@ -1467,9 +1467,10 @@ fn a_tenants_spend_in_one_unit_counts_against_its_budget_in_the_others() {
         micros += u.cost_micros;
     }
     assert_eq!((requests, micros), (3, 30_000));
-    // Unit 1 journaled the usage it applied; unit 0 did not apply its own.
+    // Units 1 and 2 journaled the usage they applied; unit 0 did not apply its own.
     assert_eq!(internal_inputs(&units, 0), 0);
     assert_eq!(internal_inputs(&units, 1), usage.len());
+    assert_eq!(internal_inputs(&units, 2), usage.len());
 }
 
 #[test]
@@ -1543,4 +1544,5 @@ fn a_breaker_opened_in_one_unit_takes_the_cluster_out_of_every_unit() {
     );
     assert_eq!(internal_inputs(&units, 0), 0);
     assert_eq!(internal_inputs(&units, 1), 1);
+    assert_eq!(internal_inputs(&units, 2), 1);
 }

@@ -937,6 +937,16 @@ fn a_breaker_opened_in_another_unit_takes_the_cluster_out_here_until_it_recovers
         ]
     );
     expect_hot(&b.decide(request("after", ACME, GPT4O, 5_100)), "byc_a");
+    // A trip from before the freshness window of the last heartbeat (15 s by default) is old
+    // news: a unit that worked off a backlog does not take a healthy cluster out again.
+    b.when(events![
+        ready("byc_a", 10, 15_000),
+        ready("byc_a", 10, 25_000),
+        ready("byc_a", 10, 35_000),
+        tripped_elsewhere("byc_a", 14_000)
+    ]);
+    expect_hot(&b.decide(request("late", ACME, GPT4O, 35_100)), "byc_a");
+    assert_eq!(b.health_changes("byc_a").len(), 4);
 }
 
 #[test]

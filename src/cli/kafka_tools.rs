@@ -278,6 +278,15 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let (topic, key, payload) = match decode_input(line.as_bytes()) {
+            Ok(e) if e.is_internal() => {
+                eprintln!(
+                    "line {}: skipped: {} is internal to the broker (its units write it)",
+                    i + 1,
+                    e.schema_name()
+                );
+                skipped += 1;
+                continue;
+            }
             Ok(e) => (
                 topics.for_input(&e).to_owned(),
                 e.key().to_owned(),

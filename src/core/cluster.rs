@@ -287,9 +287,15 @@ impl ClusterState {
                 samples,
                 ts,
             } => {
-                // Like an outcome: news only while the cluster is in rotation here. Recovery
-                // then follows this unit's own heartbeats, as after its own trip.
-                if self.health == Health::Healthy {
+                // Like an outcome: news only while the cluster is in rotation here. A trip
+                // from before the freshness window of this unit's last heartbeat (a unit
+                // working off a backlog, a catch-up) is old news: the heartbeats since have
+                // been judged already. Recovery follows this unit's own heartbeats, as after
+                // its own trip.
+                let old_news = self
+                    .last_heartbeat
+                    .is_some_and(|hb| ts.millis() < hb.saturating_sub(cfg.stale_after_ms));
+                if self.health == Health::Healthy && !old_news {
                     out.push(ClusterEvent::HealthChanged {
                         from: self.health,
                         to: Health::BreakerOpen,

@@ -73,8 +73,18 @@ pub fn encode_internal(event: &InputEvent) -> Vec<u8> {
     out
 }
 
+/// Largest internal record accepted, in bytes (they hold an id and a few integers). Also the
+/// decoder's allocation limit, so a hostile length prefix cannot make it allocate more.
+pub const MAX_INTERNAL_BYTES: usize = 1024;
+
 /// Parses and validates one internal record; a public event there is refused.
 pub fn decode_internal(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
+    if bytes.len() > MAX_INTERNAL_BYTES {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max: MAX_INTERNAL_BYTES,
+        });
+    }
     let Some((&version, body)) = bytes.split_first() else {
         return Err(DecodeError::Binary("empty record".into()));
     };
@@ -83,9 +93,9 @@ pub fn decode_internal(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
             "record format {version}, this build reads {INTERNAL_VERSION}"
         )));
     }
-    let (event, used): (InputEvent, usize) =
-        bincode::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| DecodeError::Binary(e.to_string()))?;
+    let limited = bincode::config::standard().with_limit::<MAX_INTERNAL_BYTES>();
+    let (event, used): (InputEvent, usize) = bincode::decode_from_slice(body, limited)
+        .map_err(|e| DecodeError::Binary(e.to_string()))?;
     if used != body.len() {
         return Err(DecodeError::Binary(format!(
             "{} bytes after the record",
@@ -144,6 +154,47 @@ mod tests {
     use crate::events::decision::OutputEvent;
     use crate::events::{Mode, Reason, Timestamp};
 
+    proptest::proptest! {
+        /// Hostile bytes on the internal topics: never a panic nor a large allocation; what is
+        /// accepted re-encodes to itself.
+        #[test]
+        fn internal_decoding_survives_any_mutation(
+            flips in proptest::collection::vec((0usize..64, proptest::num::u8::ANY), 0..6),
+            cut in 0usize..80,
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..8),
+            trip in proptest::bool::ANY,
+        ) {
+            use crate::events::{BreakerTrippedV1, UsageV1};
+            let event = if trip {
+                InputEvent::BreakerTripped(BreakerTrippedV1 {
+                    cluster_id: "byc_a".into(),
+                    unit: 1,
+                    failures: 6,
+                    samples: 10,
+                    ts: Timestamp(1_700_000_000_000),
+                })
+            } else {
+                InputEvent::Usage(UsageV1 {
+                    tenant_id: "prj_a".into(),
+                    unit: 3,
+                    requests: 2,
+                    cost_micros: 1_500,
+                    ts: Timestamp(1_700_000_000_000),
+                })
+            };
+            let mut bytes = encode_internal(&event);
+            for (at, b) in flips {
+                let n = bytes.len();
+                bytes[at % n] = b;
+            }
+            bytes.truncate(cut.max(1));
+            bytes.extend(tail);
+            if let Ok(e) = decode_internal(&bytes) {
+                proptest::prop_assert_eq!(decode_internal(&encode_internal(&e)).unwrap(), e);
+            }
+        }
+    }
+
     #[test]
     fn internal_records_round_trip_and_bad_ones_say_why() {
         use crate::events::{BreakerTrippedV1, UsageV1};
@@ -191,6 +242,16 @@ mod tests {
         let e = decode_internal(&free).unwrap_err();
         assert_eq!(e.code(), "invalid");
         assert!(e.to_string().contains("cost_micros"), "{e}");
+        // A length prefix far beyond the record: refused, nothing allocated.
+        let mut hostile = vec![INTERNAL_VERSION, 11]; // `Usage`, then its tenant id's length:
+        hostile.extend([0xFC, 0xFF, 0xFF, 0xFF, 0x7F]); // u32 varint ≈ 2 GiB
+        assert!(decode_internal(&hostile).is_err());
+        assert_eq!(
+            decode_internal(&vec![INTERNAL_VERSION; MAX_INTERNAL_BYTES + 1])
+                .unwrap_err()
+                .code(),
+            "too_large"
+        );
         // A public event smuggled into an internal topic.
         let mut public = vec![INTERNAL_VERSION];
         let hb = decode_input(br#"{"schema":"zumik.cluster_deregistered.v1","cluster_id":"byc_x","ts":"2026-01-01T00:00:00Z"}"#).unwrap();

@@ -88,12 +88,36 @@ pub struct KafkaConfig {
     /// the units' next owner among them — until Kafka aborts it this long after it began (or
     /// the instance restarts and fences it). Default 10 000.
     pub transaction_timeout_ms: u64,
-    /// Extra librdkafka properties for the broker's Kafka clients (producer and consumers),
-    /// applied over the broker's own settings: security (`security.protocol`, `sasl.*`,
-    /// `ssl.*`), `client.id`, or latency tuning (`fetch.wait.max.ms`, `linger.ms`, …). The
-    /// settings the broker's guarantees rest on are refused ([`RESERVED_CLIENT_PROPERTIES`]).
-    /// Default: none.
-    pub client: std::collections::BTreeMap<String, String>,
+    /// Extra librdkafka properties (string values) for every Kafka client of the broker and
+    /// its tools: security (`security.protocol`, `sasl.*`, `ssl.*`), `client.id`, or latency
+    /// tuning (`fetch.wait.max.ms`, `linger.ms`, …). They override the defaults of the
+    /// broker's producer and input consumers; the readers that scan a topic once keep the few
+    /// settings their scan needs. The settings the broker's guarantees rest on are refused
+    /// ([`RESERVED_CLIENT_PROPERTIES`]). Default: none.
+    pub client: ClientProperties,
+}
+
+/// `kafka.client`: librdkafka property names to values. Values of secret-looking properties
+/// (passwords, keys, secrets, OAuth configs) never print.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ClientProperties(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |k: &str| {
+            ["password", "secret", "key", "oauthbearer", "jaas"]
+                .iter()
+                .any(|s| k.contains(s))
+        };
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(k, v)| (k, if secret(k) { "<redacted>" } else { v.as_str() })),
+            )
+            .finish()
+    }
 }
 
 /// librdkafka properties `kafka.client` may not set: exactly-once, offsets after durability,
@@ -115,6 +139,8 @@ pub const RESERVED_CLIENT_PROPERTIES: &[&str] = &[
     "auto.offset.reset",
     "partition.assignment.strategy",
     "group.protocol",
+    "enable.partition.eof",
+    "acks",
 ];
 
 impl Default for KafkaConfig {
@@ -154,7 +180,7 @@ impl KafkaConfig {
 
     /// Sets the `kafka.client` properties on `c`, over what it has.
     pub fn apply_client(&self, c: &mut rdkafka::ClientConfig) {
-        for (k, v) in &self.client {
+        for (k, v) in &self.client.0 {
             c.set(k, v);
         }
     }
@@ -192,7 +218,7 @@ impl KafkaConfig {
         if self.transaction_timeout_ms < 1_000 {
             return Err(bad("kafka.transaction_timeout_ms", "must be at least 1000"));
         }
-        for key in self.client.keys() {
+        for key in self.client.0.keys() {
             if key.trim().is_empty() {
                 return Err(bad("kafka.client", "property names must not be empty"));
             }
@@ -219,10 +245,12 @@ mod tests {
 
     fn with_client(pairs: &[(&str, &str)]) -> KafkaConfig {
         KafkaConfig {
-            client: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            client: ClientProperties(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..KafkaConfig::default()
         }
     }
@@ -237,7 +265,6 @@ mod tests {
         let consumer = crate::kafka::worker::consumer_config(&cfg);
         assert_eq!(consumer.get("fetch.wait.max.ms"), Some("1"));
         assert_eq!(consumer.get("client.id"), Some("zumik-a"));
-        assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
         let producer = crate::kafka::worker::producer_config(&cfg);
         assert_eq!(producer.get("client.id"), Some("zumik-a"));
         assert_eq!(
@@ -250,5 +277,15 @@ mod tests {
             assert_eq!(e.field, format!("kafka.client.{reserved}"));
         }
         assert!(with_client(&[(" ", "x")]).validate().is_err());
+
+        let secret = with_client(&[
+            ("sasl.password", "hunter2-hunter2"),
+            ("client.id", "zumik-a"),
+        ]);
+        let printed = format!("{secret:?}");
+        assert!(
+            !printed.contains("hunter2") && printed.contains("zumik-a"),
+            "{printed}"
+        );
     }
 }

@@ -130,6 +130,11 @@ pub enum TopicError {
 /// `max.message.bytes` of the snapshots topic (= `worker::SNAPSHOT_MESSAGE_MAX`).
 const MAX_SNAPSHOT_BYTES: &str = "67108864";
 
+/// `retention.ms` of the usage topic: 40 days, so that a unit loaded on any day of a month
+/// finds every other unit's usage of that month (the topic's records are per tenant and batch,
+/// small).
+const USAGE_RETENTION_MS: &str = "3456000000";
+
 /// Creates the topics that do not exist yet (control, status and snapshots compacted).
 pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> =
@@ -155,6 +160,9 @@ pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicErro
             };
             if *name == topics.snapshots.as_str() {
                 t.set("max.message.bytes", MAX_SNAPSHOT_BYTES)
+            } else if *name == topics.usage.as_str() {
+                // A unit loaded later sums the month's usage from here: keep a month and more.
+                t.set("retention.ms", USAGE_RETENTION_MS)
             } else {
                 t
             }

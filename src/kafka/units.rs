@@ -416,7 +416,7 @@ pub(super) fn catch_up_reads<'a>(
         }
         starts.extend(start.map(|s| (topic, s)));
     }
-    // Both topics at once (the reads wait on Kafka).
+    // All the broadcast topics at once (the reads wait on Kafka).
     let reads: Vec<Result<Vec<BroadcastRecord>, BrokerError>> = std::thread::scope(|s| {
         let reads: Vec<_> = starts
             .iter()
@@ -630,8 +630,9 @@ mod tests {
             }),
         );
         s.add(2, &own("prj_b", 5, NOV_30 - 1));
-        s.add(2, &own("prj_b", 1, NOV_30 + 2)); // December
-                                                // Another unit's usage and trip applied here, and anything else: not this unit's news.
+        // December.
+        s.add(2, &own("prj_b", 1, NOV_30 + 2));
+        // Another unit's usage and trip applied here, and anything else: not this unit's news.
         s.add(
             2,
             &JournalEntry::Tenant {

@@ -1675,9 +1675,10 @@ impl Units<'_> {
             }
             let mut applied = 0u64;
             for r in chunk {
-                if joining
-                    .iter()
-                    .any(|u| u.wants(&r.topic, r.partition, r.offset))
+                if !self.topics.is_internal(&r.topic)
+                    && joining
+                        .iter()
+                        .any(|u| u.wants(&r.topic, r.partition, r.offset))
                 {
                     self.count(&r.topic, r.partition, r.offset, stats);
                     applied += 1;
