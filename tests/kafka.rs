@@ -1275,7 +1275,9 @@ struct Placed {
     topics: Topics,
     broker: Broker,
     producer: ThreadedProducer<DefaultProducerContext>,
+    /// Requests decided so far, and before this broker started.
     decided: u64,
+    base: u64,
 }
 
 /// An input event from its JSON (the tests' events are valid by construction).
@@ -1299,6 +1301,7 @@ impl Placed {
             cfg,
             broker,
             decided: 0,
+            base: 0,
         }
     }
 
@@ -1315,6 +1318,16 @@ impl Placed {
         self.producer.flush(Duration::from_secs(30)).unwrap();
     }
 
+    /// Stops the broker and starts it again (it recovers every unit from its journal).
+    fn restarted(self) -> Placed {
+        self.broker.stop();
+        Placed {
+            broker: start(&self.cfg),
+            base: self.decided,
+            ..self
+        }
+    }
+
     /// Sends a request to `unit` and returns its committed decision.
     fn decide(&mut self, unit: i32, request: &InputEvent) -> DecisionV1 {
         let InputEvent::Request(r) = request else {
@@ -1324,7 +1337,7 @@ impl Placed {
         self.decided += 1;
         let n = self.decided;
         wait_for("a decision", || {
-            self.broker.stats.decisions.load(Ordering::Relaxed) >= n
+            self.broker.stats.decisions.load(Ordering::Relaxed) >= n - self.base
         });
         decisions(&self.cfg, n as usize)
             .into_iter()
@@ -1451,6 +1464,11 @@ fn a_tenants_spend_in_one_unit_counts_against_its_budget_in_the_others() {
         "unit 1 to refuse the tenant once unit 0 had spent its budget",
     );
     assert_eq!(refused.mode, Mode::Rejected);
+    // A restarted broker recovers the spend unit 1 had from unit 0 (its journal), and applies
+    // none of the usage records again (its positions).
+    let mut t = t.restarted();
+    let again = t.decide(1, &request("after-restart", 4));
+    assert_eq!(again.reason, Reason::QuotaExceeded);
     let cfg = t.cfg.clone();
     let usage_topic = t.topics.usage.clone();
     let (_, units) = t.stop_and_audit();
