@@ -1168,8 +1168,9 @@ pub(super) fn partition_counts(
 /// The settings of the broker's output producer (also the bench's passthrough).
 pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
-    let mut c = cfg.client_config();
-    c.set("enable.idempotence", "true")
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("enable.idempotence", "true")
         // At-least-once is the low-latency mode: records leave at once (a batch's records
         // still share requests, as they are queued together).
         .set("linger.ms", if exactly_once { "1" } else { "0" });
@@ -1179,7 +1180,7 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
             cfg.transaction_timeout_ms.to_string(),
         );
     }
-    // The operator's tuning wins over the defaults above.
+    // `kafka.client` last: the operator's tuning wins over the defaults above.
     cfg.apply_client(&mut c);
     c
 }
@@ -1187,8 +1188,9 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
 /// The settings of the broker's input consumer (also the bench's passthrough and two-hop floor).
 pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
-    let mut c = cfg.client_config();
-    c.set("group.id", &cfg.group_id)
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
@@ -1201,6 +1203,7 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         // Static membership: a restarted instance (same transactional id) takes its partitions
         // back at once instead of waiting out the dead member's session.
         .set("group.instance.id", &cfg.transactional_id);
+    // `kafka.client` last, as for the producer.
     cfg.apply_client(&mut c);
     c
 }
