@@ -250,6 +250,40 @@ mod tests {
     }
 
     #[test]
+    fn kafka_client_values_may_be_numbers_and_booleans() {
+        let file = std::env::temp_dir().join(format!("zumik-client-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "[kafka.client]\n\"fetch.wait.max.ms\" = 1\n\"socket.nagle.disable\" = true\n\
+             \"client.id\" = \"zumik-a\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load_with_env(
+            Some(&file),
+            env(&[("ZUMIK_KAFKA__CLIENT__LINGER.MS", "0.5")]),
+        )
+        .unwrap();
+        let client = &cfg.kafka.client.0;
+        assert_eq!(client["fetch.wait.max.ms"], "1");
+        assert_eq!(client["socket.nagle.disable"], "true");
+        assert_eq!(client["client.id"], "zumik-a");
+        assert_eq!(client["linger.ms"], "0.5");
+        assert_eq!(
+            cfg.kafka.client_config().get("fetch.wait.max.ms"),
+            Some("1")
+        );
+
+        std::fs::write(&file, "[kafka.client]\n\"client.id\" = [1]\n").unwrap();
+        let e = Config::load_with_env(Some(&file), vec![]).unwrap_err();
+        assert!(e.to_string().contains("kafka.client"), "{e}");
+        assert!(
+            e.to_string().contains("a string, a number or a boolean"),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
     fn bad_config_names_the_field() {
         let e = Config::load_with_env(None, env(&[("ZUMIK_ROUTING__HEADROOM", "2")])).unwrap_err();
         assert!(e.to_string().contains("routing.headroom"), "{e}");

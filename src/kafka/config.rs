@@ -88,7 +88,7 @@ pub struct KafkaConfig {
     /// the units' next owner among them — until Kafka aborts it this long after it began (or
     /// the instance restarts and fences it). Default 10 000.
     pub transaction_timeout_ms: u64,
-    /// Extra librdkafka properties (string values) for every Kafka client of the broker and
+    /// Extra librdkafka properties for every Kafka client of the broker and
     /// its tools: security (`security.protocol`, `sasl.*`, `ssl.*`), `client.id`, or latency
     /// tuning (`fetch.wait.max.ms`, `linger.ms`, …). They override the defaults of the
     /// broker's producer and input consumers; the readers that scan a topic once keep the few
@@ -97,11 +97,51 @@ pub struct KafkaConfig {
     pub client: ClientProperties,
 }
 
-/// `kafka.client`: librdkafka property names to values. Values of secret-looking properties
-/// (passwords, keys, secrets, OAuth configs) never print.
+/// `kafka.client`: librdkafka property names to values. A value may be written as a string, a
+/// number or a boolean (`"fetch.wait.max.ms" = 1`, or `1` from an environment override): it
+/// reaches librdkafka as its text. Values of secret-looking properties (passwords, keys,
+/// secrets, OAuth configs) never print.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-pub struct ClientProperties(pub std::collections::BTreeMap<String, String>);
+pub struct ClientProperties(
+    #[serde(deserialize_with = "scalar_values")] pub std::collections::BTreeMap<String, String>,
+);
+
+/// A map whose values are strings, numbers or booleans, each kept as its text.
+fn scalar_values<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    struct Scalar(String);
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Scalar;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string, a number or a boolean (a librdkafka property value)")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_owned()))
+                }
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    let m = std::collections::BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(m.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
 
 impl std::fmt::Debug for ClientProperties {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
