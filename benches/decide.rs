@@ -33,11 +33,19 @@ use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::InputEvent;
 use zumik::workload::{Events, Workload, WorkloadSpec};
 
+/// The routing config and the embedded price table, parsed once (every batch's setup restores a
+/// router with them; parsing the table each time only made runs longer).
 fn config() -> (Arc<RoutingConfig>, Arc<PriceTable>) {
-    (
-        Arc::new(RoutingConfig::default()),
-        Arc::new(PriceTable::embedded()),
-    )
+    static PARTS: std::sync::OnceLock<(Arc<RoutingConfig>, Arc<PriceTable>)> =
+        std::sync::OnceLock::new();
+    PARTS
+        .get_or_init(|| {
+            (
+                Arc::new(RoutingConfig::default()),
+                Arc::new(PriceTable::embedded()),
+            )
+        })
+        .clone()
 }
 
 /// A router after the workload's setup and `warmup_ms` of its traffic, plus the traffic after.
