@@ -275,7 +275,7 @@ mod tests {
 
         std::fs::write(&file, "[kafka.client]\n\"client.id\" = [1]\n").unwrap();
         let e = Config::load_with_env(Some(&file), vec![]).unwrap_err();
-        assert!(e.to_string().contains("kafka.client"), "{e}");
+        assert!(e.to_string().contains("kafka.client.client.id"), "{e}");
         assert!(
             e.to_string().contains("a string, a number or a boolean"),
             "{e}"
