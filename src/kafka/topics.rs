@@ -145,6 +145,35 @@ pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicErro
                 source,
             })?;
     let specs = topics.all();
+    // The first topic of `specs` the metadata does not show ready (all partitions led).
+    let waiting = |meta: &rdkafka::metadata::Metadata| {
+        specs
+            .iter()
+            .find(|(name, _)| {
+                !meta.topics().iter().any(|t| {
+                    t.name() == *name
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            })
+            .map(|(name, _)| *name)
+    };
+    let metadata = || {
+        admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map_err(|source| TopicError::Client {
+                brokers: cfg.brokers.clone(),
+                source,
+            })
+    };
+    // A restart finds them all: one metadata request, no creation round trip.
+    if waiting(&metadata()?).is_none() {
+        return Ok(());
+    }
     let new: Vec<NewTopic> = specs
         .iter()
         .map(|(name, compact)| {
@@ -190,24 +219,7 @@ pub fn ensure_topics(cfg: &KafkaConfig, topics: &Topics) -> Result<(), TopicErro
     // once could be told a topic is unknown. Return only once the metadata shows them all.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let meta = admin
-            .inner()
-            .fetch_metadata(None, Duration::from_secs(5))
-            .map_err(|source| TopicError::Client {
-                brokers: cfg.brokers.clone(),
-                source,
-            })?;
-        let waiting = specs.iter().find(|(name, _)| {
-            !meta.topics().iter().any(|t| {
-                t.name() == *name
-                    && t.error().is_none()
-                    && !t.partitions().is_empty()
-                    && t.partitions()
-                        .iter()
-                        .all(|p| p.leader() >= 0 && p.error().is_none())
-            })
-        });
-        let Some((name, _)) = waiting else {
+        let Some(name) = waiting(&metadata()?) else {
             return Ok(());
         };
         if Instant::now() > deadline {

@@ -211,7 +211,7 @@ impl std::fmt::Display for Restored {
 
 /// What a unit's recovery reads (from the store and Kafka, on any thread).
 pub(super) struct Fetched {
-    partition: i32,
+    pub(super) partition: i32,
     snapshot: Option<Snapshot>,
     from: Restored,
     /// The journaled inputs and positions after the snapshot, in `input_seq` order.
@@ -219,6 +219,60 @@ pub(super) struct Fetched {
     /// Where the journal read ended on the unit's partition.
     journal_end: i64,
     took: Duration,
+}
+
+impl Fetched {
+    /// The broadcast positions the unit will stand at once built: its snapshot's, moved on by
+    /// the positions its journal tail records.
+    pub(super) fn positions(&self) -> Positions {
+        let mut at = self
+            .snapshot
+            .as_ref()
+            .map(|s| s.position.broadcast.clone())
+            .unwrap_or_default();
+        for (_, rec) in &self.tail {
+            if let Tail::Positions(p) = rec {
+                for (k, v) in p {
+                    let o = at.entry(k.clone()).or_default();
+                    *o = (*o).max(*v);
+                }
+            }
+        }
+        at
+    }
+}
+
+/// Reads a unit's journal partition from `start` to its end now (every transaction in it
+/// resolved): the inputs and positions recorded, in `input_seq` order, and where the read
+/// ended.
+fn read_tail(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    partition: i32,
+    start: i64,
+) -> Result<(Vec<(u64, Tail)>, i64), BrokerError> {
+    let Scan { records, ends, .. } = scan_topic(
+        cfg,
+        &topics.journal,
+        Some(partition),
+        &BTreeMap::from([(partition, start)]),
+        |bytes, out| {
+            if let Some((seq, p)) = JournalChunks::decode_positions(bytes)? {
+                out.push((seq, (seq, Tail::Positions(p))));
+                return Ok(());
+            }
+            let mut inputs = Vec::new();
+            JournalRecord::decode_inputs(bytes, &mut inputs)?;
+            out.extend(
+                inputs
+                    .into_iter()
+                    .map(|(seq, e)| (seq, (seq, Tail::Input(e)))),
+            );
+            Ok(())
+        },
+    )?;
+    let end = ends.get(&partition).copied().unwrap_or(start).max(start);
+    Ok((records, end))
 }
 
 /// Reads what unit `partition` was when last committed: the newer of its local and its
@@ -249,38 +303,81 @@ fn fetch_unit(
             (None, None) => (None, Restored::JournalOnly),
         };
     }
+    let snapshot_ms = began.elapsed().as_millis() as u64;
     let start = snapshot
         .as_ref()
         .and_then(|s| s.position.journal_offsets.get(&partition).copied())
         .unwrap_or(0);
-    let Scan { records, ends, .. } = scan_topic(
-        cfg,
-        &topics.journal,
-        Some(partition),
-        &BTreeMap::from([(partition, start)]),
-        |bytes, out| {
-            if let Some((seq, p)) = JournalChunks::decode_positions(bytes)? {
-                out.push((seq, (seq, Tail::Positions(p))));
-                return Ok(());
-            }
-            let mut inputs = Vec::new();
-            JournalRecord::decode_inputs(bytes, &mut inputs)?;
-            out.extend(
-                inputs
-                    .into_iter()
-                    .map(|(seq, e)| (seq, (seq, Tail::Input(e)))),
-            );
-            Ok(())
-        },
-    )?;
+    let (tail, journal_end) = read_tail(cfg, topics, partition, start)?;
+    tracing::debug!(
+        unit = partition,
+        snapshot_ms,
+        journal_ms = began.elapsed().as_millis() as u64 - snapshot_ms,
+        records = tail.len(),
+        "broker: unit {partition} read"
+    );
     Ok(Fetched {
         partition,
         snapshot,
         from,
-        tail: records,
+        tail,
         // Everything before this offset is in the state once the tail is applied.
-        journal_end: ends.get(&partition).copied().unwrap_or(start).max(start),
+        journal_end,
         took: began.elapsed(),
+    })
+}
+
+/// Reads what was journaled on `f`'s partition since `f` was read (normally nothing: a read
+/// made before this instance fenced the previous one, which may have committed more since).
+fn top_up(cfg: &KafkaConfig, topics: &Topics, f: &mut Fetched) -> Result<(), BrokerError> {
+    let began = Instant::now();
+    let (more, end) = read_tail(cfg, topics, f.partition, f.journal_end)?;
+    f.tail.extend(more);
+    f.journal_end = end;
+    f.took += began.elapsed();
+    Ok(())
+}
+
+/// Runs `read` for each of `items` on its own thread (the reads wait on Kafka), in order.
+fn in_parallel<I: Send, T: Send>(
+    items: Vec<I>,
+    read: impl Fn(I) -> Result<T, BrokerError> + Sync,
+) -> Result<Vec<T>, BrokerError> {
+    let read = &read;
+    std::thread::scope(|s| {
+        let reads: Vec<_> = items
+            .into_iter()
+            .map(|i| s.spawn(move || read(i)))
+            .collect();
+        reads
+            .into_iter()
+            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Reads units `partitions` as last committed (see [`fetch_unit`]), in parallel.
+pub(super) fn fetch_units(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    partitions: &[i32],
+    snapshots: Option<&Snapshots>,
+    snapshot_partitions: i32,
+) -> Result<Vec<Fetched>, BrokerError> {
+    in_parallel(partitions.to_vec(), |p| {
+        fetch_unit(cfg, topics, p, snapshots, snapshot_partitions)
+    })
+}
+
+/// Brings units read earlier up to what is committed now (see [`top_up`]), in parallel.
+pub(super) fn top_up_units(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    fetched: Vec<Fetched>,
+) -> Result<Vec<Fetched>, BrokerError> {
+    in_parallel(fetched, |mut f| {
+        top_up(cfg, topics, &mut f)?;
+        Ok(f)
     })
 }
 
@@ -350,32 +447,16 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
     Ok(unit)
 }
 
-/// Loads units `partitions` from what was committed: their snapshots and journal tails are
-/// read in parallel (one thread each: the reads wait on Kafka), then each unit is built on
-/// this thread, on an engine from `engine`. The broadcast records they have not applied yet
-/// are for [`catch_up_reads`].
-pub(super) fn load_units(
-    cfg: &KafkaConfig,
-    topics: &Topics,
-    partitions: &[i32],
-    snapshots: Option<&Snapshots>,
-    snapshot_partitions: i32,
+/// Builds units from what [`fetch_units`] read, each on an engine from `engine` (on this
+/// thread). The broadcast records they have not applied yet are for [`catch_up_reads`].
+pub(super) fn build_units(
+    fetched: Vec<Fetched>,
     mut engine: impl FnMut() -> Engine,
     stats: &BrokerStats,
 ) -> Result<Vec<Unit>, BrokerError> {
-    let fetched: Vec<Result<Fetched, BrokerError>> = std::thread::scope(|s| {
-        let reads: Vec<_> = partitions
-            .iter()
-            .map(|&p| s.spawn(move || fetch_unit(cfg, topics, p, snapshots, snapshot_partitions)))
-            .collect();
-        reads
-            .into_iter()
-            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
     fetched
         .into_iter()
-        .map(|f| build_unit(f?, engine(), stats))
+        .map(|f| build_unit(f, engine(), stats))
         .collect()
 }
 
@@ -387,7 +468,7 @@ pub(super) fn load_units(
 pub(super) fn catch_up_reads<'a>(
     cfg: &KafkaConfig,
     topics: &Topics,
-    units: impl Iterator<Item = &'a Unit> + Clone,
+    units: impl Iterator<Item = &'a Positions> + Clone,
 ) -> Result<Vec<BroadcastRecord>, BrokerError> {
     // Where each topic is read from: per partition, the lowest next offset over the units; a
     // partition some unit has never read is read from its start.
@@ -396,7 +477,6 @@ pub(super) fn catch_up_reads<'a>(
         let mut start: Option<BTreeMap<i32, i64>> = None;
         for u in units.clone() {
             let mine: BTreeMap<i32, i64> = u
-                .broadcast
                 .iter()
                 .filter(|((t, _), _)| t == topic)
                 .map(|((_, p), o)| (*p, *o))
@@ -416,23 +496,16 @@ pub(super) fn catch_up_reads<'a>(
         }
         starts.extend(start.map(|s| (topic, s)));
     }
-    // All the broadcast topics at once (the reads wait on Kafka).
-    let reads: Vec<Result<Vec<BroadcastRecord>, BrokerError>> = std::thread::scope(|s| {
-        let reads: Vec<_> = starts
-            .iter()
-            .map(|(topic, start)| s.spawn(move || scan_topic_keyed(cfg, topic, start)))
-            .collect();
-        reads
-            .into_iter()
-            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
+    // All the broadcast topics at once.
+    let reads = in_parallel(starts, |(topic, start)| {
+        scan_topic_keyed(cfg, topic, &start)
+    })?;
     // Per partition: (event time, record), in offset order.
     let mut lanes: Vec<std::collections::VecDeque<(i64, BroadcastRecord)>> = Vec::new();
     for records in reads {
         let mut by_partition: BTreeMap<(String, i32), std::collections::VecDeque<_>> =
             BTreeMap::new();
-        for r in records? {
+        for r in records {
             // Undecodable records sort as early as possible; the DLQ takes them.
             let ts = topics
                 .decode(&r.topic, &r.payload)

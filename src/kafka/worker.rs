@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::{ensure_topics, TopicError, Topics};
 use super::units::{
-    catch_up_reads, load_units, new_engine, sent_by, BroadcastRecord, GroupContext, Positions,
-    Rebalanced, Unit,
+    build_units, catch_up_reads, fetch_units, new_engine, sent_by, top_up_units, BroadcastRecord,
+    Fetched, GroupContext, Positions, Rebalanced, Unit,
 };
 use crate::actors::{ActorGone, ActorSystem};
 use crate::core::router::{JournalEntry, SnapshotError};
@@ -713,7 +713,8 @@ pub(super) enum End {
 /// What [`scan_topic`] read.
 pub(super) struct Scan<T> {
     pub records: Vec<T>,
-    /// Where the read ended on each partition it read.
+    /// Where the read ended on each partition it read: the end it read up to, or the position
+    /// it reached past that end's transaction markers.
     pub ends: BTreeMap<i32, i64>,
 }
 
@@ -844,6 +845,9 @@ fn scan_topic_with_coordinates<T>(
                         if o >= ends[&e.partition()] {
                             done.insert(e.partition(), ());
                         }
+                        // Past the end's markers too: a later read from here finds nothing.
+                        let end = ends.get_mut(&e.partition()).expect("assigned: has an end");
+                        *end = (*end).max(o);
                     }
                 }
             }
@@ -1486,8 +1490,19 @@ fn collect<'c>(
     if group.context().pending() {
         return Ok(0);
     }
+    // The broadcast records are taken first, up to half a batch: under a backlog of requests
+    // they would otherwise wait behind it, and with them the other units' spend and breaker
+    // trips (and a restarted unit's catch-up grows with that lag).
+    let broadcast_share = cfg.batch_max.div_ceil(2);
     loop {
         let mut got = false;
+        while !full(msgs, bmsgs) && bmsgs.len() < broadcast_share {
+            let Some(m) = bcast.poll(Duration::ZERO) else {
+                break;
+            };
+            bmsgs.push(m.map_err(kafka("consume broadcast"))?);
+            got = true;
+        }
         while !full(msgs, bmsgs) {
             let (polled, rebalanced) = poll_group(msgs, Duration::ZERO)?;
             if let Some(before) = rebalanced {
@@ -1496,13 +1511,6 @@ fn collect<'c>(
             if !polled {
                 break;
             }
-            got = true;
-        }
-        while !full(msgs, bmsgs) {
-            let Some(m) = bcast.poll(Duration::ZERO) else {
-                break;
-            };
-            bmsgs.push(m.map_err(kafka("consume broadcast"))?);
             got = true;
         }
         if got {
@@ -1529,6 +1537,85 @@ fn collect<'c>(
             first.get_or_insert_with(Instant::now);
         }
     }
+}
+
+/// What the broker read for its first assignment while its producer was still being
+/// initialised (see [`read_early`]).
+struct EarlyReads {
+    /// The group's rebalance events up to the assignment.
+    events: Vec<Rebalanced>,
+    /// The assigned units, as committed when read.
+    units: Vec<Fetched>,
+    /// The broadcast records those units had not applied when read.
+    records: Vec<BroadcastRecord>,
+    /// The units built from `units` so far (the records hold what they need).
+    covers: Vec<i32>,
+}
+
+/// Reads the units of the group's first assignment, and the broadcast records they need, while
+/// `init` (the producer's `init_transactions`) runs: it waits for the previous instance's open
+/// transaction to be aborted, up to a second, and the reads need no producer. Polls the group
+/// consumer until the assignment is recorded (keeping any message the same poll returns in
+/// `msgs`) or `init` is done; then the assignment is read as it is committed now. What the
+/// previous instance (a zombie, until `init` fences it) commits later is read again once
+/// `init` is done ([`top_up_units`]).
+///
+/// Meanwhile `bcast` creates the broadcast consumer, which must have its start (the topics'
+/// last stable offsets) before the catch-up read takes its end. Returns that consumer, and
+/// the assignment with what was read for it, if it came in time.
+#[allow(clippy::too_many_arguments)]
+fn read_early<'c>(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    group: &'c BaseConsumer<GroupContext>,
+    init: &std::thread::ScopedJoinHandle<'_, Result<Duration, BrokerError>>,
+    bcast: impl FnOnce() -> Result<BaseConsumer, BrokerError> + Send,
+    snapshots: Option<&Snapshots>,
+    snapshot_partitions: i32,
+    msgs: &mut Vec<BorrowedMessage<'c>>,
+) -> Result<(BaseConsumer, Option<EarlyReads>), BrokerError> {
+    let (bcast, read) = std::thread::scope(|s| {
+        let bcast = s.spawn(bcast);
+        let read = (|| {
+            while !group.context().pending() {
+                if init.is_finished() {
+                    return Ok(None);
+                }
+                if let Some(m) = group.poll(Duration::from_millis(10)) {
+                    msgs.push(m.map_err(kafka("consume"))?);
+                }
+            }
+            let events = group.context().take();
+            let assigned = match events.as_slice() {
+                [Rebalanced::Assigned(ps)] => ps.clone(),
+                // Anything else (a revoke, a lost assignment) is for the loop to sort out.
+                _ => Vec::new(),
+            };
+            let units = fetch_units(cfg, topics, &assigned, snapshots, snapshot_partitions)?;
+            Ok::<_, BrokerError>(Some((events, units)))
+        })();
+        let bcast = bcast
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (bcast, read)
+    });
+    let (bcast, read) = (bcast?, read?);
+    let Some((events, units)) = read else {
+        return Ok((bcast, None));
+    };
+    let positions: Vec<Positions> = units.iter().map(Fetched::positions).collect();
+    let records = if units.is_empty() {
+        Vec::new()
+    } else {
+        catch_up_reads(cfg, topics, positions.iter())?
+    };
+    let early = EarlyReads {
+        events,
+        units,
+        records,
+        covers: Vec::new(),
+    };
+    Ok((bcast, Some(early)))
 }
 
 /// The broker loop's units and what it needs to load, keep and drop them.
@@ -1593,12 +1680,13 @@ impl Units<'_> {
 
     /// Acts on the group's rebalances, in order: revoked units are suspended; an assignment
     /// keeps the suspended units it names, drops the others (snapshotted first) and loads the
-    /// new ones. Kept and new units then catch up on the broadcast records they have not
-    /// applied, in transactions of at most `batch_max` records. Returns whether an
-    /// assignment came.
+    /// new ones (from `early` when it read them, brought up to date). Kept and new units then
+    /// catch up on the broadcast records they have not applied, in transactions of at most
+    /// `batch_max` records. Returns whether an assignment came.
     fn rebalance(
         &mut self,
         events: Vec<Rebalanced>,
+        mut early: Option<EarlyReads>,
         out: &mut BatchOut<'_>,
         exactly_once: bool,
         stats: &BrokerStats,
@@ -1653,23 +1741,48 @@ impl Units<'_> {
                             None => new.push(p),
                         }
                     }
-                    let (system, routing, prices) = (&self.system, &self.routing, &self.prices);
-                    joining.extend(load_units(
+                    // Units read early: only brought up to date.
+                    let (mut fetched, mut read_early) = (Vec::new(), Vec::new());
+                    if let Some(e) = early.as_mut() {
+                        let (read, not): (Vec<Fetched>, _) = std::mem::take(&mut e.units)
+                            .into_iter()
+                            .partition(|f| new.contains(&f.partition));
+                        e.units = not;
+                        read_early = read.iter().map(|f| f.partition).collect();
+                        new.retain(|p| !read_early.contains(p));
+                        fetched = top_up_units(self.cfg, self.topics, read)?;
+                    }
+                    fetched.extend(fetch_units(
                         self.cfg,
                         self.topics,
                         &new,
                         self.snapshots.as_ref(),
                         self.snapshot_partitions,
+                    )?);
+                    fetched.sort_by_key(|f| f.partition);
+                    let (system, routing, prices) = (&self.system, &self.routing, &self.prices);
+                    joining.extend(build_units(
+                        fetched,
                         || new_engine(system, self.cfg, routing, prices),
                         stats,
                     )?);
+                    if let Some(e) = early.as_mut() {
+                        e.covers.extend(read_early);
+                    }
                 }
             }
         }
         if joining.is_empty() {
             return Ok(assigned);
         }
-        let records = catch_up_reads(self.cfg, self.topics, joining.iter())?;
+        // The early catch-up read starts where the units read early stood then, at or before
+        // where they stand now: it holds what they need when it covers them all.
+        let began = Instant::now();
+        let records = match early {
+            Some(e) if joining.iter().all(|u| e.covers.contains(&u.partition)) => e.records,
+            _ => catch_up_reads(self.cfg, self.topics, joining.iter().map(|u| &u.broadcast))?,
+        };
+        let read_ms = began.elapsed().as_millis() as u64;
         for chunk in records.chunks(self.cfg.batch_max.max(1)) {
             if exactly_once {
                 out.producer
@@ -1708,6 +1821,13 @@ impl Units<'_> {
                 ..CommittedBatch::default()
             });
         }
+        tracing::debug!(
+            units = joining.len(),
+            records = records.len(),
+            read_ms,
+            apply_ms = began.elapsed().as_millis() as u64 - read_ms,
+            "broker: units caught up on the broadcast topics"
+        );
         for unit in joining {
             self.active.insert(unit.partition, unit);
         }
@@ -1726,41 +1846,22 @@ pub fn run_broker_with(
 ) -> Result<(), BrokerError> {
     let started = Instant::now();
     let topics = Topics::new(&cfg.topic_prefix);
-    if cfg.create_topics {
-        ensure_topics(cfg, &topics)?;
-    }
-    let layout = layout(cfg, &topics)?;
-    let unit_n = layout.units;
-    let mut units = Units {
-        cfg,
-        topics: &topics,
-        routing,
-        prices,
-        system: ActorSystem::new(),
-        snapshots: Snapshots::open(cfg)?,
-        snapshot_partitions: layout.snapshots,
-        active: BTreeMap::new(),
-        suspended: BTreeMap::new(),
-        counted: Positions::new(),
-    };
-    let topics_at = started.elapsed();
     let exactly_once = cfg.mode == DeliveryMode::ExactlyOnce;
     let producer: ThreadedProducer<Delivery> = producer_config(cfg)
         .create_with_context(Delivery::tracking(&topics.journal))
         .map_err(kafka("producer"))?;
-    // The group join starts with the subscription and goes on in librdkafka's threads while
-    // the producer's transactions are initialised and the broadcast consumer is set up (the
-    // assignment is only served by the loop's first poll).
     let group: BaseConsumer<GroupContext> = consumer_config(cfg)
         .create_with_context(GroupContext::new(cfg))
         .map_err(kafka("consumer"))?;
     let _ = group.context().delivery.set(producer.context().clone());
-    group
-        .subscribe(&[&topics.requests, &topics.completions])
-        .map_err(kafka("subscribe"))?;
-    let (init, bcast) = std::thread::scope(|s| {
-        // Fences any older instance with the same transactional id (a zombie after a crash),
-        // aborting its open transaction.
+    let snapshots = Snapshots::open(cfg)?;
+    // The producer's transactions are initialised on a thread of their own: that fences any
+    // older instance with the same transactional id (a zombie after a crash), aborting its
+    // open transaction, and librdkafka only learns that the abort is done on a retry half a
+    // second later. Meanwhile this thread checks the topics, joins the group and reads what it
+    // is assigned (see `read_early`).
+    let mut early_msgs = Vec::new();
+    let (init, setup) = std::thread::scope(|s| {
         let init = s.spawn(|| {
             let began = Instant::now();
             if exactly_once {
@@ -1770,22 +1871,58 @@ pub fn run_broker_with(
             }
             Ok::<_, BrokerError>(began.elapsed())
         });
-        let names = topics.broadcast();
-        let bcast = broadcast_consumer(
-            cfg,
-            std::array::from_fn(|i| (names[i], layout.broadcast[i])),
-        );
+        let setup = (|| {
+            if cfg.create_topics {
+                ensure_topics(cfg, &topics)?;
+            }
+            let layout = layout(cfg, &topics)?;
+            let topics_at = started.elapsed();
+            group
+                .subscribe(&[&topics.requests, &topics.completions])
+                .map_err(kafka("subscribe"))?;
+            let names = topics.broadcast();
+            let (bcast, early) = read_early(
+                cfg,
+                &topics,
+                &group,
+                &init,
+                || {
+                    broadcast_consumer(
+                        cfg,
+                        std::array::from_fn(|i| (names[i], layout.broadcast[i])),
+                    )
+                },
+                snapshots.as_ref(),
+                layout.snapshots,
+                &mut early_msgs,
+            )?;
+            Ok::<_, BrokerError>((layout, topics_at, bcast, early))
+        })();
         let init = init.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        (init, bcast)
+        (init, setup)
     });
-    let (init_took, bcast) = (init?, bcast?);
+    let (init_took, (layout, topics_at, bcast, mut early)) = (init?, setup?);
     tracing::debug!(
-        units = unit_n,
+        units = layout.units,
         topics_ms = topics_at.as_millis() as u64,
         init_transactions_ms = init_took.as_millis() as u64,
+        read_early = early.as_ref().map_or(0, |e| e.units.len()),
         clients_ms = started.elapsed().as_millis() as u64,
         "broker: topics checked, clients started"
     );
+    let unit_n = layout.units;
+    let mut units = Units {
+        cfg,
+        topics: &topics,
+        routing,
+        prices,
+        system: ActorSystem::new(),
+        snapshots,
+        snapshot_partitions: layout.snapshots,
+        active: BTreeMap::new(),
+        suspended: BTreeMap::new(),
+        counted: Positions::new(),
+    };
     let unacked = || {
         group
             .context()
@@ -1824,9 +1961,15 @@ pub fn run_broker_with(
                 sink.kafka_reachable(ok);
             }
         }
-        let (mut msgs, mut bmsgs) = (Vec::new(), Vec::new());
-        let before_rebalance = collect(cfg, &group, &bcast, &mut msgs, &mut bmsgs)?;
-        let events = group.context().take();
+        let (mut msgs, mut bmsgs) = (std::mem::take(&mut early_msgs), Vec::new());
+        // The first assignment, read early, is acted on before anything is collected.
+        let (events, early_reads, before_rebalance) = match early.take() {
+            Some(mut reads) => (std::mem::take(&mut reads.events), Some(reads), 0),
+            None => {
+                let before = collect(cfg, &group, &bcast, &mut msgs, &mut bmsgs)?;
+                (group.context().take(), None, before)
+            }
+        };
         // Messages polled before a revoke, of the partitions it revoked, are not ours to
         // process: their next owner (maybe this instance again) reads them from the committed
         // offset. Those polled after it come from the new assignment.
@@ -1846,7 +1989,7 @@ pub fn run_broker_with(
                 i > before_rebalance || !(lost_all || revoked.contains(&m.partition()))
             });
         }
-        let assigned = units.rebalance(events, &mut out, exactly_once, stats, sink)?;
+        let assigned = units.rebalance(events, early_reads, &mut out, exactly_once, stats, sink)?;
         out.dlq = 0;
         if assigned && !ready {
             ready = true;
