@@ -627,6 +627,93 @@ fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A replacement started while the old instance still runs (a hung pod replaced, say): both
+/// have the same transactional id. The new one reads its units while its `init_transactions`
+/// fences the old one, which may commit batches meanwhile; it then reads what they journaled
+/// too. The old one stops with a `fenced` error instead of restarting (which would fence the
+/// new one in turn, and so on), and every request still has exactly one decision, equal to
+/// the offline one.
+#[test]
+fn a_replacement_fences_the_running_instance_which_stops_and_nothing_is_lost() {
+    let base = std::env::temp_dir().join(format!("zumik-fence-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let cfg = KafkaConfig {
+        snapshot_dir: Some(base.join("old")),
+        snapshot_every_inputs: 300,
+        ..config("fence")
+    };
+    let topics = Topics::new(&cfg.topic_prefix);
+    let (setup, requests) = workload(6_000);
+
+    let mut old = spawn_serve(&cfg);
+    for (i, e) in setup.iter().enumerate() {
+        produce(&cfg, std::slice::from_ref(e));
+        wait_for("a setup event to be journaled", || {
+            read_journal(&cfg, &topics)
+                .unwrap()
+                .iter()
+                .filter(|r| matches!(r.entry, JournalEntry::Input(_)))
+                .count()
+                > i
+        });
+    }
+    let feeder = {
+        let (cfg, requests) = (cfg.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for slice in requests.chunks(100) {
+                produce(&cfg, slice);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let log = || std::fs::read_to_string(log_path(&cfg)).unwrap_or_default();
+    wait_for("the old instance to commit a batch", || {
+        log().contains("first batch committed")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Its own store (the old instance holds the first one's lock): it restores from the
+    // snapshots topic and the journal.
+    let new_cfg = KafkaConfig {
+        snapshot_dir: Some(base.join("new")),
+        ..cfg.clone()
+    };
+    let mut new = spawn_serve(&new_cfg);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = old.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fenced instance still runs a minute later:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "the fenced instance fails: {status}");
+    assert!(
+        log().contains("fenced: another instance with transactional id"),
+        "the fenced instance says why it stops:\n{}",
+        log()
+    );
+    feeder.join().unwrap();
+    let got = by_request(decisions(&cfg, requests.len()));
+    assert!(
+        new.try_wait().unwrap().is_none(),
+        "the new instance still runs:\n{}",
+        log()
+    );
+    new.kill().ok();
+    new.wait().ok();
+    assert!(
+        !log().contains("restarting from the snapshot"),
+        "neither instance restarted its broker:\n{}",
+        log()
+    );
+    assert_decided_as_offline(&got, &setup, &requests, "after the takeover");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 #[test]
 fn two_instances_share_the_units_and_the_survivor_of_a_kill_9_takes_them_over() {
     let dir = std::env::temp_dir().join(format!("zumik-scale-{}", std::process::id()));

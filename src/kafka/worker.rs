@@ -357,12 +357,21 @@ pub enum BrokerError {
     Actors(#[from] ActorGone),
     #[error("partitions: {0}")]
     Partitions(String),
+    #[error(
+        "fenced: another instance with transactional id {transactional_id} took over \
+         ({reason}); this one stops instead of fencing it back"
+    )]
+    Fenced {
+        transactional_id: String,
+        reason: String,
+    },
 }
 
 impl BrokerError {
-    /// Whether starting the broker again can succeed: Kafka errors (an outage, a fenced or
-    /// failed transaction, undelivered outputs) are; a corrupt journal record or snapshot and a
-    /// store that cannot be opened are not.
+    /// Whether starting the broker again can succeed: Kafka errors (an outage, a failed
+    /// transaction, undelivered outputs) are; a corrupt journal record or snapshot, a store
+    /// that cannot be opened and a newer instance with the same transactional id (it would be
+    /// fenced in turn, and the two would take the units from each other forever) are not.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -1931,193 +1940,240 @@ pub fn run_broker_with(
             .unwrap_or_else(|e| e.into_inner())
     };
 
-    let mut ready = false;
-    let mut probed: Option<Instant> = None;
-    let mut out = BatchOut {
-        producer: &producer,
-        topics: &topics,
-        out: Output::with_journal(),
-        buf: Vec::with_capacity(512),
-        decided: Vec::new(),
-        dlq: 0,
-    };
-    while !stop.load(Ordering::Relaxed) {
-        unacked().commit_due(producer.context(), &group)?;
-        if ready && sink.view_due() {
-            let views = units
-                .active
-                .values()
-                .map(|u| u.engine.view())
-                .collect::<Result<Vec<_>, _>>()?;
-            sink.view(RouterView::merge(views), input_lag(&group));
-            // A consumer waits out an outage silently: ask the cluster itself (a local round
-            // trip normally; during an outage this blocks up to 500 ms every few seconds, when
-            // nothing can be processed anyway).
-            if probed.is_none_or(|t| t.elapsed() >= REACHABILITY_EVERY) {
-                probed = Some(Instant::now());
-                let ok = group
-                    .fetch_metadata(Some(&topics.requests), Duration::from_millis(500))
-                    .is_ok_and(|m| !m.brokers().is_empty());
-                sink.kafka_reachable(ok);
-            }
-        }
-        let (mut msgs, mut bmsgs) = (std::mem::take(&mut early_msgs), Vec::new());
-        // The first assignment, read early, is acted on before anything is collected.
-        let (events, early_reads, before_rebalance) = match early.take() {
-            Some(mut reads) => (std::mem::take(&mut reads.events), Some(reads), 0),
-            None => {
-                let before = collect(cfg, &group, &bcast, &mut msgs, &mut bmsgs)?;
-                (group.context().take(), None, before)
-            }
+    let run = (|| {
+        let mut ready = false;
+        let mut probed: Option<Instant> = None;
+        let mut out = BatchOut {
+            producer: &producer,
+            topics: &topics,
+            out: Output::with_journal(),
+            buf: Vec::with_capacity(512),
+            decided: Vec::new(),
+            dlq: 0,
         };
-        // Messages polled before a revoke, of the partitions it revoked, are not ours to
-        // process: their next owner (maybe this instance again) reads them from the committed
-        // offset. Those polled after it come from the new assignment.
-        let revoked: Vec<i32> = events
-            .iter()
-            .filter_map(|e| match e {
-                Rebalanced::Revoked { partitions, .. } => Some(partitions.iter().copied()),
-                Rebalanced::Assigned(_) | Rebalanced::LostAll => None,
-            })
-            .flatten()
-            .collect();
-        let lost_all = events.contains(&Rebalanced::LostAll);
-        if !revoked.is_empty() || lost_all {
-            let mut i = 0;
-            msgs.retain(|m| {
-                i += 1;
-                i > before_rebalance || !(lost_all || revoked.contains(&m.partition()))
-            });
-        }
-        let assigned = units.rebalance(events, early_reads, &mut out, exactly_once, stats, sink)?;
-        out.dlq = 0;
-        if assigned && !ready {
-            ready = true;
-            stats.ready.store(true, Ordering::Relaxed);
-            sink.ready();
-            tracing::debug!(
-                units = units.active.len(),
-                ready_ms = started.elapsed().as_millis() as u64,
-                "broker: units loaded, consuming"
-            );
-        }
-        if msgs.is_empty() && bmsgs.is_empty() {
-            continue;
-        }
-        let began = Instant::now();
-        if exactly_once {
-            producer
-                .begin_transaction()
-                .map_err(kafka("begin transaction"))?;
-        }
-        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        // Inputs from outside: the units' own usage and status records are not counted.
-        let n = msgs.len()
-            + bmsgs
+        while !stop.load(Ordering::Relaxed) {
+            unacked().commit_due(producer.context(), &group)?;
+            if ready && sink.view_due() {
+                let views = units
+                    .active
+                    .values()
+                    .map(|u| u.engine.view())
+                    .collect::<Result<Vec<_>, _>>()?;
+                sink.view(RouterView::merge(views), input_lag(&group));
+                // A consumer waits out an outage silently: ask the cluster itself (a local round
+                // trip normally; during an outage this blocks up to 500 ms every few seconds, when
+                // nothing can be processed anyway).
+                if probed.is_none_or(|t| t.elapsed() >= REACHABILITY_EVERY) {
+                    probed = Some(Instant::now());
+                    let ok = group
+                        .fetch_metadata(Some(&topics.requests), Duration::from_millis(500))
+                        .is_ok_and(|m| !m.brokers().is_empty());
+                    sink.kafka_reachable(ok);
+                }
+            }
+            let (mut msgs, mut bmsgs) = (std::mem::take(&mut early_msgs), Vec::new());
+            // The first assignment, read early, is acted on before anything is collected.
+            let (events, early_reads, before_rebalance) = match early.take() {
+                Some(mut reads) => (std::mem::take(&mut reads.events), Some(reads), 0),
+                None => {
+                    let before = collect(cfg, &group, &bcast, &mut msgs, &mut bmsgs)?;
+                    (group.context().take(), None, before)
+                }
+            };
+            // Messages polled before a revoke, of the partitions it revoked, are not ours to
+            // process: their next owner (maybe this instance again) reads them from the committed
+            // offset. Those polled after it come from the new assignment.
+            let revoked: Vec<i32> = events
                 .iter()
-                .filter(|m| !topics.is_internal(m.topic()))
-                .count();
-        for m in &bmsgs {
-            units.count(m.topic(), m.partition(), m.offset(), stats);
-            let key = m
-                .key()
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .unwrap_or("");
-            out.broadcast(
-                units.active.values_mut(),
-                key,
-                m.payload().unwrap_or_default(),
-                (m.topic(), m.partition(), m.offset()),
-                stats,
-            )?;
-        }
-        for m in &msgs {
-            offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
-            let source = (m.topic(), m.partition(), m.offset());
-            let payload = m.payload().unwrap_or_default();
-            match (
-                topics.decode(m.topic(), payload),
-                units.active.get_mut(&m.partition()),
-            ) {
-                (Ok(event), Some(unit)) => {
-                    stats.inputs.fetch_add(1, Ordering::Relaxed);
-                    out.apply(unit, event, source, stats)?;
-                }
-                (Err(e), _) => {
-                    let key = m
-                        .key()
-                        .and_then(|k| std::str::from_utf8(k).ok())
-                        .unwrap_or("");
-                    out.dead_letter(key, payload, &e, source, stats)?;
-                }
-                (Ok(_), None) => {
-                    return Err(BrokerError::Partitions(format!(
-                        "a message of {}/{} arrived for unit {} which this instance does not \
-                         hold (of {unit_n})",
-                        m.topic(),
-                        m.partition(),
-                        m.partition()
-                    )))
-                }
+                .filter_map(|e| match e {
+                    Rebalanced::Revoked { partitions, .. } => Some(partitions.iter().copied()),
+                    Rebalanced::Assigned(_) | Rebalanced::LostAll => None,
+                })
+                .flatten()
+                .collect();
+            let lost_all = events.contains(&Rebalanced::LostAll);
+            if !revoked.is_empty() || lost_all {
+                let mut i = 0;
+                msgs.retain(|m| {
+                    i += 1;
+                    i > before_rebalance || !(lost_all || revoked.contains(&m.partition()))
+                });
             }
-        }
-        for unit in units.active.values_mut() {
-            out.finish(unit)?;
-        }
-        let committing = Instant::now();
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .map_err(kafka("offsets"))?;
-        }
-        if exactly_once {
-            if tpl.count() > 0 {
-                let meta = group.group_metadata().ok_or(BrokerError::Kafka {
-                    what: "group metadata",
-                    source: KafkaError::Subscription("no consumer group metadata".into()),
-                })?;
+            let assigned =
+                units.rebalance(events, early_reads, &mut out, exactly_once, stats, sink)?;
+            out.dlq = 0;
+            if assigned && !ready {
+                ready = true;
+                stats.ready.store(true, Ordering::Relaxed);
+                sink.ready();
+                tracing::debug!(
+                    units = units.active.len(),
+                    ready_ms = started.elapsed().as_millis() as u64,
+                    "broker: units loaded, consuming"
+                );
+            }
+            if msgs.is_empty() && bmsgs.is_empty() {
+                continue;
+            }
+            let began = Instant::now();
+            if exactly_once {
                 producer
-                    .send_offsets_to_transaction(&tpl, &meta, TIMEOUT)
-                    .map_err(kafka("send offsets"))?;
+                    .begin_transaction()
+                    .map_err(kafka("begin transaction"))?;
             }
-            commit_transaction(&producer, TIMEOUT).map_err(kafka("commit transaction"))?;
-        } else if tpl.count() > 0 {
-            // At-least-once does not wait for the acknowledgements: the offsets are committed
-            // once every output record sent before them is acknowledged (checked each round).
-            let mut unacked = unacked();
-            unacked.push(producer.context().sent.load(Ordering::Acquire), tpl);
-            unacked.commit_due(producer.context(), &group)?;
+            let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            // Inputs from outside: the units' own usage and status records are not counted.
+            let n = msgs.len()
+                + bmsgs
+                    .iter()
+                    .filter(|m| !topics.is_internal(m.topic()))
+                    .count();
+            for m in &bmsgs {
+                units.count(m.topic(), m.partition(), m.offset(), stats);
+                let key = m
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .unwrap_or("");
+                out.broadcast(
+                    units.active.values_mut(),
+                    key,
+                    m.payload().unwrap_or_default(),
+                    (m.topic(), m.partition(), m.offset()),
+                    stats,
+                )?;
+            }
+            for m in &msgs {
+                offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+                let source = (m.topic(), m.partition(), m.offset());
+                let payload = m.payload().unwrap_or_default();
+                match (
+                    topics.decode(m.topic(), payload),
+                    units.active.get_mut(&m.partition()),
+                ) {
+                    (Ok(event), Some(unit)) => {
+                        stats.inputs.fetch_add(1, Ordering::Relaxed);
+                        out.apply(unit, event, source, stats)?;
+                    }
+                    (Err(e), _) => {
+                        let key = m
+                            .key()
+                            .and_then(|k| std::str::from_utf8(k).ok())
+                            .unwrap_or("");
+                        out.dead_letter(key, payload, &e, source, stats)?;
+                    }
+                    (Ok(_), None) => {
+                        return Err(BrokerError::Partitions(format!(
+                            "a message of {}/{} arrived for unit {} which this instance does not \
+                         hold (of {unit_n})",
+                            m.topic(),
+                            m.partition(),
+                            m.partition()
+                        )))
+                    }
+                }
+            }
+            for unit in units.active.values_mut() {
+                out.finish(unit)?;
+            }
+            let committing = Instant::now();
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), offset) in &offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .map_err(kafka("offsets"))?;
+            }
+            if exactly_once {
+                if tpl.count() > 0 {
+                    let meta = group.group_metadata().ok_or(BrokerError::Kafka {
+                        what: "group metadata",
+                        source: KafkaError::Subscription("no consumer group metadata".into()),
+                    })?;
+                    producer
+                        .send_offsets_to_transaction(&tpl, &meta, TIMEOUT)
+                        .map_err(kafka("send offsets"))?;
+                }
+                commit_transaction(&producer, TIMEOUT).map_err(kafka("commit transaction"))?;
+            } else if tpl.count() > 0 {
+                // At-least-once does not wait for the acknowledgements: the offsets are committed
+                // once every output record sent before them is acknowledged (checked each round).
+                let mut unacked = unacked();
+                unacked.push(producer.context().sent.load(Ordering::Acquire), tpl);
+                unacked.commit_due(producer.context(), &group)?;
+            }
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            sink.committed(CommittedBatch {
+                decisions: std::mem::take(&mut out.decided),
+                inputs: (n as u64).saturating_sub(out.dlq),
+                dlq: out.dlq,
+                took: began.elapsed(),
+                commit: committing.elapsed(),
+            });
+            if let Some(s) = &units.snapshots {
+                for unit in units.active.values_mut().filter(|u| s.due(u)) {
+                    // A snapshot reflects only acknowledged outputs and committed offsets.
+                    unacked().commit_all(producer.context(), &group)?;
+                    sink.snapshot_written(s.save(
+                        unit,
+                        &producer,
+                        units.snapshot_partitions,
+                        stats,
+                    )?);
+                }
+            }
         }
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        sink.committed(CommittedBatch {
-            decisions: std::mem::take(&mut out.decided),
-            inputs: (n as u64).saturating_sub(out.dlq),
-            dlq: out.dlq,
-            took: began.elapsed(),
-            commit: committing.elapsed(),
-        });
+        // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
+        unacked().commit_all(producer.context(), &group)?;
         if let Some(s) = &units.snapshots {
-            for unit in units.active.values_mut().filter(|u| s.due(u)) {
-                // A snapshot reflects only acknowledged outputs and committed offsets.
-                unacked().commit_all(producer.context(), &group)?;
+            for unit in units
+                .active
+                .values_mut()
+                .chain(units.suspended.values_mut())
+                .filter(|u| u.input_seq > u.snap.last_seq)
+            {
                 sink.snapshot_written(s.save(unit, &producer, units.snapshot_partitions, stats)?);
             }
+            s.flush();
         }
-    }
-    // Clean shutdown: the last batch is committed; a final snapshot makes the restart instant.
-    unacked().commit_all(producer.context(), &group)?;
-    if let Some(s) = &units.snapshots {
-        for unit in units
-            .active
-            .values_mut()
-            .chain(units.suspended.values_mut())
-            .filter(|u| u.input_seq > u.snap.last_seq)
-        {
-            sink.snapshot_written(s.save(unit, &producer, units.snapshot_partitions, stats)?);
-        }
-        s.flush();
-    }
-    Ok(())
+        Ok(())
+    })();
+    // Whatever failed first, an instance that was fenced stops for good.
+    run.map_err(|e| fenced(cfg, &e, &producer, &group).unwrap_or(e))
+}
+
+/// [`BrokerError::Fenced`] if Kafka fenced this instance's producer or its static group
+/// membership: `error` says so, or a fatal error of either client does.
+fn fenced<C: ConsumerContext>(
+    cfg: &KafkaConfig,
+    error: &BrokerError,
+    producer: &ThreadedProducer<Delivery>,
+    group: &BaseConsumer<C>,
+) -> Option<BrokerError> {
+    let is_fencing = |code: &RDKafkaErrorCode| {
+        matches!(
+            code,
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    };
+    let own = match error {
+        BrokerError::Kafka { source, .. } => source
+            .rdkafka_error_code()
+            .map(|code| (code, source.to_string())),
+        _ => None,
+    };
+    let fatal = [
+        producer.client().fatal_error(),
+        group.client().fatal_error(),
+    ];
+    let (code, reason) = own
+        .into_iter()
+        .chain(fatal.into_iter().flatten())
+        .find(|(code, _)| is_fencing(code))?;
+    Some(BrokerError::Fenced {
+        transactional_id: cfg.transactional_id.clone(),
+        reason: format!("{code:?}: {reason}"),
+    })
 }
 
 #[cfg(test)]
