@@ -42,8 +42,8 @@ use rdkafka::ClientContext;
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::Topics;
 use super::worker::{
-    published_snapshot, scan_topic, scan_topic_keyed, BrokerError, BrokerStats, Delivery,
-    JournalChunks, JournalRecord, Scan, SnapState, Snapshots, Unacked,
+    published_snapshot, scan_topic, scan_topic_keyed, watermarks, BrokerError, BrokerStats,
+    Delivery, JournalChunks, JournalRecord, Scan, SnapState, Snapshots, Unacked,
 };
 use crate::actors::{ActorSystem, Engine};
 use crate::core::cluster::{ClusterEvent, HealthCause};
@@ -369,14 +369,23 @@ pub(super) fn fetch_units(
     })
 }
 
-/// Brings units read earlier up to what is committed now (see [`top_up`]), in parallel.
+/// Brings units read earlier up to what is committed now (see [`top_up`]), in parallel. A unit
+/// whose journal partition did not grow since (its log end, asked of `log_ends`, a
+/// `read_uncommitted` client, is where its read ended) is not read again.
 pub(super) fn top_up_units(
     cfg: &KafkaConfig,
     topics: &Topics,
+    log_ends: &BaseConsumer,
     fetched: Vec<Fetched>,
 ) -> Result<Vec<Fetched>, BrokerError> {
-    in_parallel(fetched, |mut f| {
-        top_up(cfg, topics, &mut f)?;
+    let mut grew = Vec::with_capacity(fetched.len());
+    for f in &fetched {
+        grew.push(watermarks(log_ends, &topics.journal, f.partition)?.1 > f.journal_end);
+    }
+    in_parallel(fetched.into_iter().zip(grew).collect(), |(mut f, grew)| {
+        if grew {
+            top_up(cfg, topics, &mut f)?;
+        }
         Ok(f)
     })
 }

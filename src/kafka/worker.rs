@@ -605,7 +605,7 @@ fn commit_acknowledged<C: ConsumerContext>(
 
 /// Watermarks of a partition; right after topic creation the leader may not be elected yet,
 /// so transient errors are retried for a while.
-fn watermarks<C: ConsumerContext>(
+pub(super) fn watermarks<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
@@ -1559,6 +1559,8 @@ struct EarlyReads {
     records: Vec<BroadcastRecord>,
     /// The units built from `units` so far (the records hold what they need).
     covers: Vec<i32>,
+    /// A `read_uncommitted` client for the journal's log ends (see [`top_up_units`]).
+    log_ends: BaseConsumer,
 }
 
 /// Reads the units of the group's first assignment, and the broadcast records they need, while
@@ -1601,7 +1603,12 @@ fn read_early<'c>(
                 _ => Vec::new(),
             };
             let units = fetch_units(cfg, topics, &assigned, snapshots, snapshot_partitions)?;
-            Ok::<_, BrokerError>(Some((events, units)))
+            let log_ends: BaseConsumer = cfg
+                .client_config()
+                .set("isolation.level", "read_uncommitted")
+                .create()
+                .map_err(kafka("journal log ends"))?;
+            Ok::<_, BrokerError>(Some((events, units, log_ends)))
         })();
         let bcast = bcast
             .join()
@@ -1609,7 +1616,7 @@ fn read_early<'c>(
         (bcast, read)
     });
     let (bcast, read) = (bcast?, read?);
-    let Some((events, units)) = read else {
+    let Some((events, units, log_ends)) = read else {
         return Ok((bcast, None));
     };
     let positions: Vec<Positions> = units.iter().map(Fetched::positions).collect();
@@ -1623,6 +1630,7 @@ fn read_early<'c>(
         units,
         records,
         covers: Vec::new(),
+        log_ends,
     };
     Ok((bcast, Some(early)))
 }
@@ -1759,7 +1767,7 @@ impl Units<'_> {
                         e.units = not;
                         read_early = read.iter().map(|f| f.partition).collect();
                         new.retain(|p| !read_early.contains(p));
-                        fetched = top_up_units(self.cfg, self.topics, read)?;
+                        fetched = top_up_units(self.cfg, self.topics, &e.log_ends, read)?;
                     }
                     fetched.extend(fetch_units(
                         self.cfg,
