@@ -286,8 +286,10 @@ fn fetch_unit(
 ) -> Result<Fetched, BrokerError> {
     let began = Instant::now();
     let (mut snapshot, mut from) = (None, Restored::JournalOnly);
+    let mut local_ms = 0;
     if let Some(s) = snapshots {
         let local = s.local(partition)?;
+        local_ms = began.elapsed().as_millis() as u64;
         let published = published_snapshot(
             cfg,
             topics,
@@ -311,6 +313,7 @@ fn fetch_unit(
     let (tail, journal_end) = read_tail(cfg, topics, partition, start)?;
     tracing::debug!(
         unit = partition,
+        local_ms,
         snapshot_ms,
         journal_ms = began.elapsed().as_millis() as u64 - snapshot_ms,
         records = tail.len(),

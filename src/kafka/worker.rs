@@ -754,11 +754,16 @@ fn scan_topic_with_coordinates<T>(
         .set("isolation.level", "read_committed")
         .create()
         .map_err(kafka("reader consumer"))?;
-    let log_ends: BaseConsumer = cfg
-        .client_config()
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .map_err(kafka("reader consumer"))?;
+    // Only a read to the log end asks a `read_uncommitted` client where that is.
+    let log_ends: Option<BaseConsumer> = match end {
+        End::Log => Some(
+            cfg.client_config()
+                .set("isolation.level", "read_uncommitted")
+                .create()
+                .map_err(kafka("reader consumer"))?,
+        ),
+        End::Stable => None,
+    };
     let meta = consumer
         .fetch_metadata(Some(topic), TIMEOUT)
         .map_err(kafka("topic metadata"))?;
@@ -769,10 +774,7 @@ fn scan_topic_with_coordinates<T>(
             if only.is_some_and(|only| only != p.id()) {
                 continue;
             }
-            let (low, high) = match end {
-                End::Log => watermarks(&log_ends, topic, p.id())?,
-                End::Stable => watermarks(&consumer, topic, p.id())?,
-            };
+            let (low, high) = watermarks(log_ends.as_ref().unwrap_or(&consumer), topic, p.id())?;
             let from = start.get(&p.id()).copied().unwrap_or(low).max(low);
             if high > from {
                 tpl.add_partition_offset(topic, p.id(), Offset::Offset(from))
