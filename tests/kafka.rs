@@ -561,6 +561,33 @@ fn spawn_serve_logging_to(cfg: &KafkaConfig, log: std::fs::File) -> std::process
     cmd.spawn().expect("zumik serve starts")
 }
 
+/// Produces the setup events one at a time (their order across topics matters), each
+/// journaled by the running broker before the next.
+fn produce_setup_journaled(cfg: &KafkaConfig, topics: &Topics, setup: &[InputEvent]) {
+    for (i, e) in setup.iter().enumerate() {
+        produce(cfg, std::slice::from_ref(e));
+        wait_for("a setup event to be journaled", || {
+            read_journal(cfg, topics)
+                .unwrap()
+                .iter()
+                .filter(|r| matches!(r.entry, JournalEntry::Input(_)))
+                .count()
+                > i
+        });
+    }
+}
+
+/// Keeps requests flowing (~2 000/s) on a thread of their own.
+fn feed(cfg: &KafkaConfig, requests: &[InputEvent]) -> JoinHandle<()> {
+    let (cfg, requests) = (cfg.clone(), requests.to_vec());
+    std::thread::spawn(move || {
+        for slice in requests.chunks(100) {
+            produce(&cfg, slice);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
 #[test]
 fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
     let dir = std::env::temp_dir().join(format!("zumik-kill-{}", std::process::id()));
@@ -576,28 +603,10 @@ fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
     let mut serve = spawn_serve(&cfg);
     // Setup first, one event at a time (their order across topics matters), each applied
     // (journaled) before the next.
-    for (i, e) in setup.iter().enumerate() {
-        produce(&cfg, std::slice::from_ref(e));
-        wait_for("a setup event to be journaled", || {
-            read_journal(&cfg, &topics)
-                .unwrap()
-                .iter()
-                .filter(|r| matches!(r.entry, JournalEntry::Input(_)))
-                .count()
-                > i
-        });
-    }
+    produce_setup_journaled(&cfg, &topics, &setup);
     // Requests keep flowing (~2 000/s) while the broker is killed and restarted under them:
     // each instance is killed 300 ms after it committed its first batch, i.e. while it works.
-    let feeder = {
-        let (cfg, requests) = (cfg.clone(), requests.clone());
-        std::thread::spawn(move || {
-            for slice in requests.chunks(100) {
-                produce(&cfg, slice);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let feeder = feed(&cfg, &requests);
     let committed_first_batch = |n: usize| {
         std::fs::read_to_string(log_path(&cfg))
             .unwrap_or_default()
@@ -646,26 +655,8 @@ fn a_replacement_fences_the_running_instance_which_stops_and_nothing_is_lost() {
     let (setup, requests) = workload(6_000);
 
     let mut old = spawn_serve(&cfg);
-    for (i, e) in setup.iter().enumerate() {
-        produce(&cfg, std::slice::from_ref(e));
-        wait_for("a setup event to be journaled", || {
-            read_journal(&cfg, &topics)
-                .unwrap()
-                .iter()
-                .filter(|r| matches!(r.entry, JournalEntry::Input(_)))
-                .count()
-                > i
-        });
-    }
-    let feeder = {
-        let (cfg, requests) = (cfg.clone(), requests.clone());
-        std::thread::spawn(move || {
-            for slice in requests.chunks(100) {
-                produce(&cfg, slice);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    produce_setup_journaled(&cfg, &topics, &setup);
+    let feeder = feed(&cfg, &requests);
     let log = || std::fs::read_to_string(log_path(&cfg)).unwrap_or_default();
     wait_for("the old instance to commit a batch", || {
         log().contains("first batch committed")
@@ -844,26 +835,8 @@ fn the_broker_rides_out_a_kafka_restart_under_load() {
     let topics = Topics::new(&cfg.topic_prefix);
     let (setup, requests) = workload(3_000);
     let mut serve = spawn_serve(&cfg);
-    for (i, e) in setup.iter().enumerate() {
-        produce(&cfg, std::slice::from_ref(e));
-        wait_for("a setup event to be journaled", || {
-            read_journal(&cfg, &topics)
-                .unwrap()
-                .iter()
-                .filter(|r| matches!(r.entry, JournalEntry::Input(_)))
-                .count()
-                > i
-        });
-    }
-    let feeder = {
-        let (cfg, requests) = (cfg.clone(), requests.clone());
-        std::thread::spawn(move || {
-            for slice in requests.chunks(100) {
-                produce(&cfg, slice);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    produce_setup_journaled(&cfg, &topics, &setup);
+    let feeder = feed(&cfg, &requests);
     std::thread::sleep(Duration::from_millis(500));
     kafka_script(&["stop", "--dir", &kdir_s]);
     std::thread::sleep(Duration::from_secs(2));
