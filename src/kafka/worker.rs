@@ -2149,42 +2149,58 @@ pub fn run_broker_with(
     run.map_err(|e| fenced(cfg, &e, &producer, &group).unwrap_or(e))
 }
 
-/// [`BrokerError::Fenced`] if Kafka fenced this instance's producer or its static group
-/// membership: `error` says so, or a fatal error of either client does.
+/// [`BrokerError::Fenced`] if a newer instance with this one's ids took over: its static group
+/// membership was fenced (`FencedInstanceId`, in `error` or as the group consumer's fatal
+/// error). A fenced *producer* alone does not say so: Kafka also bumps the epoch when a
+/// transaction times out (a broker outage longer than `transaction_timeout_ms`), and that run
+/// must restart. So on a producer fencing the group consumer is polled for up to
+/// `FENCE_CHECK` (a heartbeat and a margin) to learn whether a newer member replaced it.
 fn fenced<C: ConsumerContext>(
     cfg: &KafkaConfig,
     error: &BrokerError,
     producer: &ThreadedProducer<Delivery>,
     group: &BaseConsumer<C>,
 ) -> Option<BrokerError> {
-    let is_fencing = |code: &RDKafkaErrorCode| {
-        matches!(
-            code,
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::FencedInstanceId
-                | RDKafkaErrorCode::InvalidProducerEpoch
-        )
-    };
     let own = match error {
         BrokerError::Kafka { source, .. } => source
             .rdkafka_error_code()
             .map(|code| (code, source.to_string())),
         _ => None,
     };
-    let fatal = [
-        producer.client().fatal_error(),
-        group.client().fatal_error(),
-    ];
-    let (code, reason) = own
-        .into_iter()
-        .chain(fatal.into_iter().flatten())
-        .find(|(code, _)| is_fencing(code))?;
+    let replaced = |own: Option<(RDKafkaErrorCode, String)>| {
+        own.into_iter()
+            .chain(group.client().fatal_error())
+            .find(|(code, _)| *code == RDKafkaErrorCode::FencedInstanceId)
+    };
+    let producer_fenced = own
+        .iter()
+        .cloned()
+        .chain(producer.client().fatal_error())
+        .any(|(code, _)| {
+            matches!(
+                code,
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        });
+    let mut found = replaced(own);
+    let until = Instant::now() + FENCE_CHECK;
+    while found.is_none() && producer_fenced && Instant::now() < until {
+        // Messages polled here are dropped: the next run reads from the committed offsets.
+        let _ = group.poll(Duration::from_millis(100));
+        found = replaced(None);
+    }
+    let (code, reason) = found?;
     Some(BrokerError::Fenced {
         transactional_id: cfg.transactional_id.clone(),
         reason: format!("{code:?}: {reason}"),
     })
 }
+
+/// How long a fenced producer's run waits to learn whether its group membership was taken
+/// over too (librdkafka's default heartbeat interval is 3 s).
+const FENCE_CHECK: Duration = Duration::from_secs(4);
 
 #[cfg(test)]
 mod tests {
