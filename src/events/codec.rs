@@ -50,12 +50,135 @@ pub fn decode_input(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
             max: MAX_EVENT_BYTES,
         });
     }
-    let event: InputEvent = serde_json::from_slice(bytes)?;
+    // Producers that serialize the enum (ours, serde's) write `schema` first: those events parse
+    // in one pass. Anything else, and any error, takes serde's tagged path, whose result and
+    // error messages are the reference.
+    let event = match schema_first::decode(bytes) {
+        Some(event) => event,
+        None => serde_json::from_slice(bytes)?,
+    };
     event.validate().map_err(|invalid| DecodeError::Invalid {
         schema: event.schema_name(),
         invalid,
     })?;
     Ok(event)
+}
+
+/// The one-pass decoding of an event whose first field is `schema`.
+///
+/// serde parses an internally tagged enum (`#[serde(tag = "schema")]`) by buffering the whole
+/// object into an intermediate tree, then deserializing the variant from that tree: a second
+/// pass and an allocation per field. With the tag first, the variant's struct can read the rest
+/// of the object straight from the parser instead. Every variant struct denies unknown fields,
+/// so an object the tagged path would refuse (a second `schema`, say) fails here too and is
+/// parsed again there, for its error message.
+mod schema_first {
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+
+    use crate::events::input::InputEvent;
+
+    /// The event, if `bytes` is one JSON object whose first field is a known `schema` and the
+    /// rest parses as that event; `None` otherwise (the caller falls back).
+    pub(super) fn decode(bytes: &[u8]) -> Option<InputEvent> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let event = de.deserialize_map(EventVisitor).ok()?;
+        de.end().ok()?;
+        Some(event)
+    }
+
+    /// The `schema` values, as the enum's renames spell them.
+    #[derive(serde::Deserialize)]
+    enum Tag {
+        #[serde(rename = "zumik.request.v1")]
+        Request,
+        #[serde(rename = "zumik.completion.v1")]
+        Completion,
+        #[serde(rename = "zumik.cluster_registered.v1")]
+        ClusterRegistered,
+        #[serde(rename = "zumik.cluster_deregistered.v1")]
+        ClusterDeregistered,
+        #[serde(rename = "zumik.cluster_heartbeat.v1")]
+        ClusterHeartbeat,
+        #[serde(rename = "zumik.provider_health.v1")]
+        ProviderHealth,
+        #[serde(rename = "zumik.tenant_policy.v1")]
+        TenantPolicy,
+        #[serde(rename = "zumik.lane_activated.v1")]
+        LaneActivated,
+        #[serde(rename = "zumik.lane_deactivated.v1")]
+        LaneDeactivated,
+        #[serde(rename = "zumik.lane_activate.v1")]
+        LaneActivate,
+        #[serde(rename = "zumik.gate_report.v1")]
+        GateReport,
+        #[serde(rename = "zumik.usage.v1")]
+        Usage,
+        #[serde(rename = "zumik.breaker_tripped.v1")]
+        BreakerTripped,
+    }
+
+    /// Whether a key is `schema`.
+    struct IsSchema(bool);
+
+    impl<'de> Deserialize<'de> for IsSchema {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct KeyVisitor;
+            impl Visitor<'_> for KeyVisitor {
+                type Value = IsSchema;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<IsSchema, E> {
+                    Ok(IsSchema(v == "schema"))
+                }
+            }
+            d.deserialize_str(KeyVisitor)
+        }
+    }
+
+    struct EventVisitor;
+
+    impl<'de> Visitor<'de> for EventVisitor {
+        type Value = InputEvent;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an event object with `schema` first")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InputEvent, A::Error> {
+            match map.next_key::<IsSchema>()? {
+                Some(IsSchema(true)) => {}
+                _ => return Err(de::Error::custom("`schema` is not the first field")),
+            }
+            let tag: Tag = map.next_value()?;
+            // The variant's struct reads the remaining fields from the parser.
+            let rest = MapAccessDeserializer::new(map);
+            Ok(match tag {
+                Tag::Request => InputEvent::Request(Deserialize::deserialize(rest)?),
+                Tag::Completion => InputEvent::Completion(Deserialize::deserialize(rest)?),
+                Tag::ClusterRegistered => {
+                    InputEvent::ClusterRegistered(Deserialize::deserialize(rest)?)
+                }
+                Tag::ClusterDeregistered => {
+                    InputEvent::ClusterDeregistered(Deserialize::deserialize(rest)?)
+                }
+                Tag::ClusterHeartbeat => {
+                    InputEvent::ClusterHeartbeat(Deserialize::deserialize(rest)?)
+                }
+                Tag::ProviderHealth => InputEvent::ProviderHealth(Deserialize::deserialize(rest)?),
+                Tag::TenantPolicy => InputEvent::TenantPolicy(Deserialize::deserialize(rest)?),
+                Tag::LaneActivated => InputEvent::LaneActivated(Deserialize::deserialize(rest)?),
+                Tag::LaneDeactivated => {
+                    InputEvent::LaneDeactivated(Deserialize::deserialize(rest)?)
+                }
+                Tag::LaneActivate => InputEvent::LaneActivate(Deserialize::deserialize(rest)?),
+                Tag::GateReport => InputEvent::GateReport(Deserialize::deserialize(rest)?),
+                Tag::Usage => InputEvent::Usage(Deserialize::deserialize(rest)?),
+                Tag::BreakerTripped => InputEvent::BreakerTripped(Deserialize::deserialize(rest)?),
+            })
+        }
+    }
 }
 
 /// Format version of the broker's internal records on `zumik.usage` and `zumik.status`
@@ -260,6 +383,80 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("public"));
+    }
+
+    /// Every kind of event, from the examples, a workload and the internal records in JSON.
+    fn every_kind_of_event() -> Vec<InputEvent> {
+        use crate::workload::{Workload, WorkloadSpec};
+        let mut events: Vec<InputEvent> = ["examples/scenario.jsonl", "examples/tenants.jsonl"]
+            .iter()
+            .flat_map(|f| {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+                let text = std::fs::read_to_string(path).expect("example file");
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| decode_input(l.as_bytes()).expect("examples are valid"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let w = Workload::new(WorkloadSpec {
+            requests: 200,
+            ..WorkloadSpec::default()
+        })
+        .unwrap();
+        events.extend(w.setup_events());
+        events.extend(w.events());
+        for line in [
+            r#"{"schema":"zumik.cluster_deregistered.v1","cluster_id":"byc_x","ts":"2026-01-01T00:00:00Z"}"#,
+            r#"{"schema":"zumik.lane_deactivated.v1","lane":"openai/gpt-4o","reason":"ops","ts":"2026-01-01T00:00:00Z"}"#,
+            r#"{"schema":"zumik.lane_activate.v1","lane":"openai/gpt-4o","report_digest":"abc","ts":"2026-01-01T00:00:00Z"}"#,
+            r#"{"schema":"zumik.usage.v1","tenant_id":"prj_a","unit":3,"requests":2,"cost_micros":1500,"ts":"2026-01-01T00:00:00Z"}"#,
+            r#"{"schema":"zumik.breaker_tripped.v1","cluster_id":"byc_a","unit":1,"failures":6,"samples":10,"ts":"2026-01-01T00:00:00Z"}"#,
+        ] {
+            events.push(decode_input(line.as_bytes()).expect("valid"));
+        }
+        events
+    }
+
+    #[test]
+    fn the_one_pass_decoding_gives_what_the_tagged_enum_gives() {
+        let events = every_kind_of_event();
+        let mut kinds: Vec<&str> = events.iter().map(|e| e.schema_name()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert!(kinds.len() >= 12, "kinds covered: {kinds:?}");
+        for e in &events {
+            let bytes = encode_input(e);
+            let tagged: InputEvent = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(schema_first::decode(&bytes).as_ref(), Some(&tagged));
+            assert_eq!(&tagged, e);
+            // `schema` last: the tagged path reads it, with the same result.
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&bytes).unwrap();
+            let schema = object.remove("schema").unwrap();
+            object.insert("schema".into(), schema);
+            let moved = serde_json::to_vec(&object).unwrap();
+            assert!(schema_first::decode(&moved).is_none());
+            assert_eq!(&decode_input(&moved).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn objects_the_one_pass_decoding_refuses_get_the_tagged_enums_error() {
+        let cases: [&[u8]; 6] = [
+            br#"{"schema":"zumik.cluster_deregistered.v1","cluster_id":"byc_x","ts":"2026-01-01T00:00:00Z","schema":"zumik.cluster_deregistered.v1"}"#,
+            br#"{"schema":"zumik.cluster_deregistered.v1","cluster_id":"byc_x","ts":"2026-01-01T00:00:00Z","extra":1}"#,
+            br#"{"schema":"zumik.cluster_deregistered.v1","cluster_id":"byc_x"}"#,
+            br#"{"schema":"zumik.cluster_deregistered.v1","cluster_id":"byc_x","ts":"2026-01-01T00:00:00Z"} trailing"#,
+            br#"{"schema":"zumik.unknown.v1","cluster_id":"byc_x","ts":"2026-01-01T00:00:00Z"}"#,
+            br#"{"schema":7,"cluster_id":"byc_x","ts":"2026-01-01T00:00:00Z"}"#,
+        ];
+        for bytes in cases {
+            assert!(schema_first::decode(bytes).is_none());
+            let tagged = serde_json::from_slice::<InputEvent>(bytes).unwrap_err();
+            let ours = decode_input(bytes).unwrap_err();
+            assert_eq!(ours.to_string(), format!("not a valid event: {tagged}"));
+        }
     }
 
     #[test]

@@ -188,39 +188,77 @@ impl JournalRecord {
 
 /// The journal records of one batch, grouped into chunks by key and kind: one Kafka message per
 /// chunk instead of one per record. A key's records keep their order.
+///
+/// Each key keeps its buffer from batch to batch (a fresh one per chunk grew by reallocation,
+/// and faulted in new pages, every batch), sized by what that key writes, with room for the
+/// message header in front: a chunk is sent from where its records were encoded.
 #[derive(Default)]
 pub(super) struct JournalChunks {
-    /// (kind, key) → (records, encoded records).
-    open: BTreeMap<(u8, String), (u64, Vec<u8>)>,
+    /// Per kind ([`CHUNK_INPUTS`], [`CHUNK_ACTORS`]): key → (records, buffer).
+    open: [BTreeMap<String, (u64, Vec<u8>)>; 2],
+}
+
+/// Room for a chunk's header: version, kind, and the record count (a varint of ≤ 9 bytes).
+const CHUNK_HEADER: usize = 11;
+
+/// The message of the `n` records in `buf` (after [`CHUNK_HEADER`] bytes): version, kind, then
+/// the records as a bincode `Vec` (its length, then the elements).
+fn seal_chunk(kind: u8, n: u64, buf: &mut [u8]) -> &[u8] {
+    let mut count = [0u8; CHUNK_HEADER - 2];
+    let len = bincode::encode_into_slice(n, &mut count, bincode::config::standard())
+        .expect("a count fits in 9 bytes");
+    let start = CHUNK_HEADER - 2 - len;
+    buf[start] = JOURNAL_CHUNK_VERSION;
+    buf[start + 1] = kind;
+    buf[start + 2..CHUNK_HEADER].copy_from_slice(&count[..len]);
+    &buf[start..]
 }
 
 impl JournalChunks {
-    /// Adds a record; returns a full chunk to send now, if this one filled it.
-    pub(super) fn push(&mut self, rec: &JournalRecord) -> Option<(String, Vec<u8>)> {
+    /// Adds a record; if that fills its chunk, hands the chunk to `send` as `(key, message)`.
+    pub(super) fn push<E>(
+        &mut self,
+        rec: &JournalRecord,
+        send: impl FnOnce(&str, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let kind = if matches!(rec.entry, JournalEntry::Input(_)) {
             CHUNK_INPUTS
         } else {
             CHUNK_ACTORS
         };
-        let key = (kind, rec.key().to_owned());
-        let (n, buf) = self.open.entry(key.clone()).or_default();
+        let open = &mut self.open[kind as usize];
+        let key = rec.key();
+        let (n, buf) = match open.get_mut(key) {
+            Some(entry) => entry,
+            None => open.entry(key.to_owned()).or_default(),
+        };
+        if *n == 0 {
+            buf.clear();
+            buf.resize(CHUNK_HEADER, 0);
+        }
         // Plain data: encoding into a Vec cannot fail.
-        bincode::encode_into_std_write(rec, buf, bincode::config::standard())
+        bincode::encode_into_std_write(rec, &mut *buf, bincode::config::standard())
             .expect("journal records encode");
         *n += 1;
-        if buf.len() < CHUNK_BYTES {
-            return None;
+        if buf.len() - CHUNK_HEADER < CHUNK_BYTES {
+            return Ok(());
         }
-        let (n, buf) = self.open.remove(&key).unwrap_or_default();
-        Some((key.1, Self::message(kind, n, &buf)))
+        let records = std::mem::take(n);
+        send(key, seal_chunk(kind, records, buf))
     }
 
-    /// Every open chunk as `(key, payload)`.
-    pub(super) fn drain(&mut self) -> Vec<(String, Vec<u8>)> {
-        std::mem::take(&mut self.open)
-            .into_iter()
-            .map(|((kind, key), (n, buf))| (key, Self::message(kind, n, &buf)))
-            .collect()
+    /// Hands every open chunk to `send`, inputs first, each kind in key order.
+    pub(super) fn drain<E>(
+        &mut self,
+        mut send: impl FnMut(&str, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for (kind, open) in [CHUNK_INPUTS, CHUNK_ACTORS].into_iter().zip(&mut self.open) {
+            for (key, (n, buf)) in open.iter_mut().filter(|(_, (n, _))| *n > 0) {
+                let records = std::mem::take(n);
+                send(key, seal_chunk(kind, records, buf))?;
+            }
+        }
+        Ok(())
     }
 
     /// A [`CHUNK_POSITIONS`] message.
@@ -245,17 +283,6 @@ impl JournalChunks {
             }
             _ => Ok(None),
         }
-    }
-
-    /// Version, kind, then the records as a bincode `Vec` (its length, then the elements).
-    fn message(kind: u8, n: u64, records: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(records.len() + 11);
-        out.push(JOURNAL_CHUNK_VERSION);
-        out.push(kind);
-        bincode::encode_into_std_write(n, &mut out, bincode::config::standard())
-            .expect("a length encodes");
-        out.extend_from_slice(records);
-        out
     }
 }
 
@@ -1263,9 +1290,10 @@ impl BatchOut<'_> {
                 input_seq: unit.input_seq,
                 entry,
             };
-            if let Some((key, payload)) = unit.chunks.push(&rec) {
-                send_journal(self.producer, self.topics, unit.partition, &key, &payload)?;
-            }
+            let (producer, topics, partition) = (self.producer, self.topics, unit.partition);
+            unit.chunks.push(&rec, |key, payload| {
+                send_journal(producer, topics, partition, key, payload)
+            })?;
         }
         for mut d in self.out.decisions.drain(..) {
             d.source = Some(Source {
@@ -1368,15 +1396,18 @@ impl BatchOut<'_> {
                     .payload(&payload[..]),
             )?;
         }
-        let mut records = unit.chunks.drain();
+        let (producer, topics, partition) = (self.producer, self.topics, unit.partition);
+        unit.chunks
+            .drain(|key, payload| send_journal(producer, topics, partition, key, payload))?;
         if std::mem::take(&mut unit.moved) {
-            records.push((
-                "positions".to_owned(),
-                JournalChunks::positions(unit.input_seq, &unit.broadcast),
-            ));
-        }
-        for (key, payload) in records {
-            send_journal(self.producer, self.topics, unit.partition, &key, &payload)?;
+            let positions = JournalChunks::positions(unit.input_seq, &unit.broadcast);
+            send_journal(
+                self.producer,
+                self.topics,
+                unit.partition,
+                "positions",
+                &positions,
+            )?;
         }
         Ok(())
     }
@@ -1953,6 +1984,7 @@ pub fn run_broker_with(
     let run = (|| {
         let mut ready = false;
         let mut probed: Option<Instant> = None;
+        let (mut msgs, mut bmsgs) = (Vec::new(), Vec::new());
         let mut out = BatchOut {
             producer: &producer,
             topics: &topics,
@@ -1981,7 +2013,10 @@ pub fn run_broker_with(
                     sink.kafka_reachable(ok);
                 }
             }
-            let (mut msgs, mut bmsgs) = (std::mem::take(&mut early_msgs), Vec::new());
+            // The batch vectors keep their capacity from batch to batch.
+            msgs.clear();
+            bmsgs.clear();
+            msgs.append(&mut early_msgs);
             // The first assignment, read early, is acted on before anything is collected.
             let (events, early_reads, before_rebalance) = match early.take() {
                 Some(mut reads) => (std::mem::take(&mut reads.events), Some(reads), 0),
@@ -2031,7 +2066,8 @@ pub fn run_broker_with(
                     .begin_transaction()
                     .map_err(kafka("begin transaction"))?;
             }
-            let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            // Per input partition, the offset after its last message in the batch.
+            let mut offsets: Vec<(&str, i32, i64)> = Vec::new();
             // Inputs from outside: the units' own usage and status records are not counted.
             let n = msgs.len()
                 + bmsgs
@@ -2053,7 +2089,14 @@ pub fn run_broker_with(
                 )?;
             }
             for m in &msgs {
-                offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+                let (topic, partition, next) = (m.topic(), m.partition(), m.offset() + 1);
+                match offsets
+                    .iter_mut()
+                    .find(|(t, p, _)| *p == partition && *t == topic)
+                {
+                    Some((_, _, offset)) => *offset = next,
+                    None => offsets.push((topic, partition, next)),
+                }
                 let source = (m.topic(), m.partition(), m.offset());
                 let payload = m.payload().unwrap_or_default();
                 match (
@@ -2087,7 +2130,8 @@ pub fn run_broker_with(
             }
             let committing = Instant::now();
             let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), offset) in &offsets {
+            offsets.sort_unstable();
+            for (topic, partition, offset) in &offsets {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                     .map_err(kafka("offsets"))?;
             }
@@ -2117,6 +2161,9 @@ pub fn run_broker_with(
                 took: began.elapsed(),
                 commit: committing.elapsed(),
             });
+            // Done with the batch's messages (librdkafka's buffers are released with them).
+            msgs.clear();
+            bmsgs.clear();
             if let Some(s) = &units.snapshots {
                 for unit in units.active.values_mut().filter(|u| s.due(u)) {
                     // A snapshot reflects only acknowledged outputs and committed offsets.
@@ -2260,11 +2307,20 @@ mod tests {
     fn chunks_carry_every_record_in_order_and_recovery_reads_only_input_chunks() {
         let recs = records();
         let mut chunks = JournalChunks::default();
-        let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
-        for r in &recs {
-            messages.extend(chunks.push(r));
+        // Runs a batch of records through `chunks`: the messages, in the order sent.
+        fn batch(chunks: &mut JournalChunks, recs: &[JournalRecord]) -> Vec<(String, Vec<u8>)> {
+            let mut sent = Vec::new();
+            let mut keep = |key: &str, payload: &[u8]| {
+                sent.push((key.to_owned(), payload.to_vec()));
+                Ok::<_, ()>(())
+            };
+            for r in recs {
+                chunks.push(r, &mut keep).unwrap();
+            }
+            chunks.drain(&mut keep).unwrap();
+            sent
         }
-        messages.extend(chunks.drain());
+        let messages = batch(&mut chunks, &recs);
         assert!(
             messages.len() < recs.len() / 2,
             "{} messages",
@@ -2300,13 +2356,17 @@ mod tests {
         inputs.sort_by_key(|(seq, _)| *seq);
         assert_eq!(inputs, want);
         // A chunk bigger than the cut is split, not lost.
+        let many: Vec<JournalRecord> = (0..200).flat_map(|_| recs.iter().cloned()).collect();
         let mut big = JournalChunks::default();
-        let mut sent = 0;
-        for _ in 0..200 {
-            for r in &recs {
-                sent += big.push(r).is_some() as usize;
-            }
+        let split = batch(&mut big, &many);
+        assert!(split.iter().any(|(_, p)| p.len() > CHUNK_BYTES));
+        let mut again = Vec::new();
+        for (_, payload) in &split {
+            JournalRecord::decode_all(payload, &mut again).unwrap();
         }
-        assert!(sent > 0);
+        assert_eq!(again.len(), many.len());
+        // The buffers stay with their keys: later batches give the same messages.
+        assert_eq!(batch(&mut chunks, &recs), messages);
+        assert_eq!(batch(&mut chunks, &recs), messages);
     }
 }
