@@ -87,9 +87,10 @@ mod schema_first {
         Some(event)
     }
 
-    /// The `schema` values, as the enum's renames spell them.
-    #[derive(serde::Deserialize)]
-    enum Tag {
+    /// The `schema` values, as the enum's renames spell them ([`Tag::of`] keeps the two lists
+    /// in step: a new event kind does not compile until it has its tag).
+    #[derive(Debug, PartialEq, Eq, serde::Deserialize)]
+    pub(super) enum Tag {
         #[serde(rename = "zumik.request.v1")]
         Request,
         #[serde(rename = "zumik.completion.v1")]
@@ -116,6 +117,28 @@ mod schema_first {
         Usage,
         #[serde(rename = "zumik.breaker_tripped.v1")]
         BreakerTripped,
+    }
+
+    impl Tag {
+        /// The tag of an event's kind.
+        #[cfg_attr(not(test), allow(dead_code))]
+        pub(super) fn of(event: &InputEvent) -> Tag {
+            match event {
+                InputEvent::Request(_) => Tag::Request,
+                InputEvent::Completion(_) => Tag::Completion,
+                InputEvent::ClusterRegistered(_) => Tag::ClusterRegistered,
+                InputEvent::ClusterDeregistered(_) => Tag::ClusterDeregistered,
+                InputEvent::ClusterHeartbeat(_) => Tag::ClusterHeartbeat,
+                InputEvent::ProviderHealth(_) => Tag::ProviderHealth,
+                InputEvent::TenantPolicy(_) => Tag::TenantPolicy,
+                InputEvent::LaneActivated(_) => Tag::LaneActivated,
+                InputEvent::LaneDeactivated(_) => Tag::LaneDeactivated,
+                InputEvent::LaneActivate(_) => Tag::LaneActivate,
+                InputEvent::GateReport(_) => Tag::GateReport,
+                InputEvent::Usage(_) => Tag::Usage,
+                InputEvent::BreakerTripped(_) => Tag::BreakerTripped,
+            }
+        }
     }
 
     /// Whether a key is `schema`.
@@ -426,6 +449,10 @@ mod tests {
         kinds.dedup();
         assert!(kinds.len() >= 12, "kinds covered: {kinds:?}");
         for e in &events {
+            // Each kind's tag reads its own schema name.
+            let tag: schema_first::Tag =
+                serde_json::from_value(serde_json::json!(e.schema_name())).unwrap();
+            assert_eq!(tag, schema_first::Tag::of(e));
             let bytes = encode_input(e);
             let tagged: InputEvent = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(schema_first::decode(&bytes).as_ref(), Some(&tagged));
