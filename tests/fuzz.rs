@@ -8,7 +8,8 @@
 //!   negative numbers, integral and fractional floats, unicode and control characters, deep
 //!   nesting, timestamps at and beyond the accepted range, nulls, empty arrays).
 //!
-//! Properties: the decoder never panics; an accepted event re-encodes and decodes to itself;
+//! Properties: the decoder never panics; it gives what serde's tagged enum gives (the event, or
+//! the same error) whichever path it takes; an accepted event re-encodes and decodes to itself;
 //! the router applies every accepted event without panicking (overflow checks are on in test
 //! builds); and the journal of the whole hostile run re-folds with zero mismatches.
 //!
@@ -26,6 +27,7 @@ use serde_json::Value;
 use zumik::core::audit::Auditor;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::codec::{decode_input, encode_input};
+use zumik::events::InputEvent;
 use zumik::workload::{Workload, WorkloadSpec};
 
 fn corpus() -> Vec<String> {
@@ -195,7 +197,20 @@ fn fuzz(budget: Duration, seed: u64) -> (u64, u64, u64) {
         let result = runner.run(&mutation(corpus.len()), |m| {
             let input = apply_mutation(&corpus, &m);
             executions.set(executions.get() + 1);
-            if let Ok(event) = decode_input(&input) {
+            let decoded = decode_input(&input);
+            // The decoder's one-pass path (taken when `schema` comes first) agrees with serde's
+            // tagged enum, the reference: same event, or the same error.
+            match (&decoded, serde_json::from_slice::<InputEvent>(&input)) {
+                (Ok(event), Ok(reference)) => prop_assert_eq!(event, &reference),
+                (Ok(_), Err(reference)) => {
+                    prop_assert!(false, "accepted what the tagged enum refuses: {reference}")
+                }
+                (Err(ours), Ok(_)) => prop_assert_eq!(ours.code(), "invalid"),
+                (Err(ours), Err(reference)) => {
+                    prop_assert_eq!(ours.to_string(), format!("not a valid event: {reference}"))
+                }
+            }
+            if let Ok(event) = decoded {
                 accepted.set(accepted.get() + 1);
                 let again = decode_input(&encode_input(&event)).expect("re-encoded event decodes");
                 prop_assert_eq!(&again, &event);

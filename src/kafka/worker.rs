@@ -1272,6 +1272,13 @@ struct BatchOut<'a> {
 }
 
 impl BatchOut<'_> {
+    /// The batch's decisions, for the sink. The next batch's vector is sized like this one's:
+    /// growing it by doubling copied every decision a dozen times and faulted in new pages.
+    fn take_decided(&mut self) -> Vec<DecisionV1> {
+        let next = Vec::with_capacity(self.decided.len());
+        std::mem::replace(&mut self.decided, next)
+    }
+
     /// Applies one input to `unit`: its journal records (chunked, to the unit's journal
     /// partition) and its decisions (with the input's coordinates) go out.
     fn apply(
@@ -1290,9 +1297,8 @@ impl BatchOut<'_> {
                 input_seq: unit.input_seq,
                 entry,
             };
-            let (producer, topics, partition) = (self.producer, self.topics, unit.partition);
             unit.chunks.push(&rec, |key, payload| {
-                send_journal(producer, topics, partition, key, payload)
+                send_journal(self.producer, self.topics, unit.partition, key, payload)
             })?;
         }
         for mut d in self.out.decisions.drain(..) {
@@ -1396,9 +1402,9 @@ impl BatchOut<'_> {
                     .payload(&payload[..]),
             )?;
         }
-        let (producer, topics, partition) = (self.producer, self.topics, unit.partition);
-        unit.chunks
-            .drain(|key, payload| send_journal(producer, topics, partition, key, payload))?;
+        unit.chunks.drain(|key, payload| {
+            send_journal(self.producer, self.topics, unit.partition, key, payload)
+        })?;
         if std::mem::take(&mut unit.moved) {
             let positions = JournalChunks::positions(unit.input_seq, &unit.broadcast);
             send_journal(
@@ -1864,11 +1870,8 @@ impl Units<'_> {
                 commit_transaction(out.producer, TIMEOUT).map_err(kafka("commit transaction"))?;
             }
             let dlq = std::mem::take(&mut out.dlq);
-            // The next batch's vector is sized like this one's: growing it by doubling copied
-            // every decision a dozen times and faulted in new pages each batch.
-            let decided = out.decided.len();
             sink.committed(CommittedBatch {
-                decisions: std::mem::replace(&mut out.decided, Vec::with_capacity(decided)),
+                decisions: out.take_decided(),
                 inputs: applied.saturating_sub(dlq),
                 dlq,
                 ..CommittedBatch::default()
@@ -2157,11 +2160,8 @@ pub fn run_broker_with(
                 unacked.commit_due(producer.context(), &group)?;
             }
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            // The next batch's vector is sized like this one's: growing it by doubling copied
-            // every decision a dozen times and faulted in new pages each batch.
-            let decided = out.decided.len();
             sink.committed(CommittedBatch {
-                decisions: std::mem::replace(&mut out.decided, Vec::with_capacity(decided)),
+                decisions: out.take_decided(),
                 inputs: (n as u64).saturating_sub(out.dlq),
                 dlq: out.dlq,
                 took: began.elapsed(),
