@@ -680,28 +680,32 @@ pub fn lane_step(
         });
     }
     let (mut to_cluster, mut to_tenant) = (None, None);
-    for event in events.drain(..) {
-        match event {
-            LaneEvent::Decided { decision, .. } => out.decisions.push(decision),
-            LaneEvent::ActivationRefused {
+    // Matched straight on `next()`: binding each event to a variable first copied every
+    // event once more (a decision event is over 200 bytes; this loop ran on every input).
+    let mut drained = events.drain(..);
+    loop {
+        match drained.next() {
+            None => break,
+            Some(LaneEvent::Decided { decision, .. }) => out.decisions.push(decision),
+            Some(LaneEvent::ActivationRefused {
                 report_digest,
                 reason,
                 ..
-            } => out.warnings.push(Warning {
+            }) => out.warnings.push(Warning {
                 code: "activation_refused",
                 message: format!(
                     "lane {lane}: activation with report {report_digest} refused: {reason}"
                 ),
             }),
-            LaneEvent::Deactivated {
+            Some(LaneEvent::Deactivated {
                 reason,
                 demoted: true,
                 ..
-            } => out.warnings.push(Warning {
+            }) => out.warnings.push(Warning {
                 code: "lane_demoted",
                 message: format!("lane {lane}: {reason}"),
             }),
-            LaneEvent::Completed {
+            Some(LaneEvent::Completed {
                 request_id,
                 tenant_id,
                 cluster,
@@ -709,7 +713,7 @@ pub fn lane_step(
                 billable_micros,
                 ts,
                 ..
-            } => {
+            }) => {
                 if let Some(c) = cluster {
                     let failed = matches!(outcome, Outcome::Failed | Outcome::Expired);
                     to_cluster = Some((c, ClusterCommand::Outcome { failed, ts }));
@@ -725,7 +729,7 @@ pub fn lane_step(
                     ));
                 }
             }
-            _ => {}
+            Some(_) => {}
         }
     }
     (to_cluster, to_tenant)
