@@ -56,21 +56,6 @@ pub const MAILBOX: usize = 16;
 #[error("actor mailbox closed: {0}")]
 pub struct ActorGone(#[from] MailboxError);
 
-/// A fresh output for one actor message, recording the journal like the dispatcher's.
-fn reply_output(record_journal: bool) -> Output {
-    Output {
-        record_journal,
-        ..Output::default()
-    }
-}
-
-/// Appends what one actor produced to the dispatcher's output, in order.
-fn merge(out: &mut Output, part: Output) {
-    out.decisions.extend(part.decisions);
-    out.journal.extend(part.journal);
-    out.warnings.extend(part.warnings);
-}
-
 // ---- lane ----------------------------------------------------------------------------------
 
 /// One lane: its reservations, clusters, activation and decision sequence.
@@ -88,17 +73,19 @@ impl Actor for LaneActor {
 }
 
 /// A command for a lane. `hot` marks a request or completion from the input (a route first
-/// expires what is due, see `core::router::lane_hot_step`).
+/// expires what is due, see `core::router::lane_hot_step`). `out` is the dispatcher's output,
+/// lent for the message: the actor appends to it and hands it back with its reply, so no
+/// message allocates buffers of its own.
 #[derive(Message)]
 #[rtype(result = "LaneReply")]
 pub struct LaneMsg {
     pub cmd: LaneCommand,
     pub hot: bool,
-    pub record_journal: bool,
+    pub out: Output,
 }
 
-/// What a lane command produced: decisions, journal, warnings, and the commands it gives the
-/// cluster and the tenant.
+/// What a lane command produced: the lent output with its decisions, journal and warnings
+/// appended, and the commands it gives the cluster and the tenant.
 pub struct LaneReply {
     pub out: Output,
     pub follow_ups: FollowUps,
@@ -107,7 +94,7 @@ pub struct LaneReply {
 impl Handler<LaneMsg> for LaneActor {
     type Result = MessageResult<LaneMsg>;
     fn handle(&mut self, msg: LaneMsg, _: &mut Context<Self>) -> Self::Result {
-        let mut out = reply_output(msg.record_journal);
+        let mut out = msg.out;
         let step = if msg.hot { lane_hot_step } else { lane_step };
         let follow_ups = step(
             &mut self.state,
@@ -152,11 +139,12 @@ impl Actor for ClusterActor {
 #[rtype(result = "ClusterReply")]
 pub struct ClusterMsg {
     pub cmd: ClusterCommand,
-    pub record_journal: bool,
+    /// The dispatcher's output, lent for the message (as [`LaneMsg::out`]).
+    pub out: Output,
 }
 
-/// What a cluster command produced: its journal record, the views its lanes get, and for a
-/// registration the lanes it serves now.
+/// What a cluster command produced: the lent output with its journal record, the views its
+/// lanes get, and for a registration the lanes it serves now.
 pub struct ClusterReply {
     pub out: Output,
     pub fan_out: ClusterFanOut,
@@ -166,7 +154,7 @@ pub struct ClusterReply {
 impl Handler<ClusterMsg> for ClusterActor {
     type Result = MessageResult<ClusterMsg>;
     fn handle(&mut self, msg: ClusterMsg, _: &mut Context<Self>) -> Self::Result {
-        let mut out = reply_output(msg.record_journal);
+        let mut out = msg.out;
         let registration = matches!(msg.cmd, ClusterCommand::Register(_));
         let fan_out = cluster_step(
             &mut self.state,
@@ -212,17 +200,18 @@ impl Actor for TenantActor {
     }
 }
 
+/// A command for a tenant; the reply is the lent output (as [`LaneMsg::out`]).
 #[derive(Message)]
 #[rtype(result = "Output")]
 pub struct TenantMsg {
     pub cmd: TenantCommand,
-    pub record_journal: bool,
+    pub out: Output,
 }
 
 impl Handler<TenantMsg> for TenantActor {
     type Result = MessageResult<TenantMsg>;
     fn handle(&mut self, msg: TenantMsg, _: &mut Context<Self>) -> Self::Result {
-        let mut out = reply_output(msg.record_journal);
+        let mut out = msg.out;
         tenant_step(
             &mut self.state,
             &self.cfg,
@@ -616,10 +605,10 @@ impl ActorRouter {
             .send(LaneMsg {
                 cmd,
                 hot: true,
-                record_journal: out.record_journal,
+                out: std::mem::take(out),
             })
             .await?;
-        merge(out, reply.out);
+        *out = reply.out;
         self.follow_up(reply.follow_ups, out).await
     }
 
@@ -643,10 +632,10 @@ impl ActorRouter {
                 .send(LaneMsg {
                     cmd,
                     hot: false,
-                    record_journal: out.record_journal,
+                    out: std::mem::take(out),
                 })
                 .await?;
-            merge(out, reply.out);
+            *out = reply.out;
             self.follow_up(reply.follow_ups, out).await
         })
     }
@@ -685,14 +674,14 @@ impl ActorRouter {
                 .addr
                 .send(ClusterMsg {
                     cmd,
-                    record_journal: out.record_journal,
+                    out: std::mem::take(out),
                 })
                 .await?;
             if let Some(lanes) = reply.lanes {
                 // Before the fan-out: a lane it creates catches up from the clusters serving it.
                 entry.lanes = lanes;
             }
-            merge(out, reply.out);
+            *out = reply.out;
             let ts = reply.fan_out.ts;
             for (lane, view) in reply.fan_out.views {
                 self.lane_cmd(&lane, LaneCommand::ClusterUpdated { view, ts }, out)
@@ -717,13 +706,12 @@ impl ActorRouter {
             }
             None => self.start_tenant(id.clone(), TenantState::new(id.clone())),
         };
-        let part = addr
+        *out = addr
             .send(TenantMsg {
                 cmd,
-                record_journal: out.record_journal,
+                out: std::mem::take(out),
             })
             .await?;
-        merge(out, part);
         Ok(())
     }
 
