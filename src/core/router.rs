@@ -681,7 +681,7 @@ pub fn lane_step(
     }
     let (mut to_cluster, mut to_tenant) = (None, None);
     // Matched straight on `next()`: binding each event to a variable first copied every
-    // event once more (a decision event is over 200 bytes; this loop ran on every input).
+    // event once more (a decision event is over 200 bytes, and this runs for every command).
     let mut drained = events.drain(..);
     loop {
         match drained.next() {
