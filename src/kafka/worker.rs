@@ -2095,6 +2095,7 @@ pub fn run_broker_with(
                 )?;
             }
             for m in &msgs {
+                // Once per message: each `topic()` is a C call, a `strlen` and a UTF-8 check.
                 let (topic, partition, next) = (m.topic(), m.partition(), m.offset() + 1);
                 match offsets
                     .iter_mut()
@@ -2103,11 +2104,11 @@ pub fn run_broker_with(
                     Some((_, _, offset)) => *offset = next,
                     None => offsets.push((topic, partition, next)),
                 }
-                let source = (m.topic(), m.partition(), m.offset());
+                let source = (topic, partition, m.offset());
                 let payload = m.payload().unwrap_or_default();
                 match (
-                    topics.decode(m.topic(), payload),
-                    units.active.get_mut(&m.partition()),
+                    topics.decode(topic, payload),
+                    units.active.get_mut(&partition),
                 ) {
                     (Ok(event), Some(unit)) => {
                         stats.inputs.fetch_add(1, Ordering::Relaxed);
