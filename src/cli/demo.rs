@@ -120,6 +120,12 @@ fn kafka_config(brokers: String, mock: bool) -> KafkaConfig {
         mode: DeliveryMode::ExactlyOnce,
         batch_wait_ms: 10,
         create_topics: !mock,
+        // Short fetch waits, as for the viewer below: on the embedded cluster the broker's
+        // exactly-once default (100 ms) showed up in the latency the demo prints (produce to
+        // committed decision, p50 312 ms with both defaults, 26 ms with 10 ms waits).
+        client: crate::kafka::config::ClientProperties(
+            [("fetch.wait.max.ms".to_owned(), "10".to_owned())].into(),
+        ),
         ..KafkaConfig::default()
     }
 }
@@ -248,6 +254,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .set("group.id", format!("{}viewer", kcfg.topic_prefix))
                 .set("isolation.level", "read_committed")
                 .set("enable.auto.commit", "false")
+                // librdkafka's default wait (500 ms) would be part of every latency shown.
+                .set("fetch.wait.max.ms", "10")
                 .create()?;
             let mut tpl = TopicPartitionList::new();
             for p in 0..kcfg.partitions {
