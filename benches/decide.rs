@@ -10,7 +10,9 @@
 //! - `decide/full_mix` — requests, their completions, heartbeats and provider health, as they
 //!   arrive (default spec: 4 hot lanes take 80 %, 200 tail lanes, 200 tenants);
 //! - `decide_actors/full_mix` — the same events on the actix actors (`zumik::actors`), one actor
-//!   per lane, cluster and tenant: the broker's default engine, messages included;
+//!   per lane, cluster and tenant: the broker's default engine, messages included, applied in
+//!   one run of the actor system (`ActorEngine::apply_each`) as the broker applies a run of one
+//!   unit's consecutive inputs;
 //! - `decide/hot_lane_requests` — only requests, all on one active hot lane with two clusters
 //!   (the BYOC path: eligibility, least-utilised pick, reservation);
 //! - `decide/tail_lane_requests` — only requests on 200 managed-only tail lanes;
@@ -148,11 +150,14 @@ fn full_mix_actors(c: &mut Criterion) {
             },
             |(mut actors, mut events)| {
                 let mut out = Output::default();
-                for e in events.drain(..) {
-                    actors.apply(e, &mut out).expect("actors run");
-                    black_box(&out.decisions);
-                    out.clear();
-                }
+                let inputs = events.drain(..).map(|e| (e, ()));
+                actors
+                    .apply_each(inputs, &mut out, |out, ()| {
+                        black_box(&out.decisions);
+                        out.clear();
+                        Ok::<_, zumik::actors::ActorGone>(())
+                    })
+                    .expect("actors run");
                 (actors, events)
             },
             BatchSize::PerIteration,

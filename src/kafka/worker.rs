@@ -44,7 +44,7 @@ use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::{ensure_topics, TopicError, Topics};
 use super::units::{
     build_units, catch_up_reads, fetch_units, new_engine, sent_by, top_up_units, BroadcastRecord,
-    Fetched, GroupContext, Positions, Rebalanced, Unit,
+    Fetched, GroupContext, Positions, Rebalanced, Shared, Unit,
 };
 use crate::actors::{ActorGone, ActorSystem};
 use crate::core::router::{JournalEntry, SnapshotError};
@@ -1261,6 +1261,26 @@ pub fn run_broker(
     run_broker_with(cfg, routing, prices, stop, stats, &mut NoSink)
 }
 
+/// The parts of a unit that an applied input's outputs go to: borrowed apart from its engine,
+/// which [`BatchOut::apply_run`] holds for the whole run.
+struct UnitOutputs<'u> {
+    partition: i32,
+    input_seq: &'u mut u64,
+    chunks: &'u mut JournalChunks,
+    shared: &'u mut Shared,
+}
+
+impl<'u> UnitOutputs<'u> {
+    fn of(unit: &'u mut Unit) -> Self {
+        UnitOutputs {
+            partition: unit.partition,
+            input_seq: &mut unit.input_seq,
+            chunks: &mut unit.chunks,
+            shared: &mut unit.shared,
+        }
+    }
+}
+
 /// A batch's outputs on their way to Kafka (inside the batch's transaction).
 struct BatchOut<'a> {
     producer: &'a ThreadedProducer<Delivery>,
@@ -1288,20 +1308,88 @@ impl BatchOut<'_> {
         source: (&str, i32, i64),
         stats: &BrokerStats,
     ) -> Result<(), BrokerError> {
-        unit.input_seq += 1;
+        let mut out = std::mem::take(&mut self.out);
+        let result = unit
+            .engine
+            .apply(event, &mut out)
+            .map_err(BrokerError::from)
+            .and_then(|()| {
+                let to = UnitOutputs::of(unit);
+                self.emit(to, &mut out, source, stats)
+            });
+        self.out = out;
+        result
+    }
+
+    /// Applies a run of one unit's consecutive inputs (drained from `run`) as
+    /// [`BatchOut::apply`] does each, within one run of its engine
+    /// ([`crate::actors::Engine::apply_each`]).
+    fn apply_run(
+        &mut self,
+        unit: &mut Unit,
+        run: &mut Vec<(InputEvent, (&str, i32, i64))>,
+        stats: &BrokerStats,
+    ) -> Result<(), BrokerError> {
+        let mut out = std::mem::take(&mut self.out);
+        let Unit {
+            partition,
+            engine,
+            input_seq,
+            chunks,
+            shared,
+            ..
+        } = unit;
+        let result = engine.apply_each(run.drain(..), &mut out, |out, source| {
+            let to = UnitOutputs {
+                partition: *partition,
+                input_seq: &mut *input_seq,
+                chunks: &mut *chunks,
+                shared: &mut *shared,
+            };
+            self.emit(to, out, source, stats)
+        });
+        self.out = out;
+        result
+    }
+
+    /// Applies the pending run (of unit `run_unit`), if any, and clears it.
+    fn flush_run(
+        &mut self,
+        active: &mut BTreeMap<i32, Unit>,
+        run_unit: &mut Option<i32>,
+        run: &mut Vec<(InputEvent, (&str, i32, i64))>,
+        stats: &BrokerStats,
+    ) -> Result<(), BrokerError> {
+        let Some(p) = run_unit.take() else {
+            return Ok(());
+        };
+        // Present: a run only starts for a unit of `active`, and none leaves mid-batch.
+        let unit = active.get_mut(&p).expect("the run's unit is active");
+        self.apply_run(unit, run, stats)
+    }
+
+    /// Sends what one input gave (`out`, left empty): its journal records, chunked to the
+    /// unit's journal partition, and its decisions with the input's coordinates.
+    fn emit(
+        &mut self,
+        unit: UnitOutputs<'_>,
+        out: &mut Output,
+        source: (&str, i32, i64),
+        stats: &BrokerStats,
+    ) -> Result<(), BrokerError> {
+        *unit.input_seq += 1;
         stats.applied.fetch_add(1, Ordering::Relaxed);
-        unit.engine.apply(event, &mut self.out)?;
-        for entry in self.out.journal.drain(..) {
+        for entry in out.journal.drain(..) {
             unit.shared.add(unit.partition, &entry);
             let rec = JournalRecord {
-                input_seq: unit.input_seq,
+                input_seq: *unit.input_seq,
                 entry,
             };
             unit.chunks.push(&rec, |key, payload| {
                 send_journal(self.producer, self.topics, unit.partition, key, payload)
             })?;
         }
-        for mut d in self.out.decisions.drain(..) {
+        for mut d in out.decisions.drain(..) {
             d.source = Some(Source {
                 topic: source.0.to_owned(),
                 partition: source.1,
@@ -1318,7 +1406,7 @@ impl BatchOut<'_> {
             stats.decisions.fetch_add(1, Ordering::Relaxed);
             self.decided.push(d);
         }
-        self.out.clear();
+        out.clear();
         Ok(())
     }
 
@@ -2094,6 +2182,9 @@ pub fn run_broker_with(
                     stats,
                 )?;
             }
+            // A unit's consecutive inputs are applied in one run of its engine (its actors'
+            // runtime entered once per run, not once per input).
+            let (mut run, mut run_unit) = (Vec::new(), None);
             for m in &msgs {
                 // Once per message: each `topic()` is a C call, a `strlen` and a UTF-8 check.
                 let (topic, partition, next) = (m.topic(), m.partition(), m.offset() + 1);
@@ -2108,11 +2199,15 @@ pub fn run_broker_with(
                 let payload = m.payload().unwrap_or_default();
                 match (
                     topics.decode(topic, payload),
-                    units.active.get_mut(&partition),
+                    units.active.contains_key(&partition),
                 ) {
-                    (Ok(event), Some(unit)) => {
+                    (Ok(event), true) => {
                         stats.inputs.fetch_add(1, Ordering::Relaxed);
-                        out.apply(unit, event, source, stats)?;
+                        if run_unit != Some(partition) {
+                            out.flush_run(&mut units.active, &mut run_unit, &mut run, stats)?;
+                            run_unit = Some(partition);
+                        }
+                        run.push((event, source));
                     }
                     (Err(e), _) => {
                         let key = m
@@ -2121,7 +2216,7 @@ pub fn run_broker_with(
                             .unwrap_or("");
                         out.dead_letter(key, payload, &e, source, stats)?;
                     }
-                    (Ok(_), None) => {
+                    (Ok(_), false) => {
                         return Err(BrokerError::Partitions(format!(
                             "a message of {}/{} arrived for unit {} which this instance does not \
                          hold (of {unit_n})",
@@ -2132,6 +2227,7 @@ pub fn run_broker_with(
                     }
                 }
             }
+            out.flush_run(&mut units.active, &mut run_unit, &mut run, stats)?;
             for unit in units.active.values_mut() {
                 out.finish(unit)?;
             }
