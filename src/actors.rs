@@ -20,8 +20,9 @@
 //! dispatcher and, through it, consumption.
 //!
 //! [`ActorEngine`] runs all of it on an actix system of the calling thread: the broker loop, a
-//! blocking thread, hands it one input at a time and the system runs only inside that call, so
-//! the blocking Kafka calls never happen on an executor thread.
+//! blocking thread, hands it one input or a run of inputs at a time, and the system runs only
+//! inside that call. Polls, transactions and commits happen between calls; a run's produce
+//! calls happen between two of its inputs, when no actor has work.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
