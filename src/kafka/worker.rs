@@ -1,7 +1,7 @@
-//! The broker loop: consume input batches, run them through the deciders (an [`Engine`]: the
-//! actix actors of `crate::actors` by default, or the inline `core::Router`), and write
-//! decisions, journal, DLQ, usage and status records — with the consumed offsets — durably
-//! before going on.
+//! The broker loop: consume input batches, run them through the deciders (an
+//! [`Engine`](crate::actors::Engine): the actix actors of `crate::actors` by default, or the
+//! inline `core::Router`), and write decisions, journal, DLQ, usage and status records — with
+//! the consumed offsets — durably before going on.
 //!
 //! Exactly-once (default): one Kafka transaction per batch holds every output record and the
 //! input offsets (`send_offsets_to_transaction`), so a crash either loses the whole batch (it is
