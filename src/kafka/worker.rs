@@ -2342,10 +2342,42 @@ fn fenced<C: ConsumerContext>(
         found = replaced(None);
     }
     let (code, reason) = found?;
+    // A lone static member can also be fenced by its own rejoin, when the group coordinator
+    // stalls (a Kafka restart: KAFKA-20983). A replacement has always fenced this instance's
+    // transactional producer first (its `init_transactions` runs before its consumer joins),
+    // so under exactly-once a producer that still holds its epoch means no replacement: the
+    // run restarts, as after any other error.
+    if cfg.mode == DeliveryMode::ExactlyOnce && !producer_fenced && holds_epoch(cfg, producer) {
+        tracing::warn!(
+            reason,
+            "broker: the group membership was fenced but the producer still holds its epoch: \
+             no other instance took over; restarting"
+        );
+        return None;
+    }
     Some(BrokerError::Fenced {
         transactional_id: cfg.transactional_id.clone(),
         reason: format!("{code:?}: {reason}"),
     })
+}
+
+/// Whether this instance's transactional producer still holds its epoch, asked of the
+/// transaction coordinator (which refuses a fenced epoch): the failed run's open transaction,
+/// if any, is aborted, then a transaction with one record on the status topic is begun and
+/// aborted (aborted records are never read: every reader is `read_committed`). Any failure
+/// counts as not holding it.
+fn holds_epoch(cfg: &KafkaConfig, producer: &ThreadedProducer<Delivery>) -> bool {
+    // An error here is "no transaction open" or the producer's state: the probe decides.
+    let _ = producer.abort_transaction(TIMEOUT);
+    let status = Topics::new(&cfg.topic_prefix).status;
+    let probe = producer.begin_transaction().and_then(|()| {
+        let record = BaseRecord::<str, [u8]>::to(&status)
+            .key("zumik.fence-probe")
+            .payload(&[]);
+        producer.send(record).map_err(|(e, _)| e)?;
+        producer.abort_transaction(TIMEOUT)
+    });
+    probe.is_ok() && producer.client().fatal_error().is_none()
 }
 
 /// How long a fenced producer's run waits to learn whether its group membership was taken
