@@ -11,7 +11,7 @@
 //!   arrive (default spec: 4 hot lanes take 80 %, 200 tail lanes, 200 tenants);
 //! - `decide_actors/full_mix` — the same events on the actix actors (`zumik::actors`), one actor
 //!   per lane, cluster and tenant: the broker's default engine, messages included, applied in
-//!   one run of the actor system (`ActorEngine::apply_each`) as the broker applies a run of one
+//!   one run of the actor system (`Engine::apply_each`) as the broker applies a run of one
 //!   unit's consecutive inputs;
 //! - `decide/hot_lane_requests` — only requests, all on one active hot lane with two clusters
 //!   (the BYOC path: eligibility, least-utilised pick, reservation);
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use zumik::actors::ActorEngine;
+use zumik::actors::{ActorEngine, Engine};
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::InputEvent;
 use zumik::workload::{Events, Workload, WorkloadSpec};
@@ -145,7 +145,9 @@ fn full_mix_actors(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let (cfg, prices) = config();
-                let actors = ActorEngine::restore(cfg, prices, &p.snapshot).expect("restores");
+                let actors = Engine::Actors(
+                    ActorEngine::restore(cfg, prices, &p.snapshot).expect("restores"),
+                );
                 (actors, p.events.clone())
             },
             |(mut actors, mut events)| {

@@ -864,27 +864,6 @@ impl ActorEngine {
         self.system.0.block_on(router.apply(event, out))
     }
 
-    /// Applies `inputs` in order within one run of the actor system, calling `each` with the
-    /// output and the input's tag after each input (as [`ActorEngine::apply`] would leave it).
-    /// Entering the runtime once per run rather than once per input saves its per-call work
-    /// (context, RNG seed, busy-time clock reads). `each` runs on this thread between two
-    /// inputs, while every actor waits for its next message.
-    pub fn apply_each<T, E: From<ActorGone>>(
-        &mut self,
-        inputs: impl IntoIterator<Item = (InputEvent, T)>,
-        out: &mut Output,
-        mut each: impl FnMut(&mut Output, T) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let router = &mut self.router;
-        self.system.0.block_on(async move {
-            for (event, tag) in inputs {
-                router.apply(event, out).await?;
-                each(out, tag)?;
-            }
-            Ok(())
-        })
-    }
-
     pub fn view(&self) -> Result<RouterView, ActorGone> {
         self.system.0.block_on(self.router.view())
     }
@@ -956,7 +935,11 @@ impl Engine {
         }
     }
 
-    /// [`ActorEngine::apply_each`] for either engine.
+    /// Applies `inputs` in order, calling `each` with the output and the input's tag after each
+    /// input (as [`Engine::apply`] would leave it). The actors take the whole run within one
+    /// run of their system: entering the runtime once per run rather than once per input saves
+    /// its per-call work (context, RNG seed, busy-time clock reads). `each` runs on this thread
+    /// between two inputs, while every actor waits for its next message.
     pub fn apply_each<T, E: From<ActorGone>>(
         &mut self,
         inputs: impl IntoIterator<Item = (InputEvent, T)>,
@@ -964,7 +947,16 @@ impl Engine {
         mut each: impl FnMut(&mut Output, T) -> Result<(), E>,
     ) -> Result<(), E> {
         match self {
-            Engine::Actors(a) => a.apply_each(inputs, out, each),
+            Engine::Actors(a) => {
+                let router = &mut a.router;
+                a.system.0.block_on(async move {
+                    for (event, tag) in inputs {
+                        router.apply(event, out).await?;
+                        each(out, tag)?;
+                    }
+                    Ok(())
+                })
+            }
             Engine::Inline(r) => {
                 for (event, tag) in inputs {
                     r.apply(event, out);

@@ -1262,23 +1262,12 @@ pub fn run_broker(
 }
 
 /// The parts of a unit that an applied input's outputs go to: borrowed apart from its engine,
-/// which [`BatchOut::apply_run`] holds for the whole run.
+/// which [`BatchOut::apply_inputs`] holds for the whole run.
 struct UnitOutputs<'u> {
     partition: i32,
     input_seq: &'u mut u64,
     chunks: &'u mut JournalChunks,
     shared: &'u mut Shared,
-}
-
-impl<'u> UnitOutputs<'u> {
-    fn of(unit: &'u mut Unit) -> Self {
-        UnitOutputs {
-            partition: unit.partition,
-            input_seq: &mut unit.input_seq,
-            chunks: &mut unit.chunks,
-            shared: &mut unit.shared,
-        }
-    }
 }
 
 /// A batch's outputs on their way to Kafka (inside the batch's transaction).
@@ -1308,26 +1297,15 @@ impl BatchOut<'_> {
         source: (&str, i32, i64),
         stats: &BrokerStats,
     ) -> Result<(), BrokerError> {
-        let mut out = std::mem::take(&mut self.out);
-        let result = unit
-            .engine
-            .apply(event, &mut out)
-            .map_err(BrokerError::from)
-            .and_then(|()| {
-                let to = UnitOutputs::of(unit);
-                self.emit(to, &mut out, source, stats)
-            });
-        self.out = out;
-        result
+        self.apply_inputs(unit, [(event, source)], stats)
     }
 
-    /// Applies a run of one unit's consecutive inputs (drained from `run`) as
-    /// [`BatchOut::apply`] does each, within one run of its engine
-    /// ([`crate::actors::Engine::apply_each`]).
-    fn apply_run(
+    /// Applies one unit's consecutive inputs, in order, as [`BatchOut::apply`] does each, within
+    /// one run of its engine ([`crate::actors::Engine::apply_each`]).
+    fn apply_inputs<'s>(
         &mut self,
         unit: &mut Unit,
-        run: &mut Vec<(InputEvent, (&str, i32, i64))>,
+        inputs: impl IntoIterator<Item = (InputEvent, (&'s str, i32, i64))>,
         stats: &BrokerStats,
     ) -> Result<(), BrokerError> {
         let mut out = std::mem::take(&mut self.out);
@@ -1339,7 +1317,7 @@ impl BatchOut<'_> {
             shared,
             ..
         } = unit;
-        let result = engine.apply_each(run.drain(..), &mut out, |out, source| {
+        let result = engine.apply_each(inputs, &mut out, |out, source| {
             let to = UnitOutputs {
                 partition: *partition,
                 input_seq: &mut *input_seq,
@@ -1365,7 +1343,7 @@ impl BatchOut<'_> {
         };
         // Present: a run only starts for a unit of `active`, and none leaves mid-batch.
         let unit = active.get_mut(&p).expect("the run's unit is active");
-        self.apply_run(unit, run, stats)
+        self.apply_inputs(unit, run.drain(..), stats)
     }
 
     /// Sends what one input gave (`out`, left empty): its journal records, chunked to the
