@@ -2321,11 +2321,13 @@ fn fenced<C: ConsumerContext>(
     }
     let (code, reason) = found?;
     // A lone static member can also be fenced by its own rejoin, when the group coordinator
-    // stalls (a Kafka restart: KAFKA-20983). A replacement has always fenced this instance's
-    // transactional producer first (its `init_transactions` runs before its consumer joins),
-    // so under exactly-once a producer that still holds its epoch means no replacement: the
-    // run restarts, as after any other error.
-    if cfg.mode == DeliveryMode::ExactlyOnce && !producer_fenced && holds_epoch(cfg, producer) {
+    // stalls (a Kafka restart: KAFKA-20983). A replacement fences this instance's
+    // transactional producer too: its `init_transactions` runs alongside its consumer's join
+    // (see `run_broker_with`), so it reaches the transaction coordinator within moments of
+    // the join, before or after it. Under exactly-once a producer that still holds its epoch
+    // throughout `SELF_FENCE_CHECK` means no replacement: the run restarts, as after any
+    // other error.
+    if cfg.mode == DeliveryMode::ExactlyOnce && !producer_fenced && holds_epoch_for(cfg, producer) {
         tracing::warn!(
             reason,
             "broker: the group membership was fenced but the producer still holds its epoch: \
@@ -2337,6 +2339,21 @@ fn fenced<C: ConsumerContext>(
         transactional_id: cfg.transactional_id.clone(),
         reason: format!("{code:?}: {reason}"),
     })
+}
+
+/// Whether this instance's transactional producer holds its epoch throughout
+/// `SELF_FENCE_CHECK`, asked every `SELF_FENCE_PROBE_EVERY` (see [`holds_epoch`]).
+fn holds_epoch_for(cfg: &KafkaConfig, producer: &ThreadedProducer<Delivery>) -> bool {
+    let until = Instant::now() + SELF_FENCE_CHECK;
+    loop {
+        if !holds_epoch(cfg, producer) {
+            return false;
+        }
+        if Instant::now() >= until {
+            return true;
+        }
+        std::thread::sleep(SELF_FENCE_PROBE_EVERY);
+    }
 }
 
 /// Whether this instance's transactional producer still holds its epoch, asked of the
@@ -2361,6 +2378,15 @@ fn holds_epoch(cfg: &KafkaConfig, producer: &ThreadedProducer<Delivery>) -> bool
 /// How long a fenced producer's run waits to learn whether its group membership was taken
 /// over too (librdkafka's default heartbeat interval is 3 s).
 const FENCE_CHECK: Duration = Duration::from_secs(4);
+
+/// How long a fenced group membership waits for its producer to be fenced too before it takes
+/// the fencing for its own rejoin: a replacement's `init_transactions` starts with its
+/// consumer's join, and its first request fences the epoch (the coordinator aborts the open
+/// transaction after that), so a few seconds cover its coordinator lookup with a wide margin.
+const SELF_FENCE_CHECK: Duration = Duration::from_secs(5);
+
+/// How often the producer's epoch is probed during `SELF_FENCE_CHECK`.
+const SELF_FENCE_PROBE_EVERY: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {
