@@ -24,6 +24,7 @@ use zumik::core::router::JournalEntry;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::codec::encode_input;
 use zumik::events::{DecisionV1, InputEvent, OutputEvent};
+use zumik::kafka::worker::{holds_epoch, producer_config};
 use zumik::kafka::{
     read_journal, read_journal_units, run_broker, BrokerStats, EngineKind, KafkaConfig, Topics,
 };
@@ -335,6 +336,41 @@ fn decisions_over_kafka_equal_zumik_decide_offline() {
     });
     assert!(tampered.is_some());
     assert_eq!(audit(&records).mismatches, 1);
+}
+
+/// The probe that tells a fenced group membership caused by a replacement from one caused by
+/// the member's own rejoin: a transactional producer holds its epoch until another producer
+/// with its transactional id initialises, and then no longer.
+#[test]
+fn the_epoch_probe_tells_a_producer_fenced_by_a_newer_one() {
+    let cfg = config("epoch");
+    let topics = Topics::new(&cfg.topic_prefix);
+    zumik::kafka::topics::ensure_topics(&cfg, &topics).expect("topics created");
+    let timeout = Duration::from_secs(30);
+    let new_producer = || -> ThreadedProducer<DefaultProducerContext> {
+        let p: ThreadedProducer<DefaultProducerContext> =
+            producer_config(&cfg).create().expect("producer");
+        p.init_transactions(timeout).expect("init transactions");
+        p
+    };
+    let old = new_producer();
+    assert!(
+        holds_epoch(&old, &topics.status),
+        "a lone producer holds its epoch"
+    );
+    assert!(
+        holds_epoch(&old, &topics.status),
+        "probing again changes nothing"
+    );
+    let newer = new_producer();
+    assert!(
+        !holds_epoch(&old, &topics.status),
+        "a newer producer with the same transactional id fenced the old one"
+    );
+    assert!(
+        holds_epoch(&newer, &topics.status),
+        "the newer one holds it"
+    );
 }
 
 #[test]

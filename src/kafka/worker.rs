@@ -2344,9 +2344,10 @@ fn fenced<C: ConsumerContext>(
 /// Whether this instance's transactional producer holds its epoch throughout
 /// `SELF_FENCE_CHECK`, asked every `SELF_FENCE_PROBE_EVERY` (see [`holds_epoch`]).
 fn holds_epoch_for(cfg: &KafkaConfig, producer: &ThreadedProducer<Delivery>) -> bool {
+    let status = Topics::new(&cfg.topic_prefix).status;
     let until = Instant::now() + SELF_FENCE_CHECK;
     loop {
-        if !holds_epoch(cfg, producer) {
+        if !holds_epoch(producer, &status) {
             return false;
         }
         if Instant::now() >= until {
@@ -2358,18 +2359,25 @@ fn holds_epoch_for(cfg: &KafkaConfig, producer: &ThreadedProducer<Delivery>) -> 
 
 /// Whether this instance's transactional producer still holds its epoch, asked of the
 /// transaction coordinator (which refuses a fenced epoch): the failed run's open transaction,
-/// if any, is aborted, then a transaction with one record on the status topic is begun and
-/// aborted (aborted records are never read: every reader is `read_committed`). Any failure
-/// counts as not holding it.
-fn holds_epoch(cfg: &KafkaConfig, producer: &ThreadedProducer<Delivery>) -> bool {
+/// if any, is aborted, then a transaction with one record on `status_topic` is begun, flushed
+/// and aborted (aborted records are never read: every reader is `read_committed`). Any
+/// failure counts as not holding it.
+///
+/// The flush is what asks the coordinator: without it librdkafka aborts a transaction whose
+/// record is still queued locally, adding no partition and sending nothing, and the probe
+/// passed even for a fenced producer (`the_epoch_probe_tells_a_producer_fenced_by_a_newer_one`).
+pub fn holds_epoch<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
+    producer: &ThreadedProducer<C>,
+    status_topic: &str,
+) -> bool {
     // An error here is "no transaction open" or the producer's state: the probe decides.
     let _ = producer.abort_transaction(TIMEOUT);
-    let status = Topics::new(&cfg.topic_prefix).status;
     let probe = producer.begin_transaction().and_then(|()| {
-        let record = BaseRecord::<str, [u8]>::to(&status)
+        let record = BaseRecord::<str, [u8]>::to(status_topic)
             .key("zumik.fence-probe")
             .payload(&[]);
         producer.send(record).map_err(|(e, _)| e)?;
+        producer.flush(TIMEOUT)?;
         producer.abort_transaction(TIMEOUT)
     });
     probe.is_ok() && producer.client().fatal_error().is_none()
