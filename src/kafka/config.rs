@@ -15,8 +15,11 @@ pub enum DeliveryMode {
     /// offsets; readers use `read_committed`.
     #[default]
     ExactlyOnce,
-    /// Outputs flushed, then offsets committed: lowest latency; after a crash a batch may be
-    /// decided again (decisions keep their `request_id` + `seq`, so consumers can dedupe).
+    /// Outputs flushed, then offsets committed: lowest latency. After a crash or a takeover the
+    /// inputs applied since the last offset commit are applied again, on a state that already
+    /// holds them: such a request gets a second decision that may differ from its first (a BYOC
+    /// one is rejected as already in flight), and its lane's later `seq`s are shifted. Dedupe
+    /// on `request_id`, keeping the first (docs/operations.md, "At-least-once").
     AtLeastOnce,
 }
 
