@@ -24,7 +24,7 @@ use zumik::core::router::JournalEntry;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::codec::encode_input;
 use zumik::events::{DecisionV1, InputEvent, OutputEvent};
-use zumik::kafka::worker::{holds_epoch, producer_config};
+use zumik::kafka::worker::{probe_epoch, producer_config, Epoch};
 use zumik::kafka::{
     read_journal, read_journal_units, run_broker, BrokerStats, DeliveryMode, EngineKind,
     KafkaConfig, Topics,
@@ -341,7 +341,7 @@ fn decisions_over_kafka_equal_zumik_decide_offline() {
 
 /// The probe that tells a fenced group membership caused by a replacement from one caused by
 /// the member's own rejoin: a transactional producer holds its epoch until another producer
-/// with its transactional id initialises, and then no longer.
+/// with its transactional id initialises, and then it is fenced (librdkafka's fatal error).
 #[test]
 fn the_epoch_probe_tells_a_producer_fenced_by_a_newer_one() {
     let cfg = config("epoch");
@@ -354,24 +354,18 @@ fn the_epoch_probe_tells_a_producer_fenced_by_a_newer_one() {
         p.init_transactions(timeout).expect("init transactions");
         p
     };
+    let probe =
+        |p: &ThreadedProducer<DefaultProducerContext>| probe_epoch(p, &topics.status, timeout);
     let old = new_producer();
-    assert!(
-        holds_epoch(&old, &topics.status),
-        "a lone producer holds its epoch"
-    );
-    assert!(
-        holds_epoch(&old, &topics.status),
-        "probing again changes nothing"
-    );
+    assert_eq!(probe(&old), Epoch::Held, "a lone producer holds its epoch");
+    assert_eq!(probe(&old), Epoch::Held, "probing again changes nothing");
     let newer = new_producer();
-    assert!(
-        !holds_epoch(&old, &topics.status),
+    assert_eq!(
+        probe(&old),
+        Epoch::Fenced,
         "a newer producer with the same transactional id fenced the old one"
     );
-    assert!(
-        holds_epoch(&newer, &topics.status),
-        "the newer one holds it"
-    );
+    assert_eq!(probe(&newer), Epoch::Held, "the newer one holds it");
 }
 
 #[test]

@@ -2341,13 +2341,16 @@ fn fenced<C: ConsumerContext>(
     })
 }
 
-/// Whether this instance's transactional producer holds its epoch throughout
-/// `SELF_FENCE_CHECK`, asked every `SELF_FENCE_PROBE_EVERY` (see [`holds_epoch`]).
+/// Whether this instance's transactional producer keeps its epoch throughout
+/// `SELF_FENCE_CHECK`: [`probe_epoch`] every `SELF_FENCE_PROBE_EVERY` (each call bounded by
+/// `PROBE_TIMEOUT`) never finds it fenced. A probe that fails otherwise (the coordinator
+/// unreachable in a Kafka restart, or the failed run's commit still in progress) proves
+/// nothing either way and is asked again.
 fn holds_epoch_for(cfg: &KafkaConfig, producer: &ThreadedProducer<Delivery>) -> bool {
     let status = Topics::new(&cfg.topic_prefix).status;
     let until = Instant::now() + SELF_FENCE_CHECK;
     loop {
-        if !holds_epoch(producer, &status) {
+        if probe_epoch(producer, &status, PROBE_TIMEOUT) == Epoch::Fenced {
             return false;
         }
         if Instant::now() >= until {
@@ -2357,30 +2360,54 @@ fn holds_epoch_for(cfg: &KafkaConfig, producer: &ThreadedProducer<Delivery>) -> 
     }
 }
 
-/// Whether this instance's transactional producer still holds its epoch, asked of the
-/// transaction coordinator (which refuses a fenced epoch): the failed run's open transaction,
-/// if any, is aborted, then a transaction with one record on `status_topic` is begun, flushed
-/// and aborted (aborted records are never read: every reader is `read_committed`). Any
-/// failure counts as not holding it.
+/// What [`probe_epoch`] learnt of a transactional producer's epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epoch {
+    /// The transaction coordinator accepted a transaction of it.
+    Held,
+    /// A newer producer with its transactional id took the epoch (librdkafka's fatal error).
+    Fenced,
+    /// Neither: the probe failed for another reason (a timeout, say).
+    Unknown,
+}
+
+/// Asks the transaction coordinator whether this producer still holds its epoch: the failed
+/// run's open transaction, if any, is aborted, then a transaction with one record on
+/// `status_topic` is begun, flushed and aborted (aborted records are never read: every reader
+/// is `read_committed`). Each call waits at most `timeout`.
 ///
 /// The flush is what asks the coordinator: without it librdkafka aborts a transaction whose
 /// record is still queued locally, adding no partition and sending nothing, and the probe
 /// passed even for a fenced producer (`the_epoch_probe_tells_a_producer_fenced_by_a_newer_one`).
-pub fn holds_epoch<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
+/// A fenced epoch is always fatal in librdkafka, whichever request met it.
+pub fn probe_epoch<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
     producer: &ThreadedProducer<C>,
     status_topic: &str,
-) -> bool {
+    timeout: Duration,
+) -> Epoch {
     // An error here is "no transaction open" or the producer's state: the probe decides.
-    let _ = producer.abort_transaction(TIMEOUT);
+    let _ = producer.abort_transaction(timeout);
     let probe = producer.begin_transaction().and_then(|()| {
         let record = BaseRecord::<str, [u8]>::to(status_topic)
             .key("zumik.fence-probe")
             .payload(&[]);
         producer.send(record).map_err(|(e, _)| e)?;
-        producer.flush(TIMEOUT)?;
-        producer.abort_transaction(TIMEOUT)
+        producer.flush(timeout)?;
+        producer.abort_transaction(timeout)
     });
-    probe.is_ok() && producer.client().fatal_error().is_none()
+    let fenced = producer.client().fatal_error().is_some_and(|(code, _)| {
+        matches!(
+            code,
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    });
+    match (fenced, probe) {
+        (true, _) => Epoch::Fenced,
+        (false, Ok(())) => Epoch::Held,
+        (false, Err(_)) => Epoch::Unknown,
+    }
 }
 
 /// How long a fenced producer's run waits to learn whether its group membership was taken
@@ -2395,6 +2422,10 @@ const SELF_FENCE_CHECK: Duration = Duration::from_secs(5);
 
 /// How often the producer's epoch is probed during `SELF_FENCE_CHECK`.
 const SELF_FENCE_PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// The longest one call of an epoch probe waits, so that `SELF_FENCE_CHECK` ends within a few
+/// seconds of its time even when Kafka does not answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
