@@ -696,6 +696,70 @@ fn at_least_once_a_replacement_stops_the_running_instance_too() {
     replacement_takes_over(DeliveryMode::AtLeastOnce, "fence-alo");
 }
 
+/// A static membership fenced while no other instance took over (as a lone member's own
+/// rejoin can do in a Kafka restart, KAFKA-20983): a bare consumer joins the group with the
+/// broker's `group.instance.id` and leaves again, its producer untouched. The broker's epoch
+/// probe finds the producer still holds its epoch, so the broker restarts its loop instead of
+/// stopping, takes its partitions back, and every request still has exactly one decision,
+/// equal to the offline one.
+#[test]
+fn a_membership_fenced_without_a_replacement_restarts_the_broker() {
+    let base = std::env::temp_dir().join(format!("zumik-selffence-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let cfg = KafkaConfig {
+        snapshot_dir: Some(base.clone()),
+        snapshot_every_inputs: 300,
+        ..config("selffence")
+    };
+    let topics = Topics::new(&cfg.topic_prefix);
+    let (setup, requests) = workload(4_000);
+    let mut broker = spawn_serve(&cfg);
+    produce_setup_journaled(&cfg, &topics, &setup);
+    let feeder = feed(&cfg, &requests);
+    let log = || std::fs::read_to_string(log_path(&cfg)).unwrap_or_default();
+    wait_for("the broker to commit a batch", || {
+        log().contains("first batch committed")
+    });
+    {
+        // The broker's consumer settings (the same assignment strategy, or the join is
+        // refused), without a producer.
+        let intruder: BaseConsumer = zumik::kafka::worker::consumer_config(&cfg)
+            .create()
+            .expect("consumer");
+        intruder
+            .subscribe(&[&topics.requests, &topics.completions])
+            .expect("subscribe");
+        wait_for(
+            "the broker to take its fenced membership for its own",
+            || {
+                let _ = intruder.poll(Duration::from_millis(100));
+                log().contains("the producer still holds its epoch")
+            },
+        );
+    }
+    feeder.join().unwrap();
+    let got = by_request(decisions(&cfg, requests.len()));
+    assert!(
+        broker.try_wait().unwrap().is_none(),
+        "the broker still runs:\n{}",
+        log()
+    );
+    broker.kill().ok();
+    broker.wait().ok();
+    assert!(
+        log().contains("restarting from the snapshot"),
+        "the broker restarted its loop:\n{}",
+        log()
+    );
+    assert!(
+        !log().contains("fenced: another instance"),
+        "the broker did not take it for a takeover:\n{}",
+        log()
+    );
+    assert_decided_as_offline(&got, &setup, &requests, "after the fencing");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 fn replacement_takes_over(mode: DeliveryMode, name: &str) {
     let base = std::env::temp_dir().join(format!("zumik-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
