@@ -2274,7 +2274,7 @@ pub fn run_broker_with(
         Ok(())
     })();
     // Whatever failed first, an instance that was fenced stops for good.
-    run.map_err(|e| fenced(cfg, &e, &producer, &group).unwrap_or(e))
+    run.map_err(|e| fenced(cfg, &e, &producer, &group, stop).unwrap_or(e))
 }
 
 /// [`BrokerError::Fenced`] if a newer instance with this one's ids took over: its static group
@@ -2288,6 +2288,7 @@ fn fenced<C: ConsumerContext>(
     error: &BrokerError,
     producer: &ThreadedProducer<Delivery>,
     group: &BaseConsumer<C>,
+    stop: &AtomicBool,
 ) -> Option<BrokerError> {
     let own = match error {
         BrokerError::Kafka { source, .. } => source
@@ -2327,7 +2328,10 @@ fn fenced<C: ConsumerContext>(
     // the join, before or after it. Under exactly-once a producer that still holds its epoch
     // throughout `SELF_FENCE_CHECK` means no replacement: the run restarts, as after any
     // other error.
-    if cfg.mode == DeliveryMode::ExactlyOnce && !producer_fenced && holds_epoch_for(cfg, producer) {
+    if cfg.mode == DeliveryMode::ExactlyOnce
+        && !producer_fenced
+        && holds_epoch_for(cfg, producer, stop)
+    {
         tracing::warn!(
             reason,
             "broker: the group membership was fenced but the producer still holds its epoch: \
@@ -2345,15 +2349,20 @@ fn fenced<C: ConsumerContext>(
 /// `SELF_FENCE_CHECK`: [`probe_epoch`] every `SELF_FENCE_PROBE_EVERY` (each call bounded by
 /// `PROBE_TIMEOUT`) never finds it fenced. A probe that fails otherwise (the coordinator
 /// unreachable in a Kafka restart, or the failed run's commit still in progress) proves
-/// nothing either way and is asked again.
-fn holds_epoch_for(cfg: &KafkaConfig, producer: &ThreadedProducer<Delivery>) -> bool {
+/// nothing either way and is asked again. A stop asked for meanwhile (SIGTERM) ends the window
+/// early, with no proof of a takeover: the process ends either way.
+fn holds_epoch_for(
+    cfg: &KafkaConfig,
+    producer: &ThreadedProducer<Delivery>,
+    stop: &AtomicBool,
+) -> bool {
     let status = Topics::new(&cfg.topic_prefix).status;
     let until = Instant::now() + SELF_FENCE_CHECK;
     loop {
         if probe_epoch(producer, &status, PROBE_TIMEOUT) == Epoch::Fenced {
             return false;
         }
-        if Instant::now() >= until {
+        if Instant::now() >= until || stop.load(Ordering::Relaxed) {
             return true;
         }
         std::thread::sleep(SELF_FENCE_PROBE_EVERY);
