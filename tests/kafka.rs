@@ -626,6 +626,25 @@ fn feed(cfg: &KafkaConfig, requests: &[InputEvent]) -> JoinHandle<()> {
     })
 }
 
+/// `zumik serve` on `cfg`, with the workload's setup applied first (one event at a time, each
+/// journaled before the next: their order across topics matters), then `n` requests flowing
+/// (`feed`) while the caller acts. Returns the setup, the requests, the process and the feeder.
+fn serve_under_traffic(
+    cfg: &KafkaConfig,
+    n: u64,
+) -> (
+    Vec<InputEvent>,
+    Vec<InputEvent>,
+    std::process::Child,
+    JoinHandle<()>,
+) {
+    let (setup, requests) = workload(n);
+    let serve = spawn_serve(cfg);
+    produce_setup_journaled(cfg, &Topics::new(&cfg.topic_prefix), &setup);
+    let feeder = feed(cfg, &requests);
+    (setup, requests, serve, feeder)
+}
+
 #[test]
 fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
     let dir = std::env::temp_dir().join(format!("zumik-kill-{}", std::process::id()));
@@ -635,16 +654,9 @@ fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
         snapshot_every_inputs: 300,
         ..config("kill9")
     };
-    let topics = Topics::new(&cfg.topic_prefix);
-    let (setup, requests) = workload(6_000);
-
-    let mut serve = spawn_serve(&cfg);
-    // Setup first, one event at a time (their order across topics matters), each applied
-    // (journaled) before the next.
-    produce_setup_journaled(&cfg, &topics, &setup);
     // Requests keep flowing (~2 000/s) while the broker is killed and restarted under them:
     // each instance is killed 300 ms after it committed its first batch, i.e. while it works.
-    let feeder = feed(&cfg, &requests);
+    let (setup, requests, mut serve, feeder) = serve_under_traffic(&cfg, 6_000);
     let committed_first_batch = |n: usize| {
         std::fs::read_to_string(log_path(&cfg))
             .unwrap_or_default()
@@ -712,10 +724,7 @@ fn a_membership_fenced_without_a_replacement_restarts_the_broker() {
         ..config("selffence")
     };
     let topics = Topics::new(&cfg.topic_prefix);
-    let (setup, requests) = workload(4_000);
-    let mut broker = spawn_serve(&cfg);
-    produce_setup_journaled(&cfg, &topics, &setup);
-    let feeder = feed(&cfg, &requests);
+    let (setup, requests, mut broker, feeder) = serve_under_traffic(&cfg, 4_000);
     let log = || std::fs::read_to_string(log_path(&cfg)).unwrap_or_default();
     wait_for("the broker to commit a batch", || {
         log().contains("first batch committed")
@@ -769,12 +778,7 @@ fn replacement_takes_over(mode: DeliveryMode, name: &str) {
         mode,
         ..config(name)
     };
-    let topics = Topics::new(&cfg.topic_prefix);
-    let (setup, requests) = workload(6_000);
-
-    let mut old = spawn_serve(&cfg);
-    produce_setup_journaled(&cfg, &topics, &setup);
-    let feeder = feed(&cfg, &requests);
+    let (setup, requests, mut old, feeder) = serve_under_traffic(&cfg, 6_000);
     let log = || std::fs::read_to_string(log_path(&cfg)).unwrap_or_default();
     wait_for("the old instance to commit a batch", || {
         log().contains("first batch committed")

@@ -2305,14 +2305,7 @@ fn fenced<C: ConsumerContext>(
         .iter()
         .cloned()
         .chain(producer.client().fatal_error())
-        .any(|(code, _)| {
-            matches!(
-                code,
-                RDKafkaErrorCode::Fenced
-                    | RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-            )
-        });
+        .any(|(code, _)| epoch_fenced(code));
     let mut found = replaced(own);
     let until = Instant::now() + FENCE_CHECK;
     while found.is_none() && producer_fenced && Instant::now() < until {
@@ -2369,6 +2362,17 @@ fn holds_epoch_for(
     }
 }
 
+/// Whether `code` says a transactional producer's epoch was taken by a newer producer with its
+/// transactional id (librdkafka reports its fatal fencing as `Fenced`).
+fn epoch_fenced(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
+}
+
 /// What [`probe_epoch`] learnt of a transactional producer's epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Epoch {
@@ -2404,14 +2408,10 @@ pub fn probe_epoch<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
         producer.flush(timeout)?;
         producer.abort_transaction(timeout)
     });
-    let fenced = producer.client().fatal_error().is_some_and(|(code, _)| {
-        matches!(
-            code,
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-        )
-    });
+    let fenced = producer
+        .client()
+        .fatal_error()
+        .is_some_and(|(code, _)| epoch_fenced(code));
     match (fenced, probe) {
         (true, _) => Epoch::Fenced,
         (false, Ok(())) => Epoch::Held,
