@@ -16,10 +16,10 @@ pub enum DeliveryMode {
     #[default]
     ExactlyOnce,
     /// Outputs flushed, then offsets committed: lowest latency. After a crash or a takeover the
-    /// inputs applied since the last offset commit are applied again, on a state that already
-    /// holds them: such a request gets a second decision that may differ from its first (a BYOC
-    /// one is rejected as already in flight), and its lane's later `seq`s are shifted. Dedupe
-    /// on `request_id`, keeping the first (docs/operations.md, "At-least-once").
+    /// inputs applied since the last offset commit are decided again, on the state they were
+    /// first decided on (a unit keeps its journal only up to its committed offsets), so a
+    /// request among them gets a second decision, normally a copy of the first. Dedupe on
+    /// `request_id` (docs/operations.md, "At-least-once").
     AtLeastOnce,
 }
 

@@ -42,7 +42,7 @@ use rdkafka::ClientContext;
 use super::config::{DeliveryMode, KafkaConfig};
 use super::topics::Topics;
 use super::worker::{
-    published_snapshot, scan_topic, scan_topic_keyed, watermarks, BrokerError, BrokerStats,
+    published_snapshot, scan_journal, scan_topic_keyed, watermarks, BrokerError, BrokerStats,
     Delivery, JournalChunks, JournalRecord, Scan, SnapState, Snapshots, Unacked,
 };
 use crate::actors::{ActorSystem, Engine};
@@ -72,7 +72,8 @@ pub struct Unit {
     pub engine: Engine,
     /// Inputs applied (its own partition's and broadcast ones): the journal's `input_seq`.
     pub input_seq: u64,
-    /// Where the unit stands on each broadcast partition.
+    /// Where the unit stands on each broadcast partition and, at least once, on its own
+    /// requests and completions partitions (see [`committed_cut`]).
     pub broadcast: Positions,
     /// Broadcast positions moved in this batch (journaled at its end).
     pub moved: bool,
@@ -80,6 +81,10 @@ pub struct Unit {
     pub(super) snap: SnapState,
     /// What this batch tells the other units (its spend, its breaker trips).
     pub(super) shared: Shared,
+    /// At-least-once: loaded from a journal whose tail ran past the committed offsets, it
+    /// stands at this `input_seq`; a [`CHUNK_RESUMED`](super::worker::CHUNK_RESUMED) marker
+    /// goes to its journal before anything else.
+    pub(super) resumed: Option<u64>,
 }
 
 impl Unit {
@@ -218,6 +223,9 @@ pub(super) struct Fetched {
     tail: Vec<(u64, Tail)>,
     /// Where the journal read ended on the unit's partition.
     journal_end: i64,
+    /// At-least-once: the group's committed offsets of the unit's requests and completions
+    /// partitions (see [`committed_cut`]); `None` exactly once.
+    committed: Option<Positions>,
     took: Duration,
 }
 
@@ -251,10 +259,10 @@ fn read_tail(
     partition: i32,
     start: i64,
 ) -> Result<(Vec<(u64, Tail)>, i64), BrokerError> {
-    let Scan { records, ends, .. } = scan_topic(
+    let Scan { records, ends, .. } = scan_journal(
         cfg,
         &topics.journal,
-        Some(partition),
+        partition,
         &BTreeMap::from([(partition, start)]),
         |bytes, out| {
             if let Some((seq, p)) = JournalChunks::decode_positions(bytes)? {
@@ -311,6 +319,7 @@ fn fetch_unit(
         .and_then(|s| s.position.journal_offsets.get(&partition).copied())
         .unwrap_or(0);
     let (tail, journal_end) = read_tail(cfg, topics, partition, start)?;
+    let committed = group_committed(cfg, topics, partition)?;
     tracing::debug!(
         unit = partition,
         local_ms,
@@ -326,6 +335,7 @@ fn fetch_unit(
         tail,
         // Everything before this offset is in the state once the tail is applied.
         journal_end,
+        committed,
         took: began.elapsed(),
     })
 }
@@ -337,6 +347,8 @@ fn top_up(cfg: &KafkaConfig, topics: &Topics, f: &mut Fetched) -> Result<(), Bro
     let (more, end) = read_tail(cfg, topics, f.partition, f.journal_end)?;
     f.tail.extend(more);
     f.journal_end = end;
+    // The previous owner may have committed more since.
+    f.committed = group_committed(cfg, topics, f.partition)?;
     f.took += began.elapsed();
     Ok(())
 }
@@ -393,6 +405,81 @@ pub(super) fn top_up_units(
     })
 }
 
+/// At-least-once: the consumer group's committed offsets of unit `partition`'s requests and
+/// completions partitions (0 for one without a commit); `None` exactly once, where the journal
+/// and the offsets commit together.
+fn group_committed(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    partition: i32,
+) -> Result<Option<Positions>, BrokerError> {
+    if cfg.mode == DeliveryMode::ExactlyOnce {
+        return Ok(None);
+    }
+    // Not a member: an offset fetch needs only the group id.
+    let consumer: BaseConsumer = cfg
+        .client_config()
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| BrokerError::Kafka {
+            what: "offsets client",
+            source: e,
+        })?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for topic in [&topics.requests, &topics.completions] {
+        tpl.add_partition(topic, partition);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .map_err(|e| BrokerError::Kafka {
+            what: "committed offsets",
+            source: e,
+        })?;
+    Ok(Some(
+        got.elements()
+            .iter()
+            .map(|e| {
+                let at = match e.offset() {
+                    rdkafka::Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                ((e.topic().to_owned(), e.partition()), at)
+            })
+            .collect(),
+    ))
+}
+
+/// At-least-once: the `input_seq` up to which a unit's journal tail is committed, or `None`
+/// when all of it is.
+///
+/// Each batch's positions record holds, with the broadcast positions, the unit's offsets on its
+/// requests and completions partitions; those offsets are committed only after the batch's
+/// outputs (its journal records among them) are acknowledged. A tail that runs past the last
+/// positions record whose offsets the group has committed holds inputs that will be consumed
+/// again: recovery stops before them and applies them when they come, so the state never holds
+/// an input twice and each decision is taken again on the state it was first taken on. A tail
+/// whose positions hold no such offsets (a journal of an earlier build, or exactly once) is
+/// taken whole.
+fn committed_cut(tail: &[(u64, Tail)], committed: &Positions, snapshot_seq: u64) -> Option<u64> {
+    let mut cut = snapshot_seq;
+    let mut tracked = false;
+    for (seq, rec) in tail {
+        let Tail::Positions(p) = rec else { continue };
+        let mut covered = true;
+        for (k, v) in p.iter().filter(|(k, _)| committed.contains_key(k)) {
+            tracked = true;
+            covered &= committed[k] >= *v;
+        }
+        if !covered {
+            break;
+        }
+        cut = cut.max(*seq);
+    }
+    let last = tail.last().map_or(snapshot_seq, |(seq, _)| *seq);
+    (tracked && last > cut).then_some(cut)
+}
+
 /// Builds a unit on `engine` (on the broker thread) from what [`fetch_unit`] read: the
 /// snapshot restored, then the tail's inputs it does not hold applied in order.
 fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, BrokerError> {
@@ -406,6 +493,7 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
         chunks: JournalChunks::default(),
         snap: SnapState::default(),
         shared: Shared::default(),
+        resumed: None,
     };
     if let Some(snap) = f.snapshot {
         if f.from == Restored::SnapshotsTopic {
@@ -421,9 +509,17 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
     }
     unit.snap.journal_base = f.journal_end;
     let restored = unit.input_seq;
+    let cut = f
+        .committed
+        .as_ref()
+        .and_then(|c| committed_cut(&f.tail, c, restored));
+    unit.resumed = cut;
     let (mut n, mut read) = (0, 0);
     let mut out = Output::default();
     for (seq, rec) in f.tail {
+        if cut.is_some_and(|cut| seq > cut) {
+            break;
+        }
         match rec {
             Tail::Positions(p) => {
                 for (k, v) in p {
@@ -456,6 +552,14 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
         apply_ms = began.elapsed().as_millis() as u64,
         "broker: unit {p} restored from {from} and {n} journaled inputs"
     );
+    if let Some(cut) = cut {
+        tracing::info!(
+            unit = p,
+            input_seq = cut,
+            "broker: unit {p} resumes at input {cut}, its last committed batch (at least once: \
+             the journaled inputs after it are consumed and decided again)"
+        );
+    }
     Ok(unit)
 }
 
@@ -663,6 +767,77 @@ pub(super) fn new_engine(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tail of three batches of unit 0: inputs 1–2 (requests up to offset 2), 3–4 (requests
+    /// up to 4), 5 (requests up to 5, its positions not journaled: a crash mid-batch).
+    fn tail() -> Vec<(u64, Tail)> {
+        let input = || {
+            Tail::Input(InputEvent::ProviderHealth(
+                crate::events::ProviderHealthV1 {
+                    provider: "openai".into(),
+                    status: crate::events::ProviderStatus::Ok,
+                    error_rate: None,
+                    ts: crate::events::Timestamp(0),
+                },
+            ))
+        };
+        let at = |requests: i64| {
+            Tail::Positions(Positions::from([
+                (("telemetry".to_owned(), 0), 7),
+                (("requests".to_owned(), 0), requests),
+            ]))
+        };
+        vec![
+            (1, input()),
+            (2, input()),
+            (2, at(2)),
+            (3, input()),
+            (4, input()),
+            (4, at(4)),
+            (5, input()),
+        ]
+    }
+
+    fn committed(requests: i64) -> Positions {
+        Positions::from([
+            (("requests".to_owned(), 0), requests),
+            (("completions".to_owned(), 0), 0),
+        ])
+    }
+
+    #[test]
+    fn at_least_once_recovery_keeps_the_journal_up_to_the_last_committed_batch() {
+        let tail = tail();
+        // The first batch committed: the second batch's inputs and the third's are cut.
+        assert_eq!(committed_cut(&tail, &committed(2), 0), Some(2));
+        // Both committed: only the input of the batch without positions is cut.
+        assert_eq!(committed_cut(&tail, &committed(4), 0), Some(4));
+        // Nothing committed: everything after the snapshot is cut.
+        assert_eq!(committed_cut(&tail, &committed(0), 0), Some(0));
+        assert_eq!(
+            committed_cut(&tail[..1], &committed(0), 0),
+            None,
+            "untracked tail"
+        );
+    }
+
+    #[test]
+    fn a_tail_ending_at_its_committed_positions_or_without_group_offsets_is_kept_whole() {
+        let tail = tail();
+        assert_eq!(committed_cut(&tail[..6], &committed(4), 0), None);
+        // Positions without the unit's own offsets (exactly once, or an earlier build).
+        let broadcast_only: Vec<(u64, Tail)> = tail
+            .into_iter()
+            .map(|(seq, t)| match t {
+                Tail::Positions(mut p) => {
+                    p.retain(|(t, _), _| t == "telemetry");
+                    (seq, Tail::Positions(p))
+                }
+                t => (seq, t),
+            })
+            .collect();
+        assert_eq!(committed_cut(&broadcast_only, &committed(0), 0), None);
+    }
 
     #[test]
     fn a_catch_up_merges_partitions_by_event_time_and_keeps_each_partitions_order() {

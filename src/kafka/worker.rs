@@ -68,6 +68,11 @@ pub const CHUNK_ACTORS: u8 = 1;
 /// A unit's broadcast positions after a batch: the `input_seq` reached and, per telemetry and
 /// control partition, the offset of the first record not applied yet (see `units`).
 pub const CHUNK_POSITIONS: u8 = 2;
+/// At-least-once: a unit resumed from `input_seq` (bincode `u64`) after a crash or a takeover.
+/// The records before it on its partition with a larger `input_seq` were never committed
+/// (their offsets were not), their inputs are consumed and journaled again after it: readers
+/// drop them ([`scan_journal`]).
+pub const CHUNK_RESUMED: u8 = 3;
 /// Largest snapshot message (and the snapshots topic's `max.message.bytes`): 64 MiB.
 pub const SNAPSHOT_MESSAGE_MAX: usize = 64 * 1024 * 1024;
 /// A chunk is cut once its records pass this size (well under Kafka's 1 MB message default).
@@ -114,7 +119,7 @@ impl JournalRecord {
     /// Every record of a journal message (a single record or a chunk), appended to `out`.
     pub fn decode_all(bytes: &[u8], out: &mut Vec<JournalRecord>) -> Result<(), String> {
         match bytes {
-            [JOURNAL_CHUNK_VERSION, CHUNK_POSITIONS, ..] => Ok(()),
+            [JOURNAL_CHUNK_VERSION, CHUNK_POSITIONS | CHUNK_RESUMED, ..] => Ok(()),
             [JOURNAL_CHUNK_VERSION, _kind, body @ ..] => {
                 let (recs, used): (Vec<JournalRecord>, usize) =
                     bincode::decode_from_slice(body, bincode::config::standard())
@@ -136,7 +141,7 @@ impl JournalRecord {
     /// (recovery needs only the inputs), appended to `out`.
     pub fn decode_inputs(bytes: &[u8], out: &mut Vec<(u64, InputEvent)>) -> Result<(), String> {
         match bytes {
-            [JOURNAL_CHUNK_VERSION, CHUNK_ACTORS | CHUNK_POSITIONS, ..] => Ok(()),
+            [JOURNAL_CHUNK_VERSION, CHUNK_ACTORS | CHUNK_POSITIONS | CHUNK_RESUMED, ..] => Ok(()),
             [JOURNAL_CHUNK_VERSION, ..] => {
                 let mut recs = Vec::new();
                 Self::decode_all(bytes, &mut recs)?;
@@ -271,6 +276,26 @@ impl JournalChunks {
         )
         .expect("positions encode");
         out
+    }
+
+    /// A [`CHUNK_RESUMED`] message.
+    pub(super) fn resumed(input_seq: u64) -> Vec<u8> {
+        let mut out = vec![JOURNAL_CHUNK_VERSION, CHUNK_RESUMED];
+        bincode::encode_into_std_write(input_seq, &mut out, bincode::config::standard())
+            .expect("a u64 encodes");
+        out
+    }
+
+    /// The `input_seq` of a [`CHUNK_RESUMED`] message; `None` for any other message.
+    pub(super) fn decode_resumed(bytes: &[u8]) -> Result<Option<u64>, String> {
+        match bytes {
+            [JOURNAL_CHUNK_VERSION, CHUNK_RESUMED, body @ ..] => {
+                bincode::decode_from_slice(body, bincode::config::standard())
+                    .map(|(seq, _)| Some(seq))
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The positions of a [`CHUNK_POSITIONS`] message; `None` for any other message.
@@ -673,18 +698,13 @@ pub fn read_journal_units(
 ) -> Result<Vec<(i32, Vec<JournalRecord>)>, BrokerError> {
     let mut units = Vec::new();
     for p in 0..partition_count(cfg, &topics.journal)? {
-        let Scan { records, .. } = scan_topic(
-            cfg,
-            &topics.journal,
-            Some(p),
-            &BTreeMap::new(),
-            |bytes, out| {
+        let Scan { records, .. } =
+            scan_journal(cfg, &topics.journal, p, &BTreeMap::new(), |bytes, out| {
                 let mut recs = Vec::new();
                 JournalRecord::decode_all(bytes, &mut recs)?;
                 out.extend(recs.into_iter().map(|r| (r.input_seq, r)));
                 Ok(())
-            },
-        )?;
+            })?;
         if !records.is_empty() {
             units.push((p, records));
         }
@@ -893,6 +913,59 @@ fn scan_topic_with_coordinates<T>(
     }
     records.sort_by_key(|(seq, partition, offset, _)| (*seq, *partition, *offset));
     Ok(Scan { records, ends })
+}
+
+/// Journal partition `partition` from `start` to its log end, like [`scan_topic`], without the
+/// records a [`CHUNK_RESUMED`] marker supersedes: those before it with a larger `input_seq`
+/// (an at-least-once run's records past its last committed batch, journaled again after the
+/// marker). The markers themselves are not returned.
+pub(super) fn scan_journal<T>(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    start: &BTreeMap<i32, i64>,
+    decode: impl Fn(&[u8], &mut Vec<(u64, T)>) -> Result<(), String>,
+) -> Result<Scan<T>, BrokerError> {
+    let Scan { records, ends } = scan_topic_with_coordinates(
+        cfg,
+        topic,
+        Some(partition),
+        End::Log,
+        start,
+        |_, bytes, out: &mut Vec<(u64, Option<T>)>| {
+            if let Some(seq) = JournalChunks::decode_resumed(bytes)? {
+                out.push((seq, None));
+                return Ok(());
+            }
+            let mut inner = Vec::new();
+            decode(bytes, &mut inner)?;
+            out.extend(inner.drain(..).map(|(seq, r)| (seq, Some(r))));
+            Ok(())
+        },
+    )?;
+    Ok(Scan {
+        records: drop_superseded(records),
+        ends,
+    })
+}
+
+/// Records (`input_seq`, partition, offset, record or `None` for a [`CHUNK_RESUMED`] marker)
+/// without the markers and the records they supersede.
+fn drop_superseded<T>(records: Vec<(u64, i32, i64, Option<T>)>) -> Vec<T> {
+    let markers: Vec<(u64, i32, i64)> = records
+        .iter()
+        .filter(|(_, _, _, r)| r.is_none())
+        .map(|(seq, p, o, _)| (*seq, *p, *o))
+        .collect();
+    records
+        .into_iter()
+        .filter(|(seq, p, o, _)| {
+            !markers
+                .iter()
+                .any(|(from, mp, mo)| mp == p && mo > o && seq > from)
+        })
+        .filter_map(|(_, _, _, r)| r)
+        .collect()
 }
 
 /// [`scan_topic_with_coordinates`]'s records without their coordinates, decoded from their
@@ -1897,6 +1970,18 @@ impl Units<'_> {
         if joining.is_empty() {
             return Ok(assigned);
         }
+        for unit in joining.iter_mut() {
+            if let Some(seq) = unit.resumed.take() {
+                let marker = JournalChunks::resumed(seq);
+                send_journal(
+                    out.producer,
+                    self.topics,
+                    unit.partition,
+                    "resumed",
+                    &marker,
+                )?;
+            }
+        }
         // The early catch-up read starts where the units read early stood then, at or before
         // where they stand now: it holds what they need when it covers them all.
         let began = Instant::now();
@@ -2206,6 +2291,17 @@ pub fn run_broker_with(
                 }
             }
             out.flush_run(&mut units.active, &mut run_unit, &mut run, stats)?;
+            if !exactly_once {
+                // Where each unit stands on its own partitions goes into its positions record:
+                // recovery keeps the journal only up to what the group committed.
+                for (topic, partition, next) in &offsets {
+                    if let Some(unit) = units.active.get_mut(partition) {
+                        unit.broadcast
+                            .insert(((*topic).to_owned(), *partition), *next);
+                        unit.moved = true;
+                    }
+                }
+            }
             for unit in units.active.values_mut() {
                 out.finish(unit)?;
             }
@@ -2439,6 +2535,35 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_marker_drops_the_records_it_supersedes_and_only_those() {
+        // (input_seq, partition, offset, record; `None` = marker), as a scan sorts them.
+        // Partition 0: inputs 1–3, a crash, a marker resuming at 1, inputs 2–3 again, a
+        // marker at 3 with nothing past it. Partition 1: no marker, its 2 kept.
+        let mut records = vec![
+            (1, 0, 0, Some("a1")),
+            (2, 0, 1, Some("a2")),
+            (3, 0, 2, Some("a3")),
+            (1, 0, 3, None),
+            (2, 0, 4, Some("b2")),
+            (3, 0, 5, Some("b3")),
+            (3, 0, 6, None),
+            (2, 1, 0, Some("other-partition")),
+        ];
+        records.sort_by_key(|(seq, p, o, _)| (*seq, *p, *o));
+        assert_eq!(
+            drop_superseded(records),
+            ["a1", "b2", "other-partition", "b3"]
+        );
+        // And the marker's encoding round-trips; other messages are not markers.
+        let m = JournalChunks::resumed(42);
+        assert_eq!(JournalChunks::decode_resumed(&m), Ok(Some(42)));
+        assert_eq!(JournalChunks::decode_positions(&m), Ok(None));
+        let mut recs = Vec::new();
+        JournalRecord::decode_all(&m, &mut recs).unwrap();
+        assert!(recs.is_empty(), "a marker holds no journal record");
+    }
     use crate::core::{Output, PriceTable, Router, RoutingConfig};
     use crate::events::codec::decode_input;
 
