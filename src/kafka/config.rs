@@ -16,10 +16,11 @@ pub enum DeliveryMode {
     #[default]
     ExactlyOnce,
     /// Outputs flushed, then offsets committed: lowest latency. After a crash or a takeover the
-    /// inputs applied since the last offset commit are decided again, on the state they were
-    /// first decided on (a unit keeps its journal only up to its committed offsets), so a
-    /// request among them gets a second decision, normally a copy of the first. Dedupe on
-    /// `request_id` (docs/operations.md, "At-least-once").
+    /// inputs applied since the last offset commit are decided again, on the state of the last
+    /// committed batch (a unit keeps its journal only up to its committed offsets), so a
+    /// request among them gets a second decision: a copy of the first unless a broadcast record
+    /// (a heartbeat, say) arrived in between. Dedupe on `request_id` (docs/operations.md,
+    /// "At-least-once").
     AtLeastOnce,
 }
 

@@ -221,6 +221,8 @@ pub(super) struct Fetched {
     from: Restored,
     /// The journaled inputs and positions after the snapshot, in `input_seq` order.
     tail: Vec<(u64, Tail)>,
+    /// Where the journal read started on the unit's partition (the snapshot's offset).
+    journal_start: i64,
     /// Where the journal read ended on the unit's partition.
     journal_end: i64,
     /// At-least-once: the group's committed offsets of the unit's requests and completions
@@ -230,15 +232,32 @@ pub(super) struct Fetched {
 }
 
 impl Fetched {
+    /// At-least-once: the `input_seq` the unit resumes at when its tail runs past the committed
+    /// offsets (see [`committed_cut`]); the tail's records past it are not applied.
+    fn cut(&self) -> Option<u64> {
+        let snapshot_seq = self.snapshot.as_ref().map_or(0, |s| s.position.input_seq);
+        self.committed
+            .as_ref()
+            .and_then(|c| committed_cut(&self.tail, c, snapshot_seq))
+    }
+
+    /// The tail the unit is built from: all of it, or at least once the part up to its cut.
+    fn kept_tail(&self) -> usize {
+        match self.cut() {
+            Some(cut) => self.tail.partition_point(|(seq, _)| *seq <= cut),
+            None => self.tail.len(),
+        }
+    }
+
     /// The broadcast positions the unit will stand at once built: its snapshot's, moved on by
-    /// the positions its journal tail records.
+    /// the positions its (kept) journal tail records.
     pub(super) fn positions(&self) -> Positions {
         let mut at = self
             .snapshot
             .as_ref()
             .map(|s| s.position.broadcast.clone())
             .unwrap_or_default();
-        for (_, rec) in &self.tail {
+        for (_, rec) in &self.tail[..self.kept_tail()] {
             if let Tail::Positions(p) = rec {
                 for (k, v) in p {
                     let o = at.entry(k.clone()).or_default();
@@ -318,8 +337,10 @@ fn fetch_unit(
         .as_ref()
         .and_then(|s| s.position.journal_offsets.get(&partition).copied())
         .unwrap_or(0);
-    let (tail, journal_end) = read_tail(cfg, topics, partition, start)?;
+    // Committed offsets first: a commit landing after the journal read covers records the
+    // read has not seen, and those would be cut without being consumed again.
     let committed = group_committed(cfg, topics, partition)?;
+    let (tail, journal_end) = read_tail(cfg, topics, partition, start)?;
     tracing::debug!(
         unit = partition,
         local_ms,
@@ -333,6 +354,7 @@ fn fetch_unit(
         snapshot,
         from,
         tail,
+        journal_start: start,
         // Everything before this offset is in the state once the tail is applied.
         journal_end,
         committed,
@@ -344,11 +366,17 @@ fn fetch_unit(
 /// made before this instance fenced the previous one, which may have committed more since).
 fn top_up(cfg: &KafkaConfig, topics: &Topics, f: &mut Fetched) -> Result<(), BrokerError> {
     let began = Instant::now();
-    let (more, end) = read_tail(cfg, topics, f.partition, f.journal_end)?;
-    f.tail.extend(more);
-    f.journal_end = end;
-    // The previous owner may have committed more since.
-    f.committed = group_committed(cfg, topics, f.partition)?;
+    if f.committed.is_some() {
+        // At least once: the previous owner may have committed more since, or resumed (a
+        // marker in the new part supersedes records of the old part): committed offsets
+        // first, then the whole tail again.
+        f.committed = group_committed(cfg, topics, f.partition)?;
+        (f.tail, f.journal_end) = read_tail(cfg, topics, f.partition, f.journal_start)?;
+    } else {
+        let (more, end) = read_tail(cfg, topics, f.partition, f.journal_end)?;
+        f.tail.extend(more);
+        f.journal_end = end;
+    }
     f.took += began.elapsed();
     Ok(())
 }
@@ -484,6 +512,7 @@ fn committed_cut(tail: &[(u64, Tail)], committed: &Positions, snapshot_seq: u64)
 /// snapshot restored, then the tail's inputs it does not hold applied in order.
 fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, BrokerError> {
     let began = Instant::now();
+    let (cut, kept) = (f.cut(), f.kept_tail());
     let mut unit = Unit {
         partition: f.partition,
         engine,
@@ -509,17 +538,12 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
     }
     unit.snap.journal_base = f.journal_end;
     let restored = unit.input_seq;
-    let cut = f
-        .committed
-        .as_ref()
-        .and_then(|c| committed_cut(&f.tail, c, restored));
     unit.resumed = cut;
     let (mut n, mut read) = (0, 0);
     let mut out = Output::default();
-    for (seq, rec) in f.tail {
-        if cut.is_some_and(|cut| seq > cut) {
-            break;
-        }
+    let mut tail = f.tail;
+    tail.truncate(kept);
+    for (seq, rec) in tail {
         match rec {
             Tail::Positions(p) => {
                 for (k, v) in p {
@@ -818,6 +842,33 @@ mod tests {
             committed_cut(&tail[..1], &committed(0), 0),
             None,
             "untracked tail"
+        );
+    }
+
+    #[test]
+    fn a_cut_unit_catches_up_on_broadcast_records_from_its_cut_not_from_its_tails_end() {
+        let fetched = |committed: Option<Positions>| Fetched {
+            partition: 0,
+            snapshot: None,
+            from: Restored::JournalOnly,
+            tail: tail(),
+            journal_start: 0,
+            journal_end: 7,
+            committed,
+            took: Duration::ZERO,
+        };
+        let requests_at = |f: &Fetched| f.positions()[&("requests".to_owned(), 0)];
+        // Committed up to the first batch: the unit stands where that batch left it.
+        let cut = fetched(Some(committed(2)));
+        assert_eq!(
+            (cut.cut(), cut.kept_tail(), requests_at(&cut)),
+            (Some(2), 3, 2)
+        );
+        // Exactly once (no committed offsets asked): the whole tail.
+        let whole = fetched(None);
+        assert_eq!(
+            (whole.cut(), whole.kept_tail(), requests_at(&whole)),
+            (None, 7, 4)
         );
     }
 
