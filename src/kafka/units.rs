@@ -312,17 +312,35 @@ fn fetch_unit(
     snapshot_partitions: i32,
 ) -> Result<Fetched, BrokerError> {
     let began = Instant::now();
+    // Committed offsets first: a commit landing after the journal read covers records the
+    // read has not seen, and those would be cut without being consumed again.
+    let committed = group_committed(cfg, topics, partition)?;
+    // At least once, a snapshot past the committed offsets (a unit handed over after its
+    // revoke's commit failed) holds inputs that will be consumed again: not restored.
+    let usable = |s: &Option<Snapshot>| match (s, &committed) {
+        (Some(s), Some(c)) if beyond_committed(&s.position.broadcast, c) => {
+            tracing::warn!(
+                unit = partition,
+                input_seq = s.position.input_seq,
+                "broker: unit {partition}'s snapshot is past the committed offsets; not restored"
+            );
+            false
+        }
+        _ => true,
+    };
     let (mut snapshot, mut from) = (None, Restored::JournalOnly);
     let mut local_ms = 0;
     if let Some(s) = snapshots {
-        let local = s.local(partition)?;
+        let local = Some(s.local(partition)?).filter(usable).flatten();
         local_ms = began.elapsed().as_millis() as u64;
-        let published = published_snapshot(
+        let published = Some(published_snapshot(
             cfg,
             topics,
             partition % snapshot_partitions.max(1),
             &s.key(partition),
-        )?;
+        )?)
+        .filter(usable)
+        .flatten();
         (snapshot, from) = match (local, published) {
             (Some(l), Some(p)) if p.position.input_seq > l.position.input_seq => {
                 (Some(p), Restored::SnapshotsTopic)
@@ -337,9 +355,6 @@ fn fetch_unit(
         .as_ref()
         .and_then(|s| s.position.journal_offsets.get(&partition).copied())
         .unwrap_or(0);
-    // Committed offsets first: a commit landing after the journal read covers records the
-    // read has not seen, and those would be cut without being consumed again.
-    let committed = group_committed(cfg, topics, partition)?;
     let (tail, journal_end) = read_tail(cfg, topics, partition, start)?;
     tracing::debug!(
         unit = partition,
@@ -494,18 +509,22 @@ fn committed_cut(tail: &[(u64, Tail)], committed: &Positions, snapshot_seq: u64)
     let mut tracked = false;
     for (seq, rec) in tail {
         let Tail::Positions(p) = rec else { continue };
-        let mut covered = true;
-        for (k, v) in p.iter().filter(|(k, _)| committed.contains_key(k)) {
-            tracked = true;
-            covered &= committed[k] >= *v;
-        }
-        if !covered {
+        tracked |= committed.keys().any(|k| p.contains_key(k));
+        if beyond_committed(p, committed) {
             break;
         }
         cut = cut.max(*seq);
     }
     let last = tail.last().map_or(snapshot_seq, |(seq, _)| *seq);
     (tracked && last > cut).then_some(cut)
+}
+
+/// Whether `position` (a positions record's or a snapshot's) stands past the `committed`
+/// offsets on one of the unit's own partitions.
+fn beyond_committed(position: &Positions, committed: &Positions) -> bool {
+    committed
+        .iter()
+        .any(|(k, c)| position.get(k).is_some_and(|v| v > c))
 }
 
 /// Builds a unit on `engine` (on the broker thread) from what [`fetch_unit`] read: the
@@ -843,6 +862,10 @@ mod tests {
             None,
             "untracked tail"
         );
+        // A snapshot standing at requests offset 4 is past a commit at 2, not past one at 4.
+        let snapshot_at = Positions::from([(("requests".to_owned(), 0), 4)]);
+        assert!(beyond_committed(&snapshot_at, &committed(2)));
+        assert!(!beyond_committed(&snapshot_at, &committed(4)));
     }
 
     #[test]
