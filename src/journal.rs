@@ -15,7 +15,7 @@ use crate::core::RoutingConfig;
 
 pub const MAGIC: &[u8; 4] = b"ZJNL";
 /// Version of the bincode record encoding.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 /// Largest record accepted when reading (a guard against corrupt length prefixes).
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 

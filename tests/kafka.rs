@@ -1758,6 +1758,8 @@ fn a_tenants_spend_in_one_unit_counts_against_its_budget_in_the_others() {
         assert_eq!((u.tenant_id.as_str(), u.unit), ("prj_capped", 0));
         requests += u.requests;
         micros += u.cost_micros;
+        // Each record carries unit 0's month total so far: the sum of the records up to it.
+        assert_eq!(u.unit_spent_micros, Some(micros), "{u:?}");
     }
     assert_eq!((requests, micros), (3, 30_000));
     // Units 1 and 2 journaled the usage they applied; unit 0 did not apply its own.

@@ -226,10 +226,12 @@ enum Op {
     Deactivate {
         lane: usize,
     },
-    /// Another unit's spend for the tenant (`zumik.usage.v1`), sometimes of the month before.
+    /// Another unit's spend for the tenant (`zumik.usage.v1`), sometimes of the month before;
+    /// with that unit's month total (`cost_micros` + `beyond`) or without.
     UnitUsage {
         tenant: usize,
         cost_micros: u64,
+        beyond: Option<u64>,
         last_month: bool,
     },
     /// The cluster's breaker opened in another unit (`zumik.breaker_tripped.v1`).
@@ -552,13 +554,18 @@ fn op() -> impl Strategy<Value = Op> {
         2 => register,
         1 => (0..4usize).prop_map(|cluster| Op::Deregister { cluster }),
         1 => (0..4usize).prop_map(|cluster| Op::TrippedElsewhere { cluster }),
-        2 => (0..TENANTS.len(), 1u64..200_000, prop::bool::weighted(0.1)).prop_map(
-            |(tenant, cost_micros, last_month)| Op::UnitUsage {
+        2 => (
+            0..TENANTS.len(),
+            1u64..200_000,
+            prop::option::of(0u64..400_000),
+            prop::bool::weighted(0.1)
+        )
+            .prop_map(|(tenant, cost_micros, beyond, last_month)| Op::UnitUsage {
                 tenant,
                 cost_micros,
+                beyond,
                 last_month
-            }
-        ),
+            }),
     ]
 }
 
@@ -1011,12 +1018,14 @@ impl Builder {
             Op::UnitUsage {
                 tenant,
                 cost_micros,
+                beyond,
                 last_month,
             } => InputEvent::Usage(zumik::events::UsageV1 {
                 tenant_id: TENANTS[*tenant].into(),
                 unit: 7,
                 requests: 1 + (*cost_micros % 5) as u32,
                 cost_micros: *cost_micros,
+                unit_spent_micros: beyond.map(|b| cost_micros + b),
                 ts: Timestamp(if *last_month {
                     ts - 31 * 24 * 3_600_000
                 } else {

@@ -1549,8 +1549,55 @@ fn elsewhere(tenant: &str, micros: u64, at_ms: i64) -> UsageV1 {
         unit: 1,
         requests: 3,
         cost_micros: micros,
+        unit_spent_micros: None,
         ts: at(at_ms),
     }
+}
+
+/// The same from a unit that sends its month total for the tenant with each record.
+fn elsewhere_totalling(tenant: &str, micros: u64, total: u64, at_ms: i64) -> UsageV1 {
+    UsageV1 {
+        unit_spent_micros: Some(total),
+        ..elsewhere(tenant, micros, at_ms)
+    }
+}
+
+#[test]
+fn another_units_usage_sent_again_counts_once() {
+    let mut b = given(events![
+        capped(ACME, 10_000, OverageMode::Pause),
+        billed("here", ACME, 4_000, 1_000)
+    ]);
+    b.when(events![
+        elsewhere_totalling(ACME, 2_000, 2_000, 1_100),
+        elsewhere_totalling(ACME, 3_000, 5_000, 1_200)
+    ]);
+    assert_eq!(b.budget_crossings(ACME), [(50, 6_000), (80, 9_000)]);
+    // That unit crashed before committing and decides the same completions again, in other
+    // batches: its records repeat spend already counted, and add nothing.
+    b.when(events![
+        elsewhere_totalling(ACME, 1_000, 1_000, 1_300),
+        elsewhere_totalling(ACME, 4_000, 5_000, 1_400)
+    ]);
+    expect_managed(&b.decide(request("r1", ACME, GPT4O, 1_500)), Reason::Tail);
+    // Its next completion is new spend: 10 000 reached.
+    b.when(events![elsewhere_totalling(ACME, 1_000, 6_000, 1_600)]);
+    assert_eq!(
+        b.budget_crossings(ACME),
+        [(50, 6_000), (80, 9_000), (100, 10_000)]
+    );
+    expect_rejected(
+        &b.decide(request("r2", ACME, GPT4O, 2_000)),
+        Reason::QuotaExceeded,
+    );
+    // December: that unit's total counts from zero again, and in full.
+    b.when(events![elsewhere_totalling(
+        ACME,
+        5_000,
+        5_000,
+        DECEMBER + 1_000
+    )]);
+    assert_eq!(b.budget_crossings(ACME)[3..], [(50, 5_000)]);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use super::price::{ModelPrice, PriceTable};
 use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState, TenantView};
 
 /// Format version of [`Router::snapshot`] bytes (first byte).
-pub const SNAPSHOT_VERSION: u8 = 4;
+pub const SNAPSHOT_VERSION: u8 = 5;
 
 /// One journal record. The journal is the truth (DESIGN §6): every command an actor was given,
 /// with the events it produced, in order. Re-deciding the commands of one actor from its
@@ -506,6 +506,7 @@ pub fn unit_usage(u: crate::events::UsageV1) -> (Arc<str>, TenantCommand) {
         unit: u.unit,
         requests: u.requests,
         cost_micros: u.cost_micros,
+        unit_spent_micros: u.unit_spent_micros,
         ts: u.ts,
     };
     (Arc::from(u.tenant_id), cmd)

@@ -4,6 +4,7 @@
 //! and whether the tenant is paused. Lanes never read this state directly: they receive a
 //! [`TenantView`] inside each route command, so a lane's journal alone replays its decisions.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -156,7 +157,14 @@ pub struct TenantState {
     pub version: u64,
     /// Month of `spent_micros`, `yyyymm` (event time).
     pub month: u32,
+    /// The month's spend on all units: this unit's, plus what the others reported.
     pub spent_micros: u64,
+    /// This unit's own part of `spent_micros` (its completions), sent to the other units as
+    /// `zumik.usage.v1`'s `unit_spent_micros`.
+    pub own_micros: u64,
+    /// The largest month total each other unit reported (`unit_spent_micros`): a record sent
+    /// again adds only what it has beyond it.
+    pub units: BTreeMap<u32, u64>,
     /// Bit i set = threshold i of the config already crossed this month.
     pub crossed: u8,
     /// Event-time bounds `[start, end)` of `month` in ms (a cache, so usage records need no
@@ -180,6 +188,10 @@ pub enum TenantCommand {
         unit: u32,
         requests: u32,
         cost_micros: u64,
+        /// That unit's month total, these completions included (see [`UsageV1`]).
+        ///
+        /// [`UsageV1`]: crate::events::UsageV1
+        unit_spent_micros: Option<u64>,
         ts: Timestamp,
     },
 }
@@ -199,6 +211,9 @@ pub enum TenantEvent {
         request_id: InlineId,
         cost_micros: u64,
         spent_micros: u64,
+        /// This unit's own spend after it; `None` when the usage fell in an earlier month
+        /// (recorded, not charged).
+        own_micros: Option<u64>,
         ts: Timestamp,
     },
     BudgetThresholdCrossed {
@@ -207,15 +222,28 @@ pub enum TenantEvent {
         budget_micros: u64,
         ts: Timestamp,
     },
-    /// Another unit's usage was added (`spent_micros` is the spend after it). Last variant, so
-    /// the others keep their journal encoding.
+    /// Another unit's usage was added: `cost_micros` is what it added (its spend past
+    /// that unit's largest total so far, or the record's cost when it carries no total; 0
+    /// for a month before the current one), `spent_micros` the spend after it. Last
+    /// variant, so the others keep their journal encoding.
     UnitUsageRecorded {
         unit: u32,
         requests: u32,
         cost_micros: u64,
         spent_micros: u64,
+        unit_spent_micros: Option<u64>,
         ts: Timestamp,
     },
+}
+
+/// Where a usage's event time falls against the month a tenant's state counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UsageMonth {
+    /// Before it: recorded, not charged (a late record must not reopen a past month).
+    Earlier,
+    Current,
+    /// After it, or no month yet: the month starts over.
+    Later,
 }
 
 /// `[start, end)` in ms of the UTC calendar month `yyyymm`.
@@ -250,6 +278,8 @@ impl TenantState {
             version: 0,
             month: 0,
             spent_micros: 0,
+            own_micros: 0,
+            units: BTreeMap::new(),
             crossed: 0,
             month_start_ms: 0,
             month_end_ms: 0,
@@ -324,28 +354,62 @@ impl TenantState {
                 request_id,
                 cost_micros,
                 ts,
-            } => self.charge(*cost_micros, *ts, cfg, out, |spent_micros| {
-                TenantEvent::UsageRecorded {
-                    request_id: request_id.clone(),
-                    cost_micros: *cost_micros,
-                    spent_micros,
-                    ts: *ts,
-                }
-            }),
+            } => {
+                let month = self.month_of(*ts);
+                let own_micros = match month {
+                    UsageMonth::Earlier => None,
+                    UsageMonth::Current => Some(self.own_micros.saturating_add(*cost_micros)),
+                    UsageMonth::Later => Some(*cost_micros),
+                };
+                self.charge(month, *cost_micros, *ts, cfg, out, |spent_micros| {
+                    TenantEvent::UsageRecorded {
+                        request_id: request_id.clone(),
+                        cost_micros: *cost_micros,
+                        spent_micros,
+                        own_micros,
+                        ts: *ts,
+                    }
+                })
+            }
             TenantCommand::RecordUnitUsage {
                 unit,
                 requests,
                 cost_micros,
+                unit_spent_micros,
                 ts,
-            } => self.charge(*cost_micros, *ts, cfg, out, |spent_micros| {
-                TenantEvent::UnitUsageRecorded {
-                    unit: *unit,
-                    requests: *requests,
-                    cost_micros: *cost_micros,
-                    spent_micros,
-                    ts: *ts,
-                }
-            }),
+            } => {
+                let month = self.month_of(*ts);
+                let added = match (unit_spent_micros, month) {
+                    (_, UsageMonth::Earlier) => 0,
+                    (None, _) => *cost_micros,
+                    (Some(total), UsageMonth::Current) => {
+                        total.saturating_sub(self.units.get(unit).copied().unwrap_or(0))
+                    }
+                    (Some(total), UsageMonth::Later) => *total,
+                };
+                self.charge(month, added, *ts, cfg, out, |spent_micros| {
+                    TenantEvent::UnitUsageRecorded {
+                        unit: *unit,
+                        requests: *requests,
+                        cost_micros: added,
+                        spent_micros,
+                        unit_spent_micros: *unit_spent_micros,
+                        ts: *ts,
+                    }
+                })
+            }
+        }
+    }
+
+    /// Where usage at event time `ts` falls against the month being counted.
+    fn month_of(&self, ts: Timestamp) -> UsageMonth {
+        let t = ts.millis();
+        if self.month_end_ms <= self.month_start_ms || t >= self.month_end_ms {
+            UsageMonth::Later
+        } else if t < self.month_start_ms {
+            UsageMonth::Earlier
+        } else {
+            UsageMonth::Current
         }
     }
 
@@ -356,25 +420,25 @@ impl TenantState {
     /// must not send the tenant back to that month.
     fn charge(
         &self,
+        month: UsageMonth,
         cost: u64,
         ts: Timestamp,
         cfg: &RoutingConfig,
         out: &mut Vec<TenantEvent>,
         recorded: impl FnOnce(u64) -> TenantEvent,
     ) {
-        let t = ts.millis();
-        let started = self.month_end_ms > self.month_start_ms;
-        if started && t < self.month_start_ms {
-            out.push(recorded(self.spent_micros));
-            return;
-        }
-        let (spent_before, crossed_before) = if started && t < self.month_end_ms {
-            (self.spent_micros, self.crossed)
-        } else {
-            out.push(TenantEvent::MonthStarted {
-                month: ts.year_month(),
-            });
-            (0, 0)
+        let (spent_before, crossed_before) = match month {
+            UsageMonth::Earlier => {
+                out.push(recorded(self.spent_micros));
+                return;
+            }
+            UsageMonth::Current => (self.spent_micros, self.crossed),
+            UsageMonth::Later => {
+                out.push(TenantEvent::MonthStarted {
+                    month: ts.year_month(),
+                });
+                (0, 0)
+            }
         };
         let spent = spent_before.saturating_add(cost);
         out.push(recorded(spent));
@@ -417,16 +481,119 @@ impl TenantState {
                 self.month = *month;
                 (self.month_start_ms, self.month_end_ms) = month_bounds(*month);
                 self.spent_micros = 0;
+                self.own_micros = 0;
+                self.units.clear();
                 self.crossed = 0;
             }
-            TenantEvent::UsageRecorded { spent_micros, .. }
-            | TenantEvent::UnitUsageRecorded { spent_micros, .. } => {
-                self.spent_micros = *spent_micros
+            TenantEvent::UsageRecorded {
+                spent_micros,
+                own_micros,
+                ..
+            } => {
+                self.spent_micros = *spent_micros;
+                if let Some(own) = own_micros {
+                    self.own_micros = *own;
+                }
+            }
+            TenantEvent::UnitUsageRecorded {
+                unit,
+                spent_micros,
+                unit_spent_micros,
+                ts,
+                ..
+            } => {
+                self.spent_micros = *spent_micros;
+                // Usage of an earlier month is recorded, not counted (`charge`).
+                let counted = (self.month_start_ms..self.month_end_ms).contains(&ts.millis());
+                if let (Some(total), true) = (unit_spent_micros, counted) {
+                    let known = self.units.entry(*unit).or_default();
+                    *known = (*known).max(*total);
+                }
             }
             TenantEvent::BudgetThresholdCrossed { .. } => {
                 let budget = self.policy.as_ref().and_then(|p| p.monthly_budget_micros);
                 self.crossed = crossed_mask(self.spent_micros, budget, &cfg.budget_thresholds_pct);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Applies `cmd` to `state` as an actor does: decide, then evolve on every event.
+    fn apply(state: &mut TenantState, cmd: &TenantCommand, cfg: &RoutingConfig) {
+        for e in state.decide(cmd, cfg) {
+            state.evolve(&e, cfg);
+        }
+    }
+
+    /// Another unit's record for the spend `costs[from..to]`, with its month total.
+    fn record(costs: &[u64], from: usize, to: usize) -> TenantCommand {
+        let total: u64 = costs[..to].iter().sum();
+        TenantCommand::RecordUnitUsage {
+            unit: 3,
+            requests: (to - from) as u32,
+            cost_micros: costs[from..to].iter().sum(),
+            unit_spent_micros: Some(total),
+            ts: Timestamp(1_795_000_000_000),
+        }
+    }
+
+    proptest! {
+        /// A unit that resumes at an earlier batch sends its records again, batched
+        /// differently: the receiving tenant's spend is what it is when each was sent once.
+        #[test]
+        fn another_units_records_sent_again_count_once(
+            costs in prop::collection::vec(1u64..10_000, 1..20),
+            resume in any::<prop::sample::Index>(),
+            step in 1usize..4,
+        ) {
+            let cfg = RoutingConfig::default();
+            let mut once = TenantState::new("prj_a".into());
+            let mut again = once.clone();
+            for i in 0..costs.len() {
+                apply(&mut once, &record(&costs, i, i + 1), &cfg);
+                apply(&mut again, &record(&costs, i, i + 1), &cfg);
+            }
+            // The repeat: from an earlier record on, `step` completions to a record.
+            let mut from = resume.index(costs.len());
+            while from < costs.len() {
+                let to = (from + step).min(costs.len());
+                apply(&mut again, &record(&costs, from, to), &cfg);
+                from = to;
+            }
+            prop_assert_eq!(again.spent_micros, costs.iter().sum::<u64>());
+            prop_assert_eq!(again, once);
+        }
+    }
+
+    #[test]
+    fn own_spend_is_kept_apart_from_the_other_units() {
+        let cfg = RoutingConfig::default();
+        let mut t = TenantState::new("prj_a".into());
+        let ts = Timestamp(1_795_000_000_000);
+        let own = |cost_micros| TenantCommand::RecordUsage {
+            request_id: "r".into(),
+            cost_micros,
+            ts,
+        };
+        apply(&mut t, &own(100), &cfg);
+        apply(&mut t, &record(&[40, 60], 0, 2), &cfg);
+        apply(&mut t, &own(5), &cfg);
+        assert_eq!((t.own_micros, t.spent_micros), (105, 205));
+        assert_eq!(t.units, BTreeMap::from([(3, 100)]));
+        // Without a total, another unit's record adds its cost as it is.
+        let late = TenantCommand::RecordUnitUsage {
+            unit: 3,
+            requests: 1,
+            cost_micros: 7,
+            unit_spent_micros: None,
+            ts,
+        };
+        apply(&mut t, &late, &cfg);
+        assert_eq!((t.own_micros, t.spent_micros), (105, 212));
     }
 }

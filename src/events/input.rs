@@ -550,6 +550,13 @@ pub struct UsageV1 {
     /// Their billable cost, in micros.
     #[schemars(range(min = 1))]
     pub cost_micros: u64,
+    /// The unit's whole spend for the tenant in this record's month, these completions
+    /// included. A receiving unit counts what it adds to the largest total it has from that
+    /// unit this month, so a record sent again (at least once, after a crash or a takeover)
+    /// counts once. Absent when the completions fall in a month the unit has already left:
+    /// then `cost_micros` is added as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_spent_micros: Option<u64>,
     /// Event time of the last of them; all of them fall in this UTC calendar month.
     pub ts: Timestamp,
 }
@@ -790,6 +797,12 @@ impl InputEvent {
                 }
                 if e.cost_micros == 0 {
                     return Err(Invalid::new("cost_micros", "must be at least 1"));
+                }
+                if e.unit_spent_micros.is_some_and(|t| t < e.cost_micros) {
+                    return Err(Invalid::new(
+                        "unit_spent_micros",
+                        "must be at least cost_micros (it includes them)",
+                    ));
                 }
                 Ok(())
             }

@@ -20,7 +20,9 @@
 //!
 //! A tenant's budget does: its requests spread over lanes in every unit. Each unit charges
 //! its own completions directly and, at the end of each batch, sends what they cost per
-//! tenant (and month) to the usage topic, in the batch's transaction ([`Shared`]). Likewise a
+//! tenant (and month) to the usage topic with its month total for the tenant, in the batch's
+//! transaction ([`Shared`]); a receiver counts only what a total adds to the largest it has
+//! from that unit, so a batch sent again counts once. Likewise a
 //! circuit breaker that its own lanes' completions open goes to the status topic. Both topics
 //! are broadcast inputs like telemetry and control: every unit applies the *other* units'
 //! records (`zumik.usage.v1`, `zumik.breaker_tripped.v1` inputs, journaled), so a tenant's
@@ -48,7 +50,7 @@ use super::worker::{
 use crate::actors::{ActorSystem, Engine};
 use crate::core::cluster::{ClusterEvent, HealthCause};
 use crate::core::router::JournalEntry;
-use crate::core::tenant::TenantCommand;
+use crate::core::tenant::{TenantCommand, TenantEvent};
 use crate::core::{Output, PriceTable, RoutingConfig};
 use crate::events::{BreakerTrippedV1, InputEvent, UsageV1};
 use crate::store::Snapshot;
@@ -105,12 +107,14 @@ impl Unit {
 
 /// What one unit's batch tells the other units, read off the journal records the batch
 /// produced: the billable spend of its own completions, summed per tenant and calendar month
-/// (a month's budget must not receive another month's spend), and the circuit breakers its
-/// own completions opened. Sent at the batch's end (usage and status topics), in its
-/// transaction.
+/// (a month's budget must not receive another month's spend) with the unit's month total
+/// after them, and the circuit breakers its own completions opened. Sent at the batch's end
+/// (usage and status topics), in its transaction.
 #[derive(Debug, Default)]
 pub struct Shared {
-    usage: BTreeMap<(Arc<str>, u32), UsageV1>,
+    /// Keyed by tenant, month, and whether the unit counted the spend (late completions of a
+    /// month the tenant's state has left are sent without a total, apart from the others).
+    usage: BTreeMap<(Arc<str>, u32, bool), UsageV1>,
     trips: Vec<BreakerTrippedV1>,
 }
 
@@ -129,20 +133,26 @@ impl Shared {
                     TenantCommand::RecordUsage {
                         cost_micros, ts, ..
                     },
-                ..
+                events,
             } => {
+                let own = events.iter().find_map(|e| match e {
+                    TenantEvent::UsageRecorded { own_micros, .. } => *own_micros,
+                    _ => None,
+                });
                 let usage = self
                     .usage
-                    .entry((tenant_id.clone(), ts.year_month()))
+                    .entry((tenant_id.clone(), ts.year_month(), own.is_some()))
                     .or_insert_with(|| UsageV1 {
                         tenant_id: tenant_id.to_string(),
                         unit,
                         requests: 0,
                         cost_micros: 0,
+                        unit_spent_micros: None,
                         ts: *ts,
                     });
                 usage.requests = usage.requests.saturating_add(1);
                 usage.cost_micros = usage.cost_micros.saturating_add(*cost_micros);
+                usage.unit_spent_micros = usage.unit_spent_micros.max(own);
                 usage.ts = usage.ts.max(*ts);
             }
             JournalEntry::Cluster {
@@ -930,14 +940,28 @@ mod tests {
         use crate::core::cluster::{ClusterCommand, Health};
         use crate::events::Timestamp;
         const NOV_30: i64 = 1_796_083_200_000 - 1; // 2026-11-30T23:59:59.999Z
-        let own = |tenant: &str, cost_micros: u64, at: i64| JournalEntry::Tenant {
-            tenant_id: tenant.into(),
-            command: TenantCommand::RecordUsage {
+
+        // Each tenant's usage decided and applied by its own state, as the unit journals it.
+        let cfg = RoutingConfig::default();
+        let mut tenants: BTreeMap<&str, crate::core::tenant::TenantState> = BTreeMap::new();
+        let mut own = |tenant: &'static str, cost_micros: u64, at: i64| {
+            let state = tenants
+                .entry(tenant)
+                .or_insert_with(|| crate::core::tenant::TenantState::new(tenant.into()));
+            let command = TenantCommand::RecordUsage {
                 request_id: "r".into(),
                 cost_micros,
                 ts: Timestamp(at),
-            },
-            events: vec![],
+            };
+            let events = state.decide(&command, &cfg);
+            for e in &events {
+                state.evolve(e, &cfg);
+            }
+            JournalEntry::Tenant {
+                tenant_id: tenant.into(),
+                command,
+                events,
+            }
         };
         let opened = |cause: HealthCause| JournalEntry::Cluster {
             cluster_id: "byc_x".into(),
@@ -966,6 +990,8 @@ mod tests {
         s.add(2, &own("prj_b", 5, NOV_30 - 1));
         // December.
         s.add(2, &own("prj_b", 1, NOV_30 + 2));
+        // A late November completion: not counted by the unit, sent without a total.
+        s.add(2, &own("prj_b", 3, NOV_30 - 2));
         // Another unit's usage and trip applied here, and anything else: not this unit's news.
         s.add(
             2,
@@ -975,6 +1001,7 @@ mod tests {
                     unit: 1,
                     requests: 1,
                     cost_micros: 99,
+                    unit_spent_micros: Some(99),
                     ts: Timestamp(NOV_30),
                 },
                 events: vec![],
@@ -995,21 +1022,23 @@ mod tests {
             },
         );
         let sent: Vec<InputEvent> = s.drain().collect();
-        let usage = |tenant: &str, requests, cost_micros, ts| {
+        let usage = |tenant: &str, requests, cost_micros, unit_spent_micros, ts| {
             InputEvent::Usage(UsageV1 {
                 tenant_id: tenant.into(),
                 unit: 2,
                 requests,
                 cost_micros,
+                unit_spent_micros,
                 ts: Timestamp(ts),
             })
         };
         assert_eq!(
             sent,
             [
-                usage("prj_a", 1, 7, NOV_30 - 9),
-                usage("prj_b", 2, 15, NOV_30 - 1),
-                usage("prj_b", 1, 1, NOV_30 + 2),
+                usage("prj_a", 1, 7, Some(7), NOV_30 - 9),
+                usage("prj_b", 1, 3, None, NOV_30 - 2),
+                usage("prj_b", 2, 15, Some(15), NOV_30 - 1),
+                usage("prj_b", 1, 1, Some(1), NOV_30 + 2),
                 InputEvent::BreakerTripped(BreakerTrippedV1 {
                     cluster_id: "byc_x".into(),
                     unit: 2,

@@ -54,13 +54,16 @@ use crate::events::codec::{encode_decision_into, encode_internal, DecodeError};
 use crate::events::{DecisionV1, InputEvent, Source};
 use crate::store::{Snapshot, SnapshotPosition, SnapshotStore, StoreError};
 
-/// Format version of a single journal record on the journal topic (first byte).
-pub const JOURNAL_RECORD_VERSION: u8 = 1;
+/// Format version of a single journal record on the journal topic (first byte). Version 1
+/// carried usage records without their unit's month total. Record and chunk versions never
+/// share a number, so the first byte tells the two apart.
+pub const JOURNAL_RECORD_VERSION: u8 = 5;
 /// Format version of a journal chunk: several records of one key in one message (first byte),
 /// then a kind byte ([`CHUNK_INPUTS`] or [`CHUNK_ACTORS`]), then bincode `Vec<JournalRecord>`;
 /// or the kind [`CHUNK_POSITIONS`], then bincode `(u64, BTreeMap<(String, i32), i64>)`.
-/// Version 2 (before per-partition units) had one journal for all partitions.
-pub const JOURNAL_CHUNK_VERSION: u8 = 3;
+/// Version 2 (before per-partition units) had one journal for all partitions; version 3
+/// carried usage records without their unit's month total.
+pub const JOURNAL_CHUNK_VERSION: u8 = 4;
 /// A chunk of `Input` records only (all that recovery decodes).
 pub const CHUNK_INPUTS: u8 = 0;
 /// A chunk of actor records (creations, commands with their events, evidence).
@@ -104,11 +107,10 @@ impl JournalRecord {
                     .map(|(r, _)| r)
                     .map_err(|e| e.to_string())
             }
-            Some((2, _)) => Err(
-                "a journal chunk of a build before per-partition units (format 2): this build \
-                 cannot recover from it; start with a new kafka.topic_prefix"
-                    .into(),
-            ),
+            Some((v @ 1..=3, _)) => Err(format!(
+                "a journal message of an earlier build (format {v}): this build cannot recover \
+                 from it; start with a new kafka.topic_prefix"
+            )),
             Some((v, _)) => Err(format!(
                 "journal record version {v}, this build reads {JOURNAL_RECORD_VERSION}"
             )),
@@ -2613,6 +2615,16 @@ mod tests {
         );
         assert!(JournalRecord::decode_input(&[9, 0, 0]).is_err());
         assert!(JournalRecord::decode_input(&[]).is_err());
+        // Messages of earlier builds (records of format 1, chunks of formats 2 and 3) are
+        // refused by name, never read as records of this format.
+        for old in [1, 2, 3] {
+            let mut recs = Vec::new();
+            let e = JournalRecord::decode_all(&[old, 0, 0, 0], &mut recs).unwrap_err();
+            assert!(e.contains("earlier build"), "{e}");
+            assert!(JournalRecord::decode_input(&[old, 0, 0])
+                .unwrap_err()
+                .contains("earlier build"));
+        }
     }
 
     #[test]
