@@ -439,34 +439,73 @@ fn poison_input_goes_to_the_dlq_and_processing_goes_on() {
     assert_eq!(decisions(&cfg, 5).len(), 5);
 }
 
+/// Decides the setup and the first half of `requests` on one instance (config `cfg`), stops
+/// it, starts another (config `again`), hands it to `restarted`, decides the second half
+/// there and stops it. Returns both instances' stats.
+fn decide_across_a_restart(
+    cfg: &KafkaConfig,
+    again: &KafkaConfig,
+    setup: &[InputEvent],
+    requests: &[InputEvent],
+    restarted: impl FnOnce(&Broker),
+) -> (Arc<BrokerStats>, Arc<BrokerStats>) {
+    let (first, second) = requests.split_at(requests.len() / 2);
+    let a = start(cfg);
+    produce_in_order(cfg, &a, setup);
+    produce(cfg, first);
+    wait_for("first half", || {
+        a.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64
+    });
+    let a = a.stop();
+
+    let b = start(again);
+    restarted(&b);
+    produce(cfg, second);
+    wait_for("second half", || {
+        b.stats.decisions.load(Ordering::Relaxed) >= second.len() as u64
+    });
+    (a, b.stop())
+}
+
 #[test]
 fn a_restarted_broker_recovers_from_the_journal_and_decides_exactly_once() {
     let cfg = config("restart");
     let (setup, requests) = workload(1_000);
-    let (first, second) = requests.split_at(requests.len() / 2);
-
-    let a = start(&cfg);
-    produce_in_order(&cfg, &a, &setup);
-    produce(&cfg, first);
-    wait_for("first half", || {
-        a.stats.decisions.load(Ordering::Relaxed) >= first.len() as u64
+    let mut recovered = 0;
+    let (a, _) = decide_across_a_restart(&cfg, &cfg, &setup, &requests, |b| {
+        recovered = b.stats.recovered.load(Ordering::Relaxed)
     });
-    let a_applied = a.stop().applied.load(Ordering::Relaxed);
-
-    let b = start(&cfg);
     assert_eq!(
-        b.stats.recovered.load(Ordering::Relaxed),
-        a_applied,
+        recovered,
+        a.applied.load(Ordering::Relaxed),
         "every committed input is replayed from the journal (into every unit it reached)"
     );
-    produce(&cfg, second);
-    wait_for("second half", || {
-        b.stats.decisions.load(Ordering::Relaxed) >= second.len() as u64
-    });
-    b.stop();
-
     let got = by_request(decisions(&cfg, requests.len()));
     assert_decided_as_offline(&got, &setup, &requests, "after the restart");
+}
+
+/// Kafka drops a group's committed offsets a while after its last member left
+/// (`offsets.retention.minutes`); a new `group_id` on kept topics has none either. The
+/// restarted broker's consumer then reads the input partitions from the earliest offset: each
+/// unit skips what its positions say it applied, so nothing is decided twice.
+#[test]
+fn a_broker_whose_group_has_no_committed_offsets_applies_nothing_twice() {
+    let cfg = config("no-offsets");
+    let (setup, requests) = workload(600);
+    let fresh_group = KafkaConfig {
+        group_id: format!("{}-fresh", cfg.group_id),
+        ..cfg.clone()
+    };
+    let (_, b) = decide_across_a_restart(&cfg, &fresh_group, &setup, &requests, |_| {});
+    let got = by_request(decisions(&cfg, requests.len()));
+    assert_decided_as_offline(&got, &setup, &requests, "after a restart without offsets");
+    // Everything the first instance consumed from the requests partitions came again and was
+    // skipped (setup events on the broadcast topics are applied by position, not counted here).
+    assert_eq!(
+        b.already_applied.load(Ordering::Relaxed),
+        (requests.len() / 2) as u64,
+        "the first half was consumed again and skipped"
+    );
 }
 
 #[test]

@@ -337,6 +337,9 @@ pub struct BrokerStats {
     pub ready: AtomicBool,
     /// Inputs applied to units (a broadcast record counts once per unit it reaches).
     pub applied: AtomicU64,
+    /// Requests and completions consumed again below the offsets their unit's positions
+    /// record (it applied them already) and skipped: the group's committed offsets were gone.
+    pub already_applied: AtomicU64,
 }
 
 /// A committed batch, as reported to a [`BatchSink`].
@@ -2225,8 +2228,9 @@ pub fn run_broker_with(
                     .begin_transaction()
                     .map_err(kafka("begin transaction"))?;
             }
-            // Per input partition, the offset after its last message in the batch.
-            let mut offsets: Vec<(&str, i32, i64)> = Vec::new();
+            // Per input partition, the offset after its last message in the batch, and the
+            // first offset its unit has not applied (from its positions).
+            let mut offsets: Vec<(&str, i32, i64, i64)> = Vec::new();
             // Inputs from outside: the units' own usage and status records are not counted.
             let n = msgs.len()
                 + bmsgs
@@ -2253,12 +2257,43 @@ pub fn run_broker_with(
             for m in &msgs {
                 // Once per message: each `topic()` is a C call, a `strlen` and a UTF-8 check.
                 let (topic, partition, next) = (m.topic(), m.partition(), m.offset() + 1);
-                match offsets
+                let applied_below = match offsets
                     .iter_mut()
-                    .find(|(t, p, _)| *p == partition && *t == topic)
+                    .find(|(t, p, ..)| *p == partition && *t == topic)
                 {
-                    Some((_, _, offset)) => *offset = next,
-                    None => offsets.push((topic, partition, next)),
+                    Some((_, _, offset, below)) => {
+                        *offset = next;
+                        *below
+                    }
+                    None => {
+                        let below = units.active.get(&partition).map_or(0, |u| {
+                            u.broadcast
+                                .get(&(topic.to_owned(), partition))
+                                .copied()
+                                .unwrap_or(0)
+                        });
+                        offsets.push((topic, partition, next, below));
+                        below
+                    }
+                };
+                // Consumed again below what the unit's positions say it applied: the group's
+                // committed offsets were gone (expired while every instance was down, or a new
+                // `group_id` on kept topics), and the consumer started from the earliest.
+                if m.offset() < applied_below {
+                    if stats.already_applied.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(
+                            topic,
+                            partition,
+                            offset = m.offset(),
+                            applied_below,
+                            "broker: {topic}/{partition} is consumed again from offset {} but \
+                             its unit applied it up to {applied_below}: the group has no \
+                             committed offsets (expired, or a new group_id); skipping what it \
+                             applied",
+                            m.offset()
+                        );
+                    }
+                    continue;
                 }
                 let source = (topic, partition, m.offset());
                 let payload = m.payload().unwrap_or_default();
@@ -2293,15 +2328,14 @@ pub fn run_broker_with(
                 }
             }
             out.flush_run(&mut units.active, &mut run_unit, &mut run, stats)?;
-            if !exactly_once {
-                // Where each unit stands on its own partitions goes into its positions record:
-                // recovery keeps the journal only up to what the group committed.
-                for (topic, partition, next) in &offsets {
-                    if let Some(unit) = units.active.get_mut(partition) {
-                        unit.broadcast
-                            .insert(((*topic).to_owned(), *partition), *next);
-                        unit.moved = true;
-                    }
+            // Where each unit stands on its own partitions goes into its positions record: at
+            // least once, recovery keeps the journal only up to what the group committed; in
+            // both modes, a unit skips what it consumes again below it.
+            for (topic, partition, next, _) in &offsets {
+                if let Some(unit) = units.active.get_mut(partition) {
+                    unit.broadcast
+                        .insert(((*topic).to_owned(), *partition), *next);
+                    unit.moved = true;
                 }
             }
             for unit in units.active.values_mut() {
@@ -2310,7 +2344,7 @@ pub fn run_broker_with(
             let committing = Instant::now();
             let mut tpl = TopicPartitionList::new();
             offsets.sort_unstable();
-            for (topic, partition, offset) in &offsets {
+            for (topic, partition, offset, _) in &offsets {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                     .map_err(kafka("offsets"))?;
             }
