@@ -63,10 +63,17 @@ fn config(test: &str) -> KafkaConfig {
 struct Broker {
     stop: Arc<AtomicBool>,
     stats: Arc<BrokerStats>,
-    handle: JoinHandle<()>,
+    handle: JoinHandle<Result<(), zumik::kafka::worker::BrokerError>>,
 }
 
-fn start(cfg: &KafkaConfig) -> Broker {
+/// A broker running on its own thread (not waited for), with its stop flag and stats.
+fn spawn_broker(
+    cfg: &KafkaConfig,
+) -> (
+    Arc<AtomicBool>,
+    Arc<BrokerStats>,
+    JoinHandle<Result<(), zumik::kafka::worker::BrokerError>>,
+) {
     let (stop, stats) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(BrokerStats::default()),
@@ -74,15 +81,20 @@ fn start(cfg: &KafkaConfig) -> Broker {
     let (cfg, s, st) = (cfg.clone(), stop.clone(), stats.clone());
     let handle = std::thread::spawn(move || {
         let prices = Arc::new(PriceTable::embedded());
-        run_broker(&cfg, Arc::new(RoutingConfig::default()), prices, &s, &st).expect("broker runs");
+        run_broker(&cfg, Arc::new(RoutingConfig::default()), prices, &s, &st)
     });
+    (stop, stats, handle)
+}
+
+fn start(cfg: &KafkaConfig) -> Broker {
+    let (stop, stats, handle) = spawn_broker(cfg);
     wait_for("broker ready", || {
-        assert!(
-            !handle.is_finished(),
-            "the broker stopped before it was ready (see its panic above)"
-        );
-        stats.ready.load(Ordering::Relaxed)
+        handle.is_finished() || stats.ready.load(Ordering::Relaxed)
     });
+    if handle.is_finished() {
+        let ended = handle.join().expect("broker thread");
+        panic!("the broker stopped before it was ready: {ended:?}");
+    }
     Broker {
         stop,
         stats,
@@ -96,7 +108,10 @@ impl Broker {
     }
     fn stop(self) -> Arc<BrokerStats> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("broker thread");
+        self.handle
+            .join()
+            .expect("broker thread")
+            .expect("broker runs");
         self.stats
     }
 }
@@ -272,17 +287,26 @@ fn assert_decided_as_offline(
     }
 }
 
+/// Starts a broker, has it decide the setup and then `requests`, and stops it.
+fn decide_all(
+    cfg: &KafkaConfig,
+    setup: &[InputEvent],
+    requests: &[InputEvent],
+) -> Arc<BrokerStats> {
+    let broker = start(cfg);
+    produce_in_order(cfg, &broker, setup);
+    produce(cfg, requests);
+    wait_for("all decisions", || {
+        broker.stats.decisions.load(Ordering::Relaxed) >= requests.len() as u64
+    });
+    broker.stop()
+}
+
 #[test]
 fn decisions_over_kafka_equal_zumik_decide_offline() {
     let cfg = config("equal");
     let (setup, requests) = workload(2_000);
-    let broker = start(&cfg);
-    produce_in_order(&cfg, &broker, &setup);
-    produce(&cfg, &requests);
-    wait_for("all decisions", || {
-        broker.stats.decisions.load(Ordering::Relaxed) >= requests.len() as u64
-    });
-    broker.stop();
+    decide_all(&cfg, &setup, &requests);
 
     let got = by_request(decisions(&cfg, requests.len()));
     let want = by_request(offline(&[setup, requests.clone()].concat()));
@@ -505,6 +529,48 @@ fn a_broker_whose_group_has_no_committed_offsets_applies_nothing_twice() {
         b.already_applied.load(Ordering::Relaxed),
         (requests.len() / 2) as u64,
         "the first half was consumed again and skipped"
+    );
+}
+
+/// A requests topic deleted and created again under a kept journal starts its offsets over,
+/// so they name other messages than the ones the units applied: the broker refuses to load
+/// the units instead of skipping new requests as applied.
+#[test]
+fn a_requests_topic_recreated_under_a_kept_journal_is_refused() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let cfg = config("recreated");
+    let (setup, requests) = workload(300);
+    decide_all(&cfg, &setup, &requests);
+
+    let topics = Topics::new(&cfg.topic_prefix);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .create()
+        .unwrap();
+    futures_executor::block_on(admin.delete_topics(&[&topics.requests], &AdminOptions::new()))
+        .unwrap();
+    // All topics asked (one named topic could be auto-created by the metadata request).
+    wait_for("the requests topic to be gone", || {
+        admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_ok_and(|m| m.topics().iter().all(|t| t.name() != topics.requests))
+    });
+
+    // The broker creates the topic again at start, empty.
+    let (stop, stats, b) = spawn_broker(&cfg);
+    wait_for("the broker to refuse its units or get ready", || {
+        b.is_finished() || stats.ready.load(Ordering::Relaxed)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let refused = b
+        .join()
+        .unwrap()
+        .expect_err("the broker refused the units of the re-created topic");
+    assert!(
+        refused.to_string().contains("re-created or truncated"),
+        "{refused}"
     );
 }
 

@@ -74,8 +74,9 @@ pub struct Unit {
     pub engine: Engine,
     /// Inputs applied (its own partition's and broadcast ones): the journal's `input_seq`.
     pub input_seq: u64,
-    /// Where the unit stands on each broadcast partition and, at least once, on its own
-    /// requests and completions partitions (see [`committed_cut`]).
+    /// Where the unit stands on each broadcast partition and on its own requests and
+    /// completions partitions: the broker skips what it consumes again below the latter (see
+    /// [`committed_cut`] and [`check_own_logs`]).
     pub broadcast: Positions,
     /// Broadcast positions moved in this batch (journaled at its end).
     pub moved: bool,
@@ -374,7 +375,7 @@ fn fetch_unit(
         records = tail.len(),
         "broker: unit {partition} read"
     );
-    Ok(Fetched {
+    let mut fetched = Fetched {
         partition,
         snapshot,
         from,
@@ -384,7 +385,46 @@ fn fetch_unit(
         journal_end,
         committed,
         took: began.elapsed(),
-    })
+    };
+    check_own_logs(cfg, topics, &fetched)?;
+    fetched.took = began.elapsed();
+    Ok(fetched)
+}
+
+/// Refuses a unit whose positions stand past the end of its own requests or completions
+/// partition. The unit skips what it consumes below its positions (applied already), which
+/// is right only while an offset names the same message: a topic re-created or truncated
+/// under a kept journal starts its offsets over, and skipping would lose new inputs.
+fn check_own_logs(cfg: &KafkaConfig, topics: &Topics, f: &Fetched) -> Result<(), BrokerError> {
+    let at = f.positions();
+    let own: Vec<(&String, i64)> = [&topics.requests, &topics.completions]
+        .into_iter()
+        .filter_map(|t| at.get(&(t.clone(), f.partition)).map(|&o| (t, o)))
+        .collect();
+    if own.is_empty() {
+        return Ok(());
+    }
+    let consumer: BaseConsumer = cfg
+        .client_config()
+        .create()
+        .map_err(|e| BrokerError::Kafka {
+            what: "watermarks client",
+            source: e,
+        })?;
+    for (topic, applied) in own {
+        let (_, end) = super::worker::watermarks(&consumer, topic, f.partition)?;
+        if applied > end {
+            let p = f.partition;
+            return Err(BrokerError::Partitions(format!(
+                "{topic}/{p} ends at offset {end}, but unit {p}'s journal says it applied it up \
+                 to offset {applied}: the topic was re-created or truncated under a kept \
+                 journal, and its offsets now name other messages. Start on a new \
+                 kafka.topic_prefix (or delete the journal and snapshots topics and the \
+                 snapshot dir)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads what was journaled on `f`'s partition since `f` was read (normally nothing: a read
@@ -512,8 +552,8 @@ fn group_committed(
 /// positions record whose offsets the group has committed holds inputs that will be consumed
 /// again: recovery stops before them and applies them when they come, so the state never holds
 /// an input twice and each decision is taken again on the state it was first taken on. A tail
-/// whose positions hold no such offsets (a journal of an earlier build, or exactly once) is
-/// taken whole.
+/// whose positions hold no such offsets (a journal of an earlier build) is taken whole; exactly
+/// once this is not asked (the positions and the offsets commit in one transaction).
 fn committed_cut(tail: &[(u64, Tail)], committed: &Positions, snapshot_seq: u64) -> Option<u64> {
     let mut cut = snapshot_seq;
     let mut tracked = false;
@@ -591,6 +631,14 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
                 unit.input_seq = seq;
                 n += 1;
             }
+        }
+    }
+    // At least once, a positions record past the commit can survive the cut when its batch
+    // applied nothing (its inputs all went to the DLQ, so its `input_seq` is the cut's): the
+    // unit must not skip those inputs when they come again.
+    for (k, c) in f.committed.iter().flatten() {
+        if let Some(at) = unit.broadcast.get_mut(k) {
+            *at = (*at).min(*c);
         }
     }
     stats.recovered.fetch_add(n, Ordering::Relaxed);
@@ -903,6 +951,38 @@ mod tests {
             (whole.cut(), whole.kept_tail(), requests_at(&whole)),
             (None, 7, 4)
         );
+    }
+
+    #[test]
+    fn a_unit_never_stands_past_the_committed_offsets_on_its_own_partitions() {
+        // The batch after the commit applied nothing (its requests went to the DLQ): its
+        // positions record has the cut's `input_seq` and survives the cut, past the commit.
+        let mut tail = tail();
+        tail.truncate(3);
+        tail.push((
+            2,
+            Tail::Positions(Positions::from([(("requests".to_owned(), 0), 5)])),
+        ));
+        let f = Fetched {
+            partition: 0,
+            snapshot: None,
+            from: Restored::JournalOnly,
+            tail,
+            journal_start: 0,
+            journal_end: 4,
+            committed: Some(committed(2)),
+            took: Duration::ZERO,
+        };
+        let engine = crate::actors::Engine::new(
+            crate::kafka::EngineKind::Inline,
+            Arc::new(RoutingConfig::default()),
+            Arc::new(PriceTable::embedded()),
+        );
+        let unit = build_unit(f, engine, &BrokerStats::default()).unwrap();
+        // The requests from offset 2 on are consumed again and applied (or dead-lettered again),
+        // not skipped as applied.
+        assert_eq!(unit.broadcast[&("requests".to_owned(), 0)], 2);
+        assert_eq!(unit.input_seq, 2);
     }
 
     #[test]

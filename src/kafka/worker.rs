@@ -2231,6 +2231,7 @@ pub fn run_broker_with(
             // Per input partition, the offset after its last message in the batch, and the
             // first offset its unit has not applied (from its positions).
             let mut offsets: Vec<(&str, i32, i64, i64)> = Vec::new();
+            let mut skipped = 0;
             // Inputs from outside: the units' own usage and status records are not counted.
             let n = msgs.len()
                 + bmsgs
@@ -2278,8 +2279,12 @@ pub fn run_broker_with(
                 };
                 // Consumed again below what the unit's positions say it applied: the group's
                 // committed offsets were gone (expired while every instance was down, or a new
-                // `group_id` on kept topics), and the consumer started from the earliest.
+                // `group_id` on kept topics) and the consumer started from the earliest, or
+                // behind (at least once, a revoke's commit failed and the unit came back here).
+                // An offset names the same message as long as the topic is the one the unit
+                // read (`check_own_logs` refuses a re-created or truncated one).
                 if m.offset() < applied_below {
+                    skipped += 1;
                     if stats.already_applied.fetch_add(1, Ordering::Relaxed) == 0 {
                         tracing::warn!(
                             topic,
@@ -2287,9 +2292,9 @@ pub fn run_broker_with(
                             offset = m.offset(),
                             applied_below,
                             "broker: {topic}/{partition} is consumed again from offset {} but \
-                             its unit applied it up to {applied_below}: the group has no \
-                             committed offsets (expired, or a new group_id); skipping what it \
-                             applied",
+                             its unit applied it up to {applied_below}: the group's committed \
+                             offsets are gone (expired, or a new group_id) or behind; skipping \
+                             what the unit applied",
                             m.offset()
                         );
                     }
@@ -2369,7 +2374,7 @@ pub fn run_broker_with(
             stats.batches.fetch_add(1, Ordering::Relaxed);
             sink.committed(CommittedBatch {
                 decisions: out.take_decided(),
-                inputs: (n as u64).saturating_sub(out.dlq),
+                inputs: (n as u64).saturating_sub(out.dlq + skipped),
                 dlq: out.dlq,
                 took: began.elapsed(),
                 commit: committing.elapsed(),
