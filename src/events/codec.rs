@@ -206,44 +206,10 @@ mod schema_first {
 }
 
 /// Format version of the broker's internal records on `zumik.usage` and `zumik.status`
-/// (their first byte). Version 1 (usage without `unit_spent_micros`) is still read, so that
-/// instances of the two builds can run side by side during an upgrade.
+/// (their first byte). Version 1 had usage without `unit_spent_micros`; it is not read: the
+/// build that changed it changed the journal format too, so it starts on a new topic prefix
+/// and never meets version 1 records.
 pub const INTERNAL_VERSION: u8 = 2;
-
-/// `InputEvent::Usage`'s variant index in bincode (checked by a test).
-const USAGE_VARIANT: u32 = 11;
-
-/// `zumik.usage.v1` as version 1 of the internal records encoded it.
-#[derive(bincode::Decode)]
-struct UsageFormat1 {
-    tenant_id: String,
-    unit: u32,
-    requests: u32,
-    cost_micros: u64,
-    ts: crate::events::Timestamp,
-}
-
-/// A version 1 internal record: usage without its unit's month total (read as `None`, so
-/// its cost is added as it is); a breaker trip laid out as now.
-fn decode_format_1<C: bincode::config::Config>(
-    body: &[u8],
-    cfg: C,
-) -> Result<(InputEvent, usize), bincode::error::DecodeError> {
-    let (variant, tag_len): (u32, usize) = bincode::decode_from_slice(body, cfg)?;
-    if variant != USAGE_VARIANT {
-        return bincode::decode_from_slice(body, cfg);
-    }
-    let (u, used): (UsageFormat1, usize) = bincode::decode_from_slice(&body[tag_len..], cfg)?;
-    let usage = crate::events::UsageV1 {
-        tenant_id: u.tenant_id,
-        unit: u.unit,
-        requests: u.requests,
-        cost_micros: u.cost_micros,
-        unit_spent_micros: None,
-        ts: u.ts,
-    };
-    Ok((InputEvent::Usage(usage), tag_len + used))
-}
 
 /// One internal record (`zumik.usage.v1`, `zumik.breaker_tripped.v1`): the version byte, then
 /// the bincode of the event.
@@ -271,17 +237,14 @@ pub fn decode_internal(bytes: &[u8]) -> Result<InputEvent, DecodeError> {
     let Some((&version, body)) = bytes.split_first() else {
         return Err(DecodeError::Binary("empty record".into()));
     };
-    let limited = bincode::config::standard().with_limit::<MAX_INTERNAL_BYTES>();
-    let (event, used): (InputEvent, usize) = match version {
-        INTERNAL_VERSION => bincode::decode_from_slice(body, limited),
-        1 => decode_format_1(body, limited),
-        _ => {
-            return Err(DecodeError::Binary(format!(
-                "record format {version}, this build reads 1 and {INTERNAL_VERSION}"
-            )))
-        }
+    if version != INTERNAL_VERSION {
+        return Err(DecodeError::Binary(format!(
+            "record format {version}, this build reads {INTERNAL_VERSION}"
+        )));
     }
-    .map_err(|e| DecodeError::Binary(e.to_string()))?;
+    let limited = bincode::config::standard().with_limit::<MAX_INTERNAL_BYTES>();
+    let (event, used): (InputEvent, usize) = bincode::decode_from_slice(body, limited)
+        .map_err(|e| DecodeError::Binary(e.to_string()))?;
     if used != body.len() {
         return Err(DecodeError::Binary(format!(
             "{} bytes after the record",
@@ -400,7 +363,7 @@ mod tests {
             samples: 10,
             ts: Timestamp(1_700_000_000_000),
         });
-        for event in [InputEvent::Usage(u.clone()), trip.clone()] {
+        for event in [InputEvent::Usage(u.clone()), trip] {
             let bytes = encode_internal(&event);
             assert_eq!(bytes[0], INTERNAL_VERSION);
             assert_eq!(decode_internal(&bytes).unwrap(), event);
@@ -409,21 +372,13 @@ mod tests {
         }
 
         let bytes = encode_internal(&InputEvent::Usage(u.clone()));
-        // Version 1, as the build before wrote it: the same fields without the month total.
-        let mut format_1 = vec![1, USAGE_VARIANT as u8];
-        let old = (u.tenant_id.clone(), u.unit, u.requests, u.cost_micros, u.ts);
-        bincode::encode_into_std_write(&old, &mut format_1, bincode::config::standard()).unwrap();
-        assert_eq!(
-            decode_internal(&format_1).unwrap(),
-            InputEvent::Usage(UsageV1 {
-                unit_spent_micros: None,
-                ..u.clone()
-            })
-        );
-        assert_eq!(bytes[1], USAGE_VARIANT as u8, "Usage's variant index moved");
-        let mut trip_1 = encode_internal(&trip);
-        trip_1[0] = 1;
-        assert_eq!(decode_internal(&trip_1).unwrap(), trip);
+        // Version 1 (usage without its month total) is another format.
+        let mut format_1 = bytes.clone();
+        format_1[0] = 1;
+        assert!(decode_internal(&format_1)
+            .unwrap_err()
+            .to_string()
+            .contains("format 1"));
         let mut other_version = bytes.clone();
         other_version[0] = 9;
         assert!(decode_internal(&other_version)

@@ -91,11 +91,17 @@ pub struct Unit {
 }
 
 impl Unit {
-    /// Whether the broadcast record at `offset` of `(topic, partition)` is still to apply.
+    /// Whether the record at `offset` of `(topic, partition)` is still to apply.
     pub fn wants(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        offset >= self.applied_below(topic, partition)
+    }
+
+    /// The first offset of `(topic, partition)` the unit has not applied (0: none applied).
+    pub fn applied_below(&self, topic: &str, partition: i32) -> i64 {
         self.broadcast
             .get(&(topic.to_owned(), partition))
-            .is_none_or(|&next| offset >= next)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Records that the broadcast record at `offset` was applied.
@@ -252,11 +258,21 @@ impl Fetched {
             .and_then(|c| committed_cut(&self.tail, c, snapshot_seq))
     }
 
-    /// The tail the unit is built from: all of it, or at least once the part up to its cut.
+    /// The tail the unit is built from: all of it, or at least once the part up to its cut
+    /// and before the first positions record past the commit (a batch that applied nothing,
+    /// its inputs all dead-lettered, has the cut's `input_seq` but is not committed either).
     fn kept_tail(&self) -> usize {
+        let Some(committed) = &self.committed else {
+            return self.tail.len();
+        };
+        let uncommitted = self
+            .tail
+            .iter()
+            .position(|(_, r)| matches!(r, Tail::Positions(p) if beyond_committed(p, committed)))
+            .unwrap_or(self.tail.len());
         match self.cut() {
-            Some(cut) => self.tail.partition_point(|(seq, _)| *seq <= cut),
-            None => self.tail.len(),
+            Some(cut) => uncommitted.min(self.tail.partition_point(|(seq, _)| *seq <= cut)),
+            None => uncommitted,
         }
     }
 
@@ -631,14 +647,6 @@ fn build_unit(f: Fetched, engine: Engine, stats: &BrokerStats) -> Result<Unit, B
                 unit.input_seq = seq;
                 n += 1;
             }
-        }
-    }
-    // At least once, a positions record past the commit can survive the cut when its batch
-    // applied nothing (its inputs all went to the DLQ, so its `input_seq` is the cut's): the
-    // unit must not skip those inputs when they come again.
-    for (k, c) in f.committed.iter().flatten() {
-        if let Some(at) = unit.broadcast.get_mut(k) {
-            *at = (*at).min(*c);
         }
     }
     stats.recovered.fetch_add(n, Ordering::Relaxed);

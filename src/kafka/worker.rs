@@ -2267,12 +2267,10 @@ pub fn run_broker_with(
                         *below
                     }
                     None => {
-                        let below = units.active.get(&partition).map_or(0, |u| {
-                            u.broadcast
-                                .get(&(topic.to_owned(), partition))
-                                .copied()
-                                .unwrap_or(0)
-                        });
+                        let below = units
+                            .active
+                            .get(&partition)
+                            .map_or(0, |u| u.applied_below(topic, partition));
                         offsets.push((topic, partition, next, below));
                         below
                     }
