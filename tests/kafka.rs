@@ -24,7 +24,7 @@ use zumik::core::router::JournalEntry;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::codec::encode_input;
 use zumik::events::{DecisionV1, InputEvent, OutputEvent};
-use zumik::kafka::worker::{probe_epoch, producer_config, Epoch};
+use zumik::kafka::worker::producer_config;
 use zumik::kafka::{
     read_journal, read_journal_units, run_broker, BrokerStats, DeliveryMode, EngineKind,
     KafkaConfig, Topics,
@@ -361,35 +361,6 @@ fn decisions_over_kafka_equal_zumik_decide_offline() {
     });
     assert!(tampered.is_some());
     assert_eq!(audit(&records).mismatches, 1);
-}
-
-/// The probe that tells a fenced group membership caused by a replacement from one caused by
-/// the member's own rejoin: a transactional producer holds its epoch until another producer
-/// with its transactional id initialises, and then it is fenced (librdkafka's fatal error).
-#[test]
-fn the_epoch_probe_tells_a_producer_fenced_by_a_newer_one() {
-    let cfg = config("epoch");
-    let topics = Topics::new(&cfg.topic_prefix);
-    zumik::kafka::topics::ensure_topics(&cfg, &topics).expect("topics created");
-    let timeout = Duration::from_secs(30);
-    let new_producer = || -> ThreadedProducer<DefaultProducerContext> {
-        let p: ThreadedProducer<DefaultProducerContext> =
-            producer_config(&cfg).create().expect("producer");
-        p.init_transactions(timeout).expect("init transactions");
-        p
-    };
-    let probe =
-        |p: &ThreadedProducer<DefaultProducerContext>| probe_epoch(p, &topics.status, timeout);
-    let old = new_producer();
-    assert_eq!(probe(&old), Epoch::Held, "a lone producer holds its epoch");
-    assert_eq!(probe(&old), Epoch::Held, "probing again changes nothing");
-    let newer = new_producer();
-    assert_eq!(
-        probe(&old),
-        Epoch::Fenced,
-        "a newer producer with the same transactional id fenced the old one"
-    );
-    assert_eq!(probe(&newer), Epoch::Held, "the newer one holds it");
 }
 
 #[test]
@@ -861,18 +832,38 @@ fn at_least_once_a_replacement_stops_the_running_instance_too() {
 
 /// A static membership fenced while no other instance took over (as a lone member's own
 /// rejoin can do in a Kafka restart, KAFKA-20983): a bare consumer joins the group with the
-/// broker's `group.instance.id` and leaves again, its producer untouched. The broker's epoch
-/// probe finds the producer still holds its epoch, so the broker restarts its loop instead of
-/// stopping, takes its partitions back, and every request still has exactly one decision,
-/// equal to the offline one.
+/// broker's `group.instance.id` and goes away without leaving, as the member that rejoin
+/// leaves behind does. Once that member's session expires no other member holds the
+/// membership, so the broker restarts its loop instead of stopping, takes its partitions back,
+/// and every request still has exactly one decision, equal to the offline one.
 #[test]
 fn a_membership_fenced_without_a_replacement_restarts_the_broker() {
-    let base = std::env::temp_dir().join(format!("zumik-selffence-{}", std::process::id()));
+    membership_fenced_without_a_replacement(DeliveryMode::ExactlyOnce, false, "selffence");
+}
+
+/// The same with the producer fenced too, as in a Kafka restart longer than the transaction
+/// timeout (Kafka aborts the open transaction and bumps the epoch): here a bare producer with
+/// the broker's `transactional_id` initialises beside the bare consumer, as a replacement
+/// that died at once would. The fenced epoch does not make it a takeover either.
+#[test]
+fn a_membership_and_producer_fenced_without_a_replacement_restart_the_broker() {
+    membership_fenced_without_a_replacement(DeliveryMode::ExactlyOnce, true, "selffence-tx");
+}
+
+/// At least once (no producer epoch at all) the same fencing restarts the broker too.
+#[test]
+fn at_least_once_a_membership_fenced_without_a_replacement_restarts_the_broker() {
+    membership_fenced_without_a_replacement(DeliveryMode::AtLeastOnce, false, "selffence-alo");
+}
+
+fn membership_fenced_without_a_replacement(mode: DeliveryMode, producer_too: bool, name: &str) {
+    let base = std::env::temp_dir().join(format!("zumik-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let cfg = KafkaConfig {
         snapshot_dir: Some(base.clone()),
         snapshot_every_inputs: 300,
-        ..config("selffence")
+        mode,
+        ..config(name)
     };
     let topics = Topics::new(&cfg.topic_prefix);
     let (setup, requests, mut broker, feeder) = serve_under_traffic(&cfg, 4_000);
@@ -889,16 +880,30 @@ fn a_membership_fenced_without_a_replacement_restarts_the_broker() {
         intruder
             .subscribe(&[&topics.requests, &topics.completions])
             .expect("subscribe");
-        wait_for(
-            "the broker to take its fenced membership for its own",
-            || {
-                let _ = intruder.poll(Duration::from_millis(100));
-                log().contains("the producer still holds its epoch")
-            },
-        );
+        wait_for("the intruder to join", || {
+            let _ = intruder.poll(Duration::from_millis(100));
+            intruder.assignment().is_ok_and(|a| a.count() > 0)
+        });
+        let _fencer = producer_too.then(|| {
+            let p: ThreadedProducer<DefaultProducerContext> =
+                producer_config(&cfg).create().expect("producer");
+            p.init_transactions(Duration::from_secs(30))
+                .expect("init transactions");
+            p
+        });
+        wait_for("the broker to notice its fenced membership", || {
+            let _ = intruder.poll(Duration::from_millis(100));
+            log().contains("waiting to learn whether another instance holds it")
+        });
     }
+    wait_for("the broker to find its membership free", || {
+        log().contains("no other member holds it")
+    });
     feeder.join().unwrap();
-    let got = by_request(decisions(&cfg, requests.len()));
+    let got = match mode {
+        DeliveryMode::ExactlyOnce => by_request(decisions(&cfg, requests.len())),
+        DeliveryMode::AtLeastOnce => every_request_decided(&cfg, requests.len()),
+    };
     assert!(
         broker.try_wait().unwrap().is_none(),
         "the broker still runs:\n{}",

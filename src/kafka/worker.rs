@@ -2414,10 +2414,11 @@ pub fn run_broker_with(
 
 /// [`BrokerError::Fenced`] if a newer instance with this one's ids took over: its static group
 /// membership was fenced (`FencedInstanceId`, in `error` or as the group consumer's fatal
-/// error). A fenced *producer* alone does not say so: Kafka also bumps the epoch when a
-/// transaction times out (a broker outage longer than `transaction_timeout_ms`), and that run
-/// must restart. So on a producer fencing the group consumer is polled for up to
-/// `FENCE_CHECK` (a heartbeat and a margin) to learn whether a newer member replaced it.
+/// error) and another member keeps holding it (see [`membership_held_by_another`]). A fenced
+/// *producer* alone does not say so: Kafka also bumps the epoch when a transaction times out (a
+/// broker outage longer than `transaction_timeout_ms`), and that run must restart. So on a
+/// producer fencing the group consumer is polled for up to `FENCE_CHECK` (a heartbeat and a
+/// margin) to learn whether its membership was taken too.
 fn fenced<C: ConsumerContext>(
     cfg: &KafkaConfig,
     error: &BrokerError,
@@ -2449,20 +2450,14 @@ fn fenced<C: ConsumerContext>(
         found = replaced(None);
     }
     let (code, reason) = found?;
-    // A lone static member can also be fenced by its own rejoin, when the group coordinator
-    // stalls (a Kafka restart: KAFKA-20983). A replacement fences this instance's
-    // transactional producer too: its `init_transactions` runs alongside its consumer's join
-    // (see `run_broker_with`), so it reaches the transaction coordinator within moments of
-    // the join, before or after it. Under exactly-once a producer that still holds its epoch
-    // throughout `SELF_FENCE_CHECK` means no replacement: the run restarts, as after any
-    // other error.
-    if cfg.mode == DeliveryMode::ExactlyOnce
-        && !producer_fenced
-        && holds_epoch_for(cfg, producer, stop)
-    {
+    // A lone static member is also fenced by its own rejoin when the group coordinator stalls
+    // (a Kafka restart: KAFKA-20983), and in a long enough restart its producer is fenced too
+    // (its transaction timed out). What tells a replacement apart is that it stays.
+    if !membership_held_by_another(cfg, stop) {
         tracing::warn!(
             reason,
-            "broker: the group membership was fenced but the producer still holds its epoch: \
+            producer_fenced,
+            "broker: the group membership was fenced but no other member holds it: \
              no other instance took over; restarting"
         );
         return None;
@@ -2473,27 +2468,48 @@ fn fenced<C: ConsumerContext>(
     })
 }
 
-/// Whether this instance's transactional producer keeps its epoch throughout
-/// `SELF_FENCE_CHECK`: [`probe_epoch`] every `SELF_FENCE_PROBE_EVERY` (each call bounded by
-/// `PROBE_TIMEOUT`) never finds it fenced. A probe that fails otherwise (the coordinator
-/// unreachable in a Kafka restart, or the failed run's commit still in progress) proves
-/// nothing either way and is asked again. A stop asked for meanwhile (SIGTERM) ends the window
-/// early, with no proof of a takeover: the process ends either way.
-fn holds_epoch_for(
-    cfg: &KafkaConfig,
-    producer: &ThreadedProducer<Delivery>,
-    stop: &AtomicBool,
-) -> bool {
-    let status = Topics::new(&cfg.topic_prefix).status;
-    let until = Instant::now() + SELF_FENCE_CHECK;
+/// Whether another member holds this instance's static group membership after it was fenced:
+/// a member whose id starts with `group.instance.id` and `-` (Kafka names static members so)
+/// is still in the group `session_timeout_ms` plus `SESSION_MARGIN` from now.
+///
+/// A replacement is such a member and heartbeats, so it stays. A member left by this
+/// instance's own rejoin (its JoinGroup answered after librdkafka gave up on it, the fencing
+/// coming from its retry) gets no heartbeats (librdkafka serves no group after a fatal error)
+/// and expires within one session timeout: the first listing without it answers `false`. A
+/// stop asked for meanwhile (SIGTERM) ends the wait with `false`: the process ends either way.
+/// Listings that fail (Kafka still restarting) prove nothing and are asked again; if none
+/// succeeds past the window for `LISTING_PATIENCE`, the answer is `false`, as for any other
+/// broker error (the run restarts).
+fn membership_held_by_another(cfg: &KafkaConfig, stop: &AtomicBool) -> bool {
+    let prefix = format!("{}-", cfg.transactional_id);
+    let held = |list: &rdkafka::groups::GroupList| {
+        list.groups()
+            .iter()
+            .filter(|g| g.name() == cfg.group_id)
+            .flat_map(|g| g.members())
+            .any(|m| m.id().starts_with(&prefix))
+    };
+    let Ok(client) = cfg.client_config().create::<BaseConsumer>() else {
+        return false;
+    };
+    let start = Instant::now();
+    let window = Duration::from_millis(cfg.session_timeout_ms) + SESSION_MARGIN;
+    tracing::info!(
+        window_ms = window.as_millis() as u64,
+        "broker: the group membership was fenced; waiting to learn whether another instance \
+         holds it"
+    );
     loop {
-        if probe_epoch(producer, &status, PROBE_TIMEOUT) == Epoch::Fenced {
+        match client.fetch_group_list(Some(&cfg.group_id), LIST_TIMEOUT) {
+            Ok(list) if !held(&list) => return false,
+            Ok(_) if start.elapsed() >= window => return true,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "broker: listing the group failed"),
+        }
+        if stop.load(Ordering::Relaxed) || start.elapsed() >= window + LISTING_PATIENCE {
             return false;
         }
-        if Instant::now() >= until || stop.load(Ordering::Relaxed) {
-            return true;
-        }
-        std::thread::sleep(SELF_FENCE_PROBE_EVERY);
+        std::thread::sleep(LIST_EVERY);
     }
 }
 
@@ -2508,68 +2524,20 @@ fn epoch_fenced(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// What [`probe_epoch`] learnt of a transactional producer's epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Epoch {
-    /// The transaction coordinator accepted a transaction of it.
-    Held,
-    /// A newer producer with its transactional id took the epoch (librdkafka's fatal error).
-    Fenced,
-    /// Neither: the probe failed for another reason (a timeout, say).
-    Unknown,
-}
-
-/// Asks the transaction coordinator whether this producer still holds its epoch: the failed
-/// run's open transaction, if any, is aborted, then a transaction with one record on
-/// `status_topic` is begun, flushed and aborted (aborted records are never read: every reader
-/// is `read_committed`). Each call waits at most `timeout`.
-///
-/// The flush is what asks the coordinator: without it librdkafka aborts a transaction whose
-/// record is still queued locally, adding no partition and sending nothing, and the probe
-/// passed even for a fenced producer (`the_epoch_probe_tells_a_producer_fenced_by_a_newer_one`).
-/// A fenced epoch is always fatal in librdkafka, whichever request met it.
-pub fn probe_epoch<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
-    producer: &ThreadedProducer<C>,
-    status_topic: &str,
-    timeout: Duration,
-) -> Epoch {
-    // An error here is "no transaction open" or the producer's state: the probe decides.
-    let _ = producer.abort_transaction(timeout);
-    let probe = producer.begin_transaction().and_then(|()| {
-        let record = BaseRecord::<str, [u8]>::to(status_topic)
-            .key("zumik.fence-probe")
-            .payload(&[]);
-        producer.send(record).map_err(|(e, _)| e)?;
-        producer.flush(timeout)?;
-        producer.abort_transaction(timeout)
-    });
-    let fenced = producer
-        .client()
-        .fatal_error()
-        .is_some_and(|(code, _)| epoch_fenced(code));
-    match (fenced, probe) {
-        (true, _) => Epoch::Fenced,
-        (false, Ok(())) => Epoch::Held,
-        (false, Err(_)) => Epoch::Unknown,
-    }
-}
-
 /// How long a fenced producer's run waits to learn whether its group membership was taken
 /// over too (librdkafka's default heartbeat interval is 3 s).
 const FENCE_CHECK: Duration = Duration::from_secs(4);
 
-/// How long a fenced group membership waits for its producer to be fenced too before it takes
-/// the fencing for its own rejoin: a replacement's `init_transactions` starts with its
-/// consumer's join, and its first request fences the epoch (the coordinator aborts the open
-/// transaction after that), so a few seconds cover its coordinator lookup with a wide margin.
-const SELF_FENCE_CHECK: Duration = Duration::from_secs(5);
+/// Beyond the session timeout, how long a member left by an instance's own rejoin may take to
+/// leave the group (the coordinator expires sessions on a timer).
+const SESSION_MARGIN: Duration = Duration::from_secs(3);
 
-/// How often the producer's epoch is probed during `SELF_FENCE_CHECK`.
-const SELF_FENCE_PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How often, and how long each time, the group is listed while a fencing is checked.
+const LIST_EVERY: Duration = Duration::from_millis(500);
+const LIST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The longest one call of an epoch probe waits, so that `SELF_FENCE_CHECK` ends within a few
-/// seconds of its time even when Kafka does not answer.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long listings may keep failing after the window before the check gives up.
+const LISTING_PATIENCE: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
