@@ -16,6 +16,7 @@ use crate::events::DecisionV1;
 pub const DECISIONS_TOTAL: &str = "zumik_decisions_total";
 pub const INPUTS_TOTAL: &str = "zumik_inputs_total";
 pub const DLQ_TOTAL: &str = "zumik_dlq_total";
+pub const ALREADY_APPLIED_TOTAL: &str = "zumik_inputs_already_applied_total";
 pub const BATCHES_TOTAL: &str = "zumik_batches_total";
 pub const BATCH_SECONDS: &str = "zumik_batch_seconds";
 pub const COMMIT_SECONDS: &str = "zumik_commit_seconds";
@@ -33,10 +34,11 @@ pub const RESTARTS_TOTAL: &str = "zumik_broker_restarts_total";
 pub const API_REQUESTS_TOTAL: &str = "zumik_api_requests_total";
 
 /// Every metric name (the dashboard and `docs/operations.md` are checked against this list).
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     DECISIONS_TOTAL,
     INPUTS_TOTAL,
     DLQ_TOTAL,
+    ALREADY_APPLIED_TOTAL,
     BATCHES_TOTAL,
     BATCH_SECONDS,
     COMMIT_SECONDS,
@@ -65,6 +67,7 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     pub inputs: IntCounter,
     pub dlq: IntCounter,
+    pub already_applied: IntCounter,
     pub batches: IntCounter,
     pub batch_seconds: Histogram,
     pub commit_seconds: Histogram,
@@ -110,6 +113,11 @@ impl Metrics {
             )),
             inputs: reg!(IntCounter::new(INPUTS_TOTAL, "Input events applied and committed.")),
             dlq: reg!(IntCounter::new(DLQ_TOTAL, "Input messages sent to the DLQ.")),
+            already_applied: reg!(IntCounter::new(
+                ALREADY_APPLIED_TOTAL,
+                "Input messages consumed again and skipped: their unit had applied them (the \
+                 group's committed offsets were gone or behind)."
+            )),
             batches: reg!(IntCounter::new(BATCHES_TOTAL, "Committed batches.")),
             batch_seconds: reg!(Histogram::with_opts(hist(
                 BATCH_SECONDS,

@@ -139,6 +139,7 @@ impl Handler<Committed> for ReadModel {
         m.count_decisions(&batch.decisions);
         m.inputs.inc_by(batch.inputs);
         m.dlq.inc_by(batch.dlq);
+        m.already_applied.inc_by(batch.already_applied);
         m.batches.inc();
         m.observe(&m.batch_seconds, batch.took);
         m.observe(&m.commit_seconds, batch.commit);
@@ -385,6 +386,7 @@ mod tests {
         let batch = CommittedBatch {
             decisions: vec![decision("r1"), decision("r2"), decision("r3")],
             inputs: 3,
+            already_applied: 2,
             ..CommittedBatch::default()
         };
         model.send(Committed(batch)).await.unwrap();
@@ -399,6 +401,11 @@ mod tests {
         assert_eq!(mix.last().unwrap().counts["managed_provider/tail"], 3);
         let health = model.send(GetHealth).await.unwrap();
         assert_eq!((health.batches, health.decisions), (1, 3));
-        assert!(metrics.render().contains("zumik_inputs_total 3"));
+        let text = metrics.render();
+        assert!(text.contains("zumik_inputs_total 3"), "{text}");
+        assert!(
+            text.contains("zumik_inputs_already_applied_total 2"),
+            "{text}"
+        );
     }
 }

@@ -350,6 +350,9 @@ pub struct CommittedBatch {
     /// Input messages applied (DLQ records not included).
     pub inputs: u64,
     pub dlq: u64,
+    /// Input messages skipped: their unit had applied them already (see
+    /// `BrokerStats::already_applied`).
+    pub already_applied: u64,
     /// From the batch's first input to its commit.
     pub took: Duration,
     /// Of which the commit (transaction commit, or flush + offset commit).
@@ -2374,6 +2377,7 @@ pub fn run_broker_with(
                 decisions: out.take_decided(),
                 inputs: (n as u64).saturating_sub(out.dlq + skipped),
                 dlq: out.dlq,
+                already_applied: skipped,
                 took: began.elapsed(),
                 commit: committing.elapsed(),
             });
@@ -2453,64 +2457,141 @@ fn fenced<C: ConsumerContext>(
     // A lone static member is also fenced by its own rejoin when the group coordinator stalls
     // (a Kafka restart: KAFKA-20983), and in a long enough restart its producer is fenced too
     // (its transaction timed out). What tells a replacement apart is that it stays.
-    if !membership_held_by_another(cfg, stop) {
-        tracing::warn!(
-            reason,
-            producer_fenced,
-            "broker: the group membership was fenced but no other member holds it: \
-             no other instance took over; restarting"
-        );
-        return None;
+    match membership_held_by_another(cfg, stop) {
+        Membership::Held => Some(BrokerError::Fenced {
+            transactional_id: cfg.transactional_id.clone(),
+            reason: format!("{code:?}: {reason}"),
+        }),
+        Membership::Free => {
+            tracing::warn!(
+                reason,
+                producer_fenced,
+                "broker: the group membership was fenced but no other member holds it: \
+                 no other instance took over; restarting"
+            );
+            None
+        }
+        Membership::Unknown(why) => {
+            tracing::warn!(
+                reason,
+                producer_fenced,
+                "broker: the group membership was fenced and whether another instance holds \
+                 it is unknown ({why}); handled as any other broker error"
+            );
+            None
+        }
     }
-    Some(BrokerError::Fenced {
-        transactional_id: cfg.transactional_id.clone(),
-        reason: format!("{code:?}: {reason}"),
-    })
+}
+
+/// What [`membership_held_by_another`] learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// Another member held the instance id throughout the window: a replacement.
+    Held,
+    /// A listing of the group showed no member of the instance id.
+    Free,
+    /// Neither: a stop was asked for, or the group could not be listed.
+    Unknown(&'static str),
 }
 
 /// Whether another member holds this instance's static group membership after it was fenced:
-/// a member whose id starts with `group.instance.id` and `-` (Kafka names static members so)
-/// is still in the group `session_timeout_ms` plus `SESSION_MARGIN` from now.
+/// a member of the instance id (see [`is_static_member_of`]) is still in the group
+/// `session_timeout_ms` plus `SESSION_MARGIN` after the first of an unbroken run of
+/// conclusive listings.
 ///
 /// A replacement is such a member and heartbeats, so it stays. A member left by this
 /// instance's own rejoin (its JoinGroup answered after librdkafka gave up on it, the fencing
 /// coming from its retry) gets no heartbeats (librdkafka serves no group after a fatal error)
-/// and expires within one session timeout: the first listing without it answers `false`. A
-/// stop asked for meanwhile (SIGTERM) ends the wait with `false`: the process ends either way.
-/// Listings that fail (Kafka still restarting) prove nothing and are asked again; if none
-/// succeeds past the window for `LISTING_PATIENCE`, the answer is `false`, as for any other
-/// broker error (the run restarts).
-fn membership_held_by_another(cfg: &KafkaConfig, stop: &AtomicBool) -> bool {
-    let prefix = format!("{}-", cfg.transactional_id);
-    let held = |list: &rdkafka::groups::GroupList| {
-        list.groups()
-            .iter()
-            .filter(|g| g.name() == cfg.group_id)
-            .flat_map(|g| g.members())
-            .any(|m| m.id().starts_with(&prefix))
+/// and expires within one session timeout: the first conclusive listing without it answers
+/// [`Membership::Free`]. A listing is conclusive when it has the group in a known state: one
+/// that failed, lacks the group (a coordinator still loading it) or has it in no state (librdkafka
+/// hides the DescribeGroups error there) proves nothing, is asked again, and starts the window
+/// over. If no answer comes within the window and `LISTING_PATIENCE`, or a stop is asked for
+/// (SIGTERM), the answer is [`Membership::Unknown`].
+fn membership_held_by_another(cfg: &KafkaConfig, stop: &AtomicBool) -> Membership {
+    let client = match cfg.client_config().create::<BaseConsumer>() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "broker: no client to list the group with");
+            return Membership::Unknown("no client to list the group with");
+        }
     };
-    let Ok(client) = cfg.client_config().create::<BaseConsumer>() else {
-        return false;
-    };
-    let start = Instant::now();
+    let started = Instant::now();
     let window = Duration::from_millis(cfg.session_timeout_ms) + SESSION_MARGIN;
     tracing::info!(
         window_ms = window.as_millis() as u64,
         "broker: the group membership was fenced; waiting to learn whether another instance \
          holds it"
     );
+    let mut conclusive_since: Option<Instant> = None;
     loop {
-        match client.fetch_group_list(Some(&cfg.group_id), LIST_TIMEOUT) {
-            Ok(list) if !held(&list) => return false,
-            Ok(_) if start.elapsed() >= window => return true,
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "broker: listing the group failed"),
+        let listed = client
+            .fetch_group_list(Some(&cfg.group_id), LIST_TIMEOUT)
+            .map_err(|e| e.to_string())
+            .and_then(|list| held_in(&list, &cfg.group_id, &cfg.transactional_id));
+        match listed {
+            Ok(false) => return Membership::Free,
+            Ok(true) => {
+                let since = *conclusive_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= window {
+                    return Membership::Held;
+                }
+            }
+            Err(e) => {
+                conclusive_since = None;
+                tracing::debug!(error = %e, "broker: listing the group proved nothing");
+            }
         }
-        if stop.load(Ordering::Relaxed) || start.elapsed() >= window + LISTING_PATIENCE {
-            return false;
+        if stop.load(Ordering::Relaxed) {
+            return Membership::Unknown("a stop was asked for");
+        }
+        if started.elapsed() >= window + LISTING_PATIENCE {
+            return Membership::Unknown("the group could not be listed");
         }
         std::thread::sleep(LIST_EVERY);
     }
+}
+
+/// Whether `list` shows a member of static instance `instance` in group `group`; an error when
+/// it does not show the group in a known state (so it proves nothing).
+fn held_in(list: &rdkafka::groups::GroupList, group: &str, instance: &str) -> Result<bool, String> {
+    // librdkafka describes the group only on the brokers whose ListGroups named it (its
+    // coordinator); a DescribeGroups error leaves an entry in no state.
+    let mut named = list.groups().iter().filter(|g| g.name() == group);
+    let g = named
+        .clone()
+        .find(|g| KNOWN_GROUP_STATES.contains(&g.state()))
+        .ok_or_else(|| match named.next() {
+            Some(g) => format!("the group is in state {:?}", g.state()),
+            None => "the group is not listed".to_owned(),
+        })?;
+    Ok(g.members()
+        .iter()
+        .any(|m| is_static_member_of(m.id(), instance)))
+}
+
+/// Group states a DescribeGroups answer names when it found the group.
+const KNOWN_GROUP_STATES: [&str; 4] = [
+    "Stable",
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Empty",
+];
+
+/// Whether a group member id is one Kafka gave static instance `instance`:
+/// `<instance>-<java.util.UUID>` (so instance `a` does not claim the members of `a-b`).
+fn is_static_member_of(member_id: &str, instance: &str) -> bool {
+    let Some(uuid) = member_id
+        .strip_prefix(instance)
+        .and_then(|rest| rest.strip_prefix('-'))
+    else {
+        return false;
+    };
+    uuid.len() == 36
+        && uuid.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// Whether `code` says a transactional producer's epoch was taken by a newer producer with its
@@ -2542,6 +2623,18 @@ const LISTING_PATIENCE: Duration = Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_static_member_id_names_its_instance_and_no_other() {
+        let uuid = "83d7b412-4c78-4eb2-91e7-fb0231959230";
+        assert!(is_static_member_of(&format!("inst-1-{uuid}"), "inst-1"));
+        // Instance `inst` is not `inst-1`, whose ids start with `inst-` too.
+        assert!(!is_static_member_of(&format!("inst-1-{uuid}"), "inst"));
+        assert!(!is_static_member_of(&format!("inst-2-{uuid}"), "inst-1"));
+        assert!(!is_static_member_of("inst-1-", "inst-1"));
+        assert!(!is_static_member_of(&format!("inst-1-{uuid}x"), "inst-1"));
+        assert!(!is_static_member_of(&format!("inst-1{uuid}"), "inst-1"));
+    }
 
     #[test]
     fn a_resumed_marker_drops_the_records_it_supersedes_and_only_those() {
