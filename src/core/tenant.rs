@@ -293,8 +293,7 @@ impl TenantState {
         // is only consulted for tenants that can be paused at all).
         let paused = policy.overage_mode == OverageMode::Pause
             && policy.monthly_budget_micros.is_some_and(|b| {
-                self.spent_micros >= b
-                    && (self.month_start_ms..self.month_end_ms).contains(&now.millis())
+                self.spent_micros >= b && self.month_of(now) == UsageMonth::Current
             });
         TenantView {
             tenant_id: self.tenant_id.clone(),
@@ -504,7 +503,7 @@ impl TenantState {
             } => {
                 self.spent_micros = *spent_micros;
                 // Usage of an earlier month is recorded, not counted (`charge`).
-                let counted = (self.month_start_ms..self.month_end_ms).contains(&ts.millis());
+                let counted = self.month_of(*ts) == UsageMonth::Current;
                 if let (Some(total), true) = (unit_spent_micros, counted) {
                     let known = self.units.entry(*unit).or_default();
                     *known = (*known).max(*total);

@@ -372,19 +372,13 @@ mod tests {
         }
 
         let bytes = encode_internal(&InputEvent::Usage(u.clone()));
-        // Version 1 (usage without its month total) is another format.
-        let mut format_1 = bytes.clone();
-        format_1[0] = 1;
-        assert!(decode_internal(&format_1)
-            .unwrap_err()
-            .to_string()
-            .contains("format 1"));
-        let mut other_version = bytes.clone();
-        other_version[0] = 9;
-        assert!(decode_internal(&other_version)
-            .unwrap_err()
-            .to_string()
-            .contains("format 9"));
+        // Version 1 (usage without its month total) is another format, as is any unknown one.
+        for version in [1u8, 9] {
+            let mut other = bytes.clone();
+            other[0] = version;
+            let err = decode_internal(&other).unwrap_err().to_string();
+            assert!(err.contains(&format!("format {version}")), "{err}");
+        }
         assert!(decode_internal(&[]).is_err());
         assert!(decode_internal(&bytes[..bytes.len() - 1]).is_err());
         let mut trailing = bytes.clone();

@@ -334,6 +334,7 @@ fn read_tail(
 fn fetch_unit(
     cfg: &KafkaConfig,
     topics: &Topics,
+    log_ends: &BaseConsumer,
     partition: i32,
     snapshots: Option<&Snapshots>,
     snapshot_partitions: i32,
@@ -402,7 +403,7 @@ fn fetch_unit(
         committed,
         took: began.elapsed(),
     };
-    check_own_logs(cfg, topics, &fetched)?;
+    check_own_logs(log_ends, topics, &fetched)?;
     fetched.took = began.elapsed();
     Ok(fetched)
 }
@@ -411,24 +412,17 @@ fn fetch_unit(
 /// partition. The unit skips what it consumes below its positions (applied already), which
 /// is right only while an offset names the same message: a topic re-created or truncated
 /// under a kept journal starts its offsets over, and skipping would lose new inputs.
-fn check_own_logs(cfg: &KafkaConfig, topics: &Topics, f: &Fetched) -> Result<(), BrokerError> {
+fn check_own_logs(
+    log_ends: &BaseConsumer,
+    topics: &Topics,
+    f: &Fetched,
+) -> Result<(), BrokerError> {
     let at = f.positions();
-    let own: Vec<(&String, i64)> = [&topics.requests, &topics.completions]
-        .into_iter()
-        .filter_map(|t| at.get(&(t.clone(), f.partition)).map(|&o| (t, o)))
-        .collect();
-    if own.is_empty() {
-        return Ok(());
-    }
-    let consumer: BaseConsumer = cfg
-        .client_config()
-        .create()
-        .map_err(|e| BrokerError::Kafka {
-            what: "watermarks client",
-            source: e,
-        })?;
-    for (topic, applied) in own {
-        let (_, end) = super::worker::watermarks(&consumer, topic, f.partition)?;
+    for topic in [&topics.requests, &topics.completions] {
+        let Some(&applied) = at.get(&(topic.clone(), f.partition)) else {
+            continue;
+        };
+        let (_, end) = super::worker::watermarks(log_ends, topic, f.partition)?;
         if applied > end {
             let p = f.partition;
             return Err(BrokerError::Partitions(format!(
@@ -488,8 +482,16 @@ pub(super) fn fetch_units(
     snapshots: Option<&Snapshots>,
     snapshot_partitions: i32,
 ) -> Result<Vec<Fetched>, BrokerError> {
+    // One client asks every unit's input partitions for their ends (`check_own_logs`).
+    let log_ends: BaseConsumer = cfg
+        .client_config()
+        .create()
+        .map_err(|e| BrokerError::Kafka {
+            what: "watermarks client",
+            source: e,
+        })?;
     in_parallel(partitions.to_vec(), |p| {
-        fetch_unit(cfg, topics, p, snapshots, snapshot_partitions)
+        fetch_unit(cfg, topics, &log_ends, p, snapshots, snapshot_partitions)
     })
 }
 

@@ -2457,64 +2457,45 @@ fn fenced<C: ConsumerContext>(
     // A lone static member is also fenced by its own rejoin when the group coordinator stalls
     // (a Kafka restart: KAFKA-20983), and in a long enough restart its producer is fenced too
     // (its transaction timed out). What tells a replacement apart is that it stays.
-    match membership_held_by_another(cfg, stop) {
-        Membership::Held => Some(BrokerError::Fenced {
-            transactional_id: cfg.transactional_id.clone(),
-            reason: format!("{code:?}: {reason}"),
-        }),
-        Membership::Free => {
-            tracing::warn!(
-                reason,
-                producer_fenced,
-                "broker: the group membership was fenced but no other member holds it: \
-                 no other instance took over; restarting"
-            );
-            None
-        }
-        Membership::Unknown(why) => {
-            tracing::warn!(
-                reason,
-                producer_fenced,
-                "broker: the group membership was fenced and whether another instance holds \
-                 it is unknown ({why}); handled as any other broker error"
-            );
-            None
-        }
-    }
+    membership_held_by_another(cfg, stop, &reason, producer_fenced).then(|| BrokerError::Fenced {
+        transactional_id: cfg.transactional_id.clone(),
+        reason: format!("{code:?}: {reason}"),
+    })
 }
 
-/// What [`membership_held_by_another`] learnt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Membership {
-    /// Another member held the instance id throughout the window: a replacement.
-    Held,
-    /// A listing of the group showed no member of the instance id.
-    Free,
-    /// Neither: a stop was asked for, or the group could not be listed.
-    Unknown(&'static str),
-}
-
-/// Whether another member holds this instance's static group membership after it was fenced:
-/// a member of the instance id (see [`is_static_member_of`]) is still in the group
-/// `session_timeout_ms` plus `SESSION_MARGIN` after the first of an unbroken run of
+/// Whether another member holds this instance's static group membership after it was fenced
+/// (with `reason`): a member of the instance id (see [`is_static_member_of`]) is still in the
+/// group `session_timeout_ms` plus `SESSION_MARGIN` after the first of an unbroken run of
 /// conclusive listings.
 ///
 /// A replacement is such a member and heartbeats, so it stays. A member left by this
 /// instance's own rejoin (its JoinGroup answered after librdkafka gave up on it, the fencing
 /// coming from its retry) gets no heartbeats (librdkafka serves no group after a fatal error)
 /// and expires within one session timeout: the first conclusive listing without it answers
-/// [`Membership::Free`]. A listing is conclusive when it has the group in a known state: one
-/// that failed, lacks the group (a coordinator still loading it) or has it in no state (librdkafka
-/// hides the DescribeGroups error there) proves nothing, is asked again, and starts the window
-/// over. If no answer comes within the window and `LISTING_PATIENCE`, or a stop is asked for
-/// (SIGTERM), the answer is [`Membership::Unknown`].
-fn membership_held_by_another(cfg: &KafkaConfig, stop: &AtomicBool) -> Membership {
+/// `false`. A listing is conclusive when it has the group in a known state: one that failed,
+/// lacks the group (a coordinator still loading it) or has it in no state (librdkafka hides the
+/// DescribeGroups error there) proves nothing, is asked again, and starts the window over. If
+/// no answer comes within the window and `LISTING_PATIENCE`, or a stop is asked for (SIGTERM),
+/// the answer is `false` too: the error is handled as any other. Each `false` says why at
+/// `warn`.
+fn membership_held_by_another(
+    cfg: &KafkaConfig,
+    stop: &AtomicBool,
+    reason: &str,
+    producer_fenced: bool,
+) -> bool {
+    let not_held = |why: &str| {
+        tracing::warn!(
+            reason,
+            producer_fenced,
+            "broker: the group membership was fenced but {why}: handled as any other broker \
+             error (the loop restarts unless stopping)"
+        );
+        false
+    };
     let client = match cfg.client_config().create::<BaseConsumer>() {
         Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "broker: no client to list the group with");
-            return Membership::Unknown("no client to list the group with");
-        }
+        Err(e) => return not_held(&format!("no client to list the group with ({e})")),
     };
     let started = Instant::now();
     let window = Duration::from_millis(cfg.session_timeout_ms) + SESSION_MARGIN;
@@ -2530,11 +2511,11 @@ fn membership_held_by_another(cfg: &KafkaConfig, stop: &AtomicBool) -> Membershi
             .map_err(|e| e.to_string())
             .and_then(|list| held_in(&list, &cfg.group_id, &cfg.transactional_id));
         match listed {
-            Ok(false) => return Membership::Free,
+            Ok(false) => return not_held("no other member holds it: no other instance took over"),
             Ok(true) => {
                 let since = *conclusive_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= window {
-                    return Membership::Held;
+                    return true;
                 }
             }
             Err(e) => {
@@ -2543,10 +2524,12 @@ fn membership_held_by_another(cfg: &KafkaConfig, stop: &AtomicBool) -> Membershi
             }
         }
         if stop.load(Ordering::Relaxed) {
-            return Membership::Unknown("a stop was asked for");
+            return not_held(
+                "a stop was asked for before it was known whether another member holds it",
+            );
         }
         if started.elapsed() >= window + LISTING_PATIENCE {
-            return Membership::Unknown("the group could not be listed");
+            return not_held("the group could not be listed");
         }
         std::thread::sleep(LIST_EVERY);
     }
