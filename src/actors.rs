@@ -42,6 +42,7 @@ use crate::core::router::{
 use crate::core::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState, TenantView};
 use crate::core::view::{LaneView, RouterView};
 use crate::core::{Output, PriceTable, Router, RoutingConfig};
+use crate::events::Name;
 use crate::events::{
     ClusterDeregisteredV1, ClusterRegisteredV1, InputEvent, ProviderStatus, RequestV1, Timestamp,
 };
@@ -149,7 +150,7 @@ pub struct ClusterMsg {
 pub struct ClusterReply {
     pub out: Output,
     pub fan_out: ClusterFanOut,
-    pub lanes: Option<Vec<Arc<str>>>,
+    pub lanes: Option<Vec<Name>>,
 }
 
 impl Handler<ClusterMsg> for ClusterActor {
@@ -176,7 +177,7 @@ impl Handler<ClusterMsg> for ClusterActor {
 /// The view a newly created lane gets of this cluster, if the cluster serves it.
 #[derive(Message)]
 #[rtype(result = "Option<(ClusterView, Timestamp)>")]
-pub struct CatchUp(pub Arc<str>);
+pub struct CatchUp(pub Name);
 
 impl Handler<CatchUp> for ClusterActor {
     type Result = Option<(ClusterView, Timestamp)>;
@@ -288,13 +289,13 @@ struct TenantEntry {
 /// only the clusters that serve it for their view.
 struct ClusterEntry {
     addr: Addr<ClusterActor>,
-    lanes: Vec<Arc<str>>,
+    lanes: Vec<Name>,
 }
 
 /// A lane's actor and the provider it belongs to (for provider-health fan-out).
 struct LaneEntry {
     addr: Addr<LaneActor>,
-    provider: Arc<str>,
+    provider: Name,
 }
 
 /// The dispatcher over all actors of one process: `core::Router`'s wiring, by messages. Must be
@@ -303,10 +304,10 @@ pub struct ActorRouter {
     cfg: Arc<RoutingConfig>,
     prices: Arc<PriceTable>,
     default_policy: Arc<TenantPolicy>,
-    lanes: HashIndex<Arc<str>, LaneEntry>,
-    clusters: BTreeMap<Arc<str>, ClusterEntry>,
-    tenants: HashIndex<Arc<str>, TenantEntry>,
-    providers: BTreeMap<Arc<str>, (ProviderStatus, Timestamp)>,
+    lanes: HashIndex<Name, LaneEntry>,
+    clusters: BTreeMap<Name, ClusterEntry>,
+    tenants: HashIndex<Name, TenantEntry>,
+    providers: BTreeMap<Name, (ProviderStatus, Timestamp)>,
     applied: u64,
 }
 
@@ -343,8 +344,8 @@ impl ActorRouter {
         r
     }
 
-    fn start_lane(&mut self, key: Arc<str>, state: LaneState) -> Addr<LaneActor> {
-        let provider = state.provider.clone();
+    fn start_lane(&mut self, key: Name, state: LaneState) -> Addr<LaneActor> {
+        let provider = state.provider;
         let addr = LaneActor {
             state,
             cfg: self.cfg.clone(),
@@ -361,7 +362,7 @@ impl ActorRouter {
         addr
     }
 
-    fn start_cluster(&mut self, key: Arc<str>, state: ClusterState) {
+    fn start_cluster(&mut self, key: Name, state: ClusterState) {
         let lanes = state.lanes.clone();
         let addr = ClusterActor {
             state,
@@ -372,7 +373,7 @@ impl ActorRouter {
         self.clusters.insert(key, ClusterEntry { addr, lanes });
     }
 
-    fn start_tenant(&mut self, key: Arc<str>, state: TenantState) -> Addr<TenantActor> {
+    fn start_tenant(&mut self, key: Name, state: TenantState) -> Addr<TenantActor> {
         let addr = TenantActor {
             state,
             cfg: self.cfg.clone(),
@@ -411,13 +412,13 @@ impl ActorRouter {
                     .await
             }
             InputEvent::ProviderHealth(p) => {
-                let provider: Arc<str> = Arc::from(p.provider.as_str());
-                self.providers.insert(provider.clone(), (p.status, p.ts));
-                let mut lanes: Vec<Arc<str>> = self
+                let provider: Name = Name::from(p.provider.as_str());
+                self.providers.insert(provider, (p.status, p.ts));
+                let mut lanes: Vec<Name> = self
                     .lanes
                     .iter()
                     .filter(|(_, e)| e.provider == provider)
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, _)| *k)
                     .collect();
                 // Hash order must not decide the order of the journal: lanes go in id order.
                 lanes.sort_unstable();
@@ -431,7 +432,7 @@ impl ActorRouter {
                 Ok(())
             }
             InputEvent::TenantPolicy(p) => {
-                let id: Arc<str> = Arc::from(p.tenant_id.as_str());
+                let id: Name = Name::from(p.tenant_id.as_str());
                 self.tenant_cmd(&id, TenantCommand::SetPolicy(Box::new(p)), out)
                     .await
             }
@@ -506,11 +507,11 @@ impl ActorRouter {
         e: ClusterRegisteredV1,
         out: &mut Output,
     ) -> Result<(), ActorGone> {
-        let id: Arc<str> = Arc::from(e.cluster_id.as_str());
+        let id: Name = Name::from(e.cluster_id.as_str());
         let old_lanes = match self.clusters.get(&id) {
             Some(c) => c.lanes.clone(),
             None => {
-                self.start_cluster(id.clone(), ClusterState::registered(&e));
+                self.start_cluster(id, ClusterState::registered(&e));
                 vec![]
             }
         };
@@ -518,15 +519,12 @@ impl ActorRouter {
         self.cluster_cmd(&id, ClusterCommand::Register(Box::new(e)), out)
             .await?;
         let new_lanes = &self.clusters[&id].lanes;
-        let gone: Vec<Arc<str>> = old_lanes
+        let gone: Vec<Name> = old_lanes
             .into_iter()
             .filter(|l| !new_lanes.contains(l))
             .collect();
         for lane in &gone {
-            let cmd = LaneCommand::ClusterRemoved {
-                cluster_id: id.clone(),
-                ts,
-            };
+            let cmd = LaneCommand::ClusterRemoved { cluster_id: id, ts };
             self.lane_cmd(lane, cmd, out).await?;
         }
         Ok(())
@@ -548,12 +546,12 @@ impl ActorRouter {
         let c = addr.send(GetState::<ClusterState>::new()).await?;
         if out.record_journal {
             out.journal.push(JournalEntry::ClusterRemoved {
-                cluster_id: c.cluster_id.clone(),
+                cluster_id: c.cluster_id,
             });
         }
         for lane in &c.lanes {
             let cmd = LaneCommand::ClusterRemoved {
-                cluster_id: c.cluster_id.clone(),
+                cluster_id: c.cluster_id,
                 ts: e.ts,
             };
             self.lane_cmd(lane, cmd, out).await?;
@@ -563,14 +561,14 @@ impl ActorRouter {
 
     /// The lane's key, starting its actor (priced, with the clusters and provider status that
     /// already concern it) on first sight.
-    async fn lane_key(&mut self, lane: &str, out: &mut Output) -> Result<Arc<str>, ActorGone> {
+    async fn lane_key(&mut self, lane: &str, out: &mut Output) -> Result<Name, ActorGone> {
         if let Some((k, _)) = self.lanes.get_key_value(lane) {
-            return Ok(k.clone());
+            return Ok(*k);
         }
         let state = create_lane(&self.prices, lane, out);
-        let key = state.lane.clone();
-        let provider = state.provider.clone();
-        self.start_lane(key.clone(), state);
+        let key = state.lane;
+        let provider = state.provider;
+        self.start_lane(key, state);
         if let Some(&(status, ts)) = self.providers.get(&provider) {
             if status == ProviderStatus::Down {
                 let cmd = LaneCommand::ProviderHealth { status, ts };
@@ -579,7 +577,7 @@ impl ActorRouter {
         }
         let mut views = Vec::new();
         for c in self.clusters.values().filter(|c| c.lanes.contains(&key)) {
-            if let Some(v) = c.addr.send(CatchUp(key.clone())).await? {
+            if let Some(v) = c.addr.send(CatchUp(key)).await? {
                 views.push(v);
             }
         }
@@ -617,7 +615,7 @@ impl ActorRouter {
     /// cluster whose views come back to lanes.
     fn lane_cmd<'a>(
         &'a mut self,
-        lane: &'a Arc<str>,
+        lane: &'a Name,
         cmd: LaneCommand,
         out: &'a mut Output,
     ) -> LocalBoxFuture<'a, Result<(), ActorGone>> {
@@ -694,7 +692,7 @@ impl ActorRouter {
 
     async fn tenant_cmd(
         &mut self,
-        id: &Arc<str>,
+        id: &str,
         cmd: TenantCommand,
         out: &mut Output,
     ) -> Result<(), ActorGone> {
@@ -705,7 +703,10 @@ impl ActorRouter {
                 }
                 t.addr.clone()
             }
-            None => self.start_tenant(id.clone(), TenantState::new(id.clone())),
+            None => {
+                let id = Name::new(id);
+                self.start_tenant(id, TenantState::new(id))
+            }
         };
         *out = addr
             .send(TenantMsg {
@@ -761,10 +762,7 @@ fn put<'o, T: bincode::Encode + ?Sized>(value: &T, out: &'o mut Vec<u8>) -> &'o 
 /// A map of actor states in `RouterState`'s derived encoding — its length, then each key with
 /// the state its actor gives, in the order of `entries` (key order) — asking a chunk of actors
 /// at a time.
-async fn put_states<A, S>(
-    entries: &[(&Arc<str>, &Addr<A>)],
-    out: &mut Vec<u8>,
-) -> Result<(), ActorGone>
+async fn put_states<A, S>(entries: &[(&Name, &Addr<A>)], out: &mut Vec<u8>) -> Result<(), ActorGone>
 where
     A: Actor + Handler<GetState<S>>,
     A::Context: actix::dev::ToEnvelope<A, GetState<S>>,

@@ -69,6 +69,7 @@ use zumik::core::router::{JournalEntry, RouterState};
 use zumik::core::tenant::TenantEvent;
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::codec::{decode_input, encode_decision, encode_input};
+use zumik::events::Name;
 use zumik::events::{
     ClusterDeregisteredV1, ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, CompletionV1,
     DataBoundary, DecisionV1, GateReportV1, InputEvent, LaneActivateV1, LaneActivatedV1,
@@ -1486,8 +1487,8 @@ fn isolation(s: &Scenario) -> Result<(), Failure> {
                 .lanes
                 .get(&d.lane)
                 .and_then(|l| l.clusters.get(target))
-                .map(|c| c.view.dedicated_to.clone());
-            if view_owner != Some(cluster.dedicated_to.clone()) {
+                .map(|c| c.view.dedicated_to);
+            if view_owner != Some(cluster.dedicated_to) {
                 return Err(format!(
                     "lane {} sees {target} dedicated to {view_owner:?}, cluster says {:?}",
                     d.lane, cluster.dedicated_to
@@ -1498,7 +1499,7 @@ fn isolation(s: &Scenario) -> Result<(), Failure> {
     })
 }
 
-type Reserved = BTreeMap<(Arc<str>, Arc<str>), u32>;
+type Reserved = BTreeMap<(Name, Name), u32>;
 
 /// The capacity invariants of one router state; `before` is the reserved count of every
 /// (lane, cluster) before the event, `decisions` what the event decided.
@@ -1570,17 +1571,14 @@ fn capacity_holds(
             }
             // A heartbeat or re-registration may shrink the limit under requests in flight; only
             // routing adds reservations, and it must never go past the limit.
-            let was = before
-                .get(&(lane.clone(), cid.clone()))
-                .copied()
-                .unwrap_or(0);
+            let was = before.get(&(*lane, *cid)).copied().unwrap_or(0);
             if lc.reserved > view.lane_limit && lc.reserved > was {
                 return Err(format!(
                     "lane {lane}: reserved on {cid} rose {was} -> {} past the lane limit {} (max_inflight {})",
                     lc.reserved, view.lane_limit, c.max_inflight
                 ));
             }
-            now.insert((lane.clone(), cid.clone()), lc.reserved);
+            now.insert((*lane, *cid), lc.reserved);
         }
     }
     for (cid, c) in &st.clusters {
@@ -1700,7 +1698,7 @@ fn no_leak(s: &Scenario) -> Result<(), Failure> {
                 r.cluster, r.expires_at
             )));
         }
-        let own = l.reservations.get(id.as_str()).map(|r| r.cluster.clone());
+        let own = l.reservations.get(id.as_str()).map(|r| r.cluster);
         for (cid, c) in &l.clusters {
             let expected = u32::from(own.as_deref() == Some(&**cid));
             if c.reserved != expected {

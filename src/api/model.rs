@@ -13,7 +13,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::core::view::RouterView;
-use crate::events::{DecisionV1, Reason};
+use crate::events::{DecisionV1, Name, Reason};
 use crate::kafka::{BatchSink, CommittedBatch};
 use crate::telemetry::Metrics;
 
@@ -65,7 +65,7 @@ pub struct ReadModel {
     mix: VecDeque<MixSecond>,
     health: BrokerHealth,
     last_report: Option<Instant>,
-    lane_stats: HashMap<Arc<str>, LaneStats>,
+    lane_stats: HashMap<Name, LaneStats>,
 }
 
 impl ReadModel {
@@ -147,7 +147,7 @@ impl Handler<Committed> for ReadModel {
         self.health.batches += 1;
         self.health.decisions += batch.decisions.len() as u64;
         for d in batch.decisions {
-            let st = self.lane_stats.entry(d.lane.clone()).or_default();
+            let st = self.lane_stats.entry(d.lane).or_default();
             st.decisions += 1;
             st.overflow += u64::from(d.reason == Reason::Overflow);
             st.failover += u64::from(d.reason == Reason::Failover);

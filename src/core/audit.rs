@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::events::{DecisionV1, Timestamp};
+use crate::events::{DecisionV1, Name, Timestamp};
 
 use super::cluster::{ClusterCommand, ClusterState};
 use super::config::RoutingConfig;
@@ -57,9 +57,9 @@ pub struct Explanation {
 pub struct Auditor {
     cfg: Arc<RoutingConfig>,
     /// Looked up on every lane record (hash map: never iterated into an output unsorted).
-    pub lanes: super::index::HashIndex<Arc<str>, LaneState>,
-    pub clusters: BTreeMap<Arc<str>, ClusterState>,
-    pub tenants: BTreeMap<Arc<str>, TenantState>,
+    pub lanes: super::index::HashIndex<Name, LaneState>,
+    pub clusters: BTreeMap<Name, ClusterState>,
+    pub tenants: BTreeMap<Name, TenantState>,
     pub stats: AuditStats,
     pub mismatches: Vec<Mismatch>,
     /// Keep at most this many mismatches in detail (all are counted).
@@ -129,8 +129,7 @@ impl Auditor {
         match entry {
             JournalEntry::Input(_) => {}
             JournalEntry::LaneCreated { lane, price } => {
-                self.lanes
-                    .insert(lane.clone(), LaneState::new(lane, *price));
+                self.lanes.insert(*lane, LaneState::new(lane, *price));
             }
             JournalEntry::Lane {
                 lane,
@@ -143,7 +142,7 @@ impl Auditor {
                     Some(state) => state,
                     None => self
                         .lanes
-                        .entry(lane.clone())
+                        .entry(*lane)
                         .or_insert_with(|| LaneState::new(lane, None)),
                 };
                 let mut recomputed = std::mem::take(&mut self.recomputed);
@@ -210,7 +209,7 @@ impl Auditor {
                         return;
                     };
                     self.clusters
-                        .insert(cluster_id.clone(), ClusterState::registered(reg));
+                        .insert(*cluster_id, ClusterState::registered(reg));
                 }
                 // Present: checked or inserted just above.
                 let state = self.clusters.get_mut(cluster_id).expect("cluster exists");
@@ -242,8 +241,8 @@ impl Auditor {
                 let cfg = self.cfg.clone();
                 let state = self
                     .tenants
-                    .entry(tenant_id.clone())
-                    .or_insert_with(|| TenantState::new(tenant_id.clone()));
+                    .entry(*tenant_id)
+                    .or_insert_with(|| TenantState::new(*tenant_id));
                 let recomputed = state.decide(command, &cfg);
                 for e in events {
                     state.evolve(e, &cfg);

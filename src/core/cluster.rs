@@ -5,11 +5,11 @@
 //! reservations (lanes do, per lane share) and never decides routing. What lanes may see of it is
 //! the [`ClusterView`], sent to each lane it serves as a journaled command.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
-use crate::events::{ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, Stack, Timestamp};
+use crate::events::{
+    ClusterHeartbeatV1, ClusterRegisteredV1, ClusterStatus, Name, Stack, Timestamp,
+};
 
 use super::config::{permille, RoutingConfig};
 
@@ -64,10 +64,10 @@ pub enum HealthCause {
 /// What a lane may know about a cluster that serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct ClusterView {
-    pub cluster_id: Arc<str>,
+    pub cluster_id: Name,
     pub stack: Stack,
-    pub region: Arc<str>,
-    pub dedicated_to: Option<Arc<str>>,
+    pub region: Name,
+    pub dedicated_to: Option<Name>,
     pub health: Health,
     pub last_heartbeat: Option<i64>,
     /// This lane's share of `max_inflight × headroom` (capacity is split evenly among lanes).
@@ -119,14 +119,14 @@ impl OutcomeWindow {
 /// One registered cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct ClusterState {
-    pub cluster_id: Arc<str>,
+    pub cluster_id: Name,
     pub name: String,
-    pub region: Arc<str>,
+    pub region: Name,
     pub stack: Stack,
-    pub lanes: Vec<Arc<str>>,
+    pub lanes: Vec<Name>,
     pub gpus: u32,
     pub gpu_hour_micros: u64,
-    pub dedicated_to: Option<Arc<str>>,
+    pub dedicated_to: Option<Name>,
     pub registered_at: i64,
     /// From the registration, then from each heartbeat.
     pub max_inflight: u32,
@@ -185,9 +185,9 @@ impl ClusterState {
     /// State of a cluster as its registration describes it (no heartbeat yet).
     pub fn registered(e: &ClusterRegisteredV1) -> Self {
         let mut s = ClusterState {
-            cluster_id: Arc::from(e.cluster_id.as_str()),
+            cluster_id: Name::from(e.cluster_id.as_str()),
             name: String::new(),
-            region: Arc::from(""),
+            region: Name::from(""),
             stack: e.stack,
             lanes: vec![],
             gpus: 0,
@@ -207,15 +207,15 @@ impl ClusterState {
 
     fn apply_registration(&mut self, e: &ClusterRegisteredV1) {
         self.name = e.name.clone();
-        self.region = Arc::from(e.region.as_str());
+        self.region = Name::from(e.region.as_str());
         self.stack = e.stack;
-        let mut lanes: Vec<Arc<str>> = e.lanes.iter().map(|l| Arc::from(l.as_str())).collect();
+        let mut lanes: Vec<Name> = e.lanes.iter().map(|l| Name::from(l.as_str())).collect();
         lanes.sort();
         lanes.dedup();
         self.lanes = lanes;
         self.gpus = e.gpus;
         self.gpu_hour_micros = e.gpu_hour_micros;
-        self.dedicated_to = e.dedicated_to.as_deref().map(Arc::from);
+        self.dedicated_to = e.dedicated_to.as_deref().map(Name::new);
         self.max_inflight = e.max_inflight;
     }
 
@@ -241,10 +241,10 @@ impl ClusterState {
     /// The view lane `lane` gets.
     pub fn view(&self, lane: &str, cfg: &RoutingConfig) -> ClusterView {
         ClusterView {
-            cluster_id: self.cluster_id.clone(),
+            cluster_id: self.cluster_id,
             stack: self.stack,
-            region: self.region.clone(),
-            dedicated_to: self.dedicated_to.clone(),
+            region: self.region,
+            dedicated_to: self.dedicated_to,
             health: self.health,
             last_heartbeat: self.last_heartbeat,
             lane_limit: self.lane_limit(lane, cfg),

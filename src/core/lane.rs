@@ -14,8 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{
-    CompletionV1, Considered, DataBoundary, DecisionV1, GateReportV1, Mode, ModelPath, Outcome,
-    Profile, ProfileClass, ProviderStatus, Reason, RequestV1, Stack, Timestamp, Verdict,
+    CompletionV1, Considered, DataBoundary, DecisionV1, GateReportV1, Mode, ModelPath, Name,
+    Outcome, Profile, ProfileClass, ProviderStatus, Reason, RequestV1, Stack, Timestamp, Verdict,
 };
 
 use super::cluster::{ClusterView, Health};
@@ -36,8 +36,7 @@ pub struct LaneCluster {
 /// One in-flight BYOC request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct Reservation {
-    pub cluster: Arc<str>,
-    pub tenant: Arc<str>,
+    pub cluster: Name,
     pub expires_at: i64,
     /// `seq` of the decision that made it (unique in the lane; orders equal deadlines).
     pub seq: u64,
@@ -142,10 +141,10 @@ pub struct UsageWindow {
 /// State of one lane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct LaneState {
-    pub lane: Arc<str>,
-    pub provider: Arc<str>,
+    pub lane: Name,
+    pub provider: Name,
     /// `openrouter/<provider>/<model>`: the emergency target.
-    pub openrouter_target: Arc<str>,
+    pub openrouter_target: Name,
     /// Managed price of the lane's model, if the price table knows it.
     pub price: Option<ModelPrice>,
     pub active: bool,
@@ -156,7 +155,7 @@ pub struct LaneState {
     pub window: UsageWindow,
     /// `routing.stale_after_ms` when the lane was activated (utilisation ignores silent clusters).
     pub stale_after_ms: i64,
-    pub clusters: BTreeMap<Arc<str>, LaneCluster>,
+    pub clusters: BTreeMap<Name, LaneCluster>,
     pub provider_down: bool,
     /// In-flight BYOC requests by `request_id`.
     pub reservations: Reservations,
@@ -189,7 +188,7 @@ pub enum LaneCommand {
         ts: Timestamp,
     },
     ClusterRemoved {
-        cluster_id: Arc<str>,
+        cluster_id: Name,
         ts: Timestamp,
     },
     ProviderHealth {
@@ -219,21 +218,23 @@ pub enum LaneEvent {
     /// A decision; `reservation` is `(cluster, expires_at)` for BYOC.
     Decided {
         decision: DecisionV1,
-        reservation: Option<(Arc<str>, i64)>,
+        reservation: Option<(Name, i64)>,
     },
     /// Audit record of an OpenRouter emergency route (DESIGN §4.7).
     EmergencyFallback {
         request_id: Arc<str>,
-        tenant_id: Arc<str>,
-        provider: Arc<str>,
+        tenant_id: Name,
+        provider: Name,
         ts: Timestamp,
     },
     /// A routed request finished. `cluster` is set when it released a BYOC reservation;
     /// `billable_micros` is what the tenant's budget is charged.
     Completed {
         request_id: InlineId,
-        tenant_id: Arc<str>,
-        cluster: Option<Arc<str>>,
+        /// Inline: a managed completion has no reservation holding the tenant's name, and this
+        /// saves interning one per completion.
+        tenant_id: InlineId,
+        cluster: Option<Name>,
         profile: Profile,
         outcome: Outcome,
         output_tokens: u32,
@@ -243,7 +244,7 @@ pub enum LaneEvent {
     /// A reservation outlived its deadline without a completion.
     Expired {
         request_id: InlineId,
-        cluster: Arc<str>,
+        cluster: Name,
         ts: Timestamp,
     },
     ClusterUpdated {
@@ -251,7 +252,7 @@ pub enum LaneEvent {
         ts: Timestamp,
     },
     ClusterRemoved {
-        cluster_id: Arc<str>,
+        cluster_id: Name,
         ts: Timestamp,
     },
     ProviderHealthChanged {
@@ -308,7 +309,7 @@ impl LaneEvent {
 
 /// Outcome of evaluating the BYOC step.
 enum Byoc {
-    Chosen { cluster: Arc<str>, stack: Stack },
+    Chosen { cluster: Name, stack: Stack },
     NotServed(Reason),
 }
 
@@ -318,9 +319,9 @@ impl LaneState {
         let (provider, model) =
             ModelPath::parse(lane).map_or(("", lane), |p| (p.provider, p.model));
         LaneState {
-            lane: Arc::from(lane),
-            provider: Arc::from(provider),
-            openrouter_target: Arc::from(format!("openrouter/{provider}/{model}")),
+            lane: Name::from(lane),
+            provider: Name::from(provider),
+            openrouter_target: Name::from(format!("openrouter/{provider}/{model}")),
             price,
             active: false,
             report_digest: None,
@@ -408,7 +409,7 @@ impl LaneState {
                         let r = self.reservations.get(id)?;
                         Some(LaneEvent::Expired {
                             request_id: id.clone(),
-                            cluster: r.cluster.clone(),
+                            cluster: r.cluster,
                             ts: *now,
                         })
                     })
@@ -421,7 +422,7 @@ impl LaneState {
             LaneCommand::ClusterRemoved { cluster_id, ts } => {
                 if self.clusters.contains_key(cluster_id) {
                     vec![LaneEvent::ClusterRemoved {
-                        cluster_id: cluster_id.clone(),
+                        cluster_id: *cluster_id,
                         ts: *ts,
                     }]
                 } else {
@@ -491,8 +492,7 @@ impl LaneState {
                     let id = InlineId::from(&decision.request_id);
                     self.expiry.push(*expires_at, decision.seq, id.clone());
                     let r = Reservation {
-                        cluster: cluster.clone(),
-                        tenant: decision.tenant_id.clone(),
+                        cluster: *cluster,
                         expires_at: *expires_at,
                         seq: decision.seq,
                     };
@@ -525,7 +525,7 @@ impl LaneState {
             LaneEvent::ClusterUpdated { view: v, .. } => {
                 let reserved = self.clusters.get(&v.cluster_id).map_or(0, |c| c.reserved);
                 self.clusters.insert(
-                    v.cluster_id.clone(),
+                    v.cluster_id,
                     LaneCluster {
                         view: v.clone(),
                         reserved,
@@ -791,11 +791,8 @@ impl LaneState {
         };
         LaneEvent::Completed {
             request_id: InlineId::from(c.request_id.as_str()),
-            // The reservation already holds the tenant id (when it is the same tenant).
-            tenant_id: reservation
-                .filter(|r| *r.tenant == *c.tenant_id)
-                .map_or_else(|| Arc::from(c.tenant_id.as_str()), |r| r.tenant.clone()),
-            cluster: reservation.map(|r| r.cluster.clone()),
+            tenant_id: InlineId::from(c.tenant_id.as_str()),
+            cluster: reservation.map(|r| r.cluster),
             profile,
             outcome: c.outcome,
             output_tokens: c.output_tokens,
@@ -851,8 +848,8 @@ impl LaneState {
         let tenant_id = &tenant.tenant_id;
         let mut d = DecisionV1 {
             request_id: r.request_id.clone(),
-            tenant_id: tenant_id.clone(),
-            lane: self.lane.clone(),
+            tenant_id: *tenant_id,
+            lane: self.lane,
             profile: None,
             mode: Mode::Rejected,
             target: None,
@@ -928,14 +925,14 @@ impl LaneState {
                     if self.provider_down {
                         provider_blocked = true;
                         skipped_credentials.push(Considered {
-                            target: Arc::from(format!("{prefix}:{provider}")),
+                            target: Name::from(format!("{prefix}:{provider}")),
                             verdict: Verdict::ProviderDown,
                         });
                         continue;
                     }
                     d.profile = Some(profile);
                     d.mode = Mode::Live;
-                    d.target = Some(self.lane.clone());
+                    d.target = Some(self.lane);
                     d.reason = reason;
                     // Bundled allowance costs nothing at the margin; BYOK is the provider's list price.
                     d.estimated_cost_micros = if profile == Profile::Byok {
@@ -955,7 +952,7 @@ impl LaneState {
                         Byoc::Chosen { cluster, stack } => {
                             d.profile = Some(byoc_profile(stack));
                             d.mode = Mode::Live;
-                            d.target = Some(cluster.clone());
+                            d.target = Some(cluster);
                             d.reason = Reason::HotLane;
                             let deadline =
                                 r.qos.deadline_ms.unwrap_or(cfg.default_deadline_ms) as i64;
@@ -976,17 +973,17 @@ impl LaneState {
                     d.estimated_cost_micros = estimate;
                     if !self.provider_down {
                         d.mode = Mode::Live;
-                        d.target = Some(self.lane.clone());
+                        d.target = Some(self.lane);
                     } else if cfg.openrouter_fallback
                         && policy.data_boundary == DataBoundary::Project
                     {
                         d.mode = Mode::OpenrouterFallback;
                         d.reason = Reason::ManagedDown;
-                        d.target = Some(self.openrouter_target.clone());
+                        d.target = Some(self.openrouter_target);
                         fallback = Some(LaneEvent::EmergencyFallback {
                             request_id: r.request_id.clone(),
-                            tenant_id: tenant_id.clone(),
-                            provider: self.provider.clone(),
+                            tenant_id: *tenant_id,
+                            provider: self.provider,
                             ts: r.ts,
                         });
                     } else {
@@ -1036,7 +1033,7 @@ impl LaneState {
     fn byoc(
         &self,
         r: &RequestV1,
-        tenant_id: &Arc<str>,
+        tenant_id: &Name,
         tenant: &TenantView,
         considered: &mut Vec<Considered>,
         cfg: &RoutingConfig,
@@ -1107,7 +1104,7 @@ impl LaneState {
                 }
             };
             considered.push(Considered {
-                target: id.clone(),
+                target: *id,
                 verdict,
             });
         }
@@ -1115,7 +1112,7 @@ impl LaneState {
         match best {
             Some((idx, ..)) => {
                 considered[idx].verdict = Verdict::Chosen;
-                let id = considered[idx].target.clone();
+                let id = considered[idx].target;
                 // `best` only ever indexes a cluster pushed from `self.clusters` above.
                 let stack = self.clusters[&id].view.stack;
                 Byoc::Chosen { cluster: id, stack }
@@ -1175,12 +1172,12 @@ mod tests {
         let mut lane = LaneState::new("acme/m", None);
         lane.active = true;
         lane.clusters.insert(
-            Arc::from("byc_a"),
+            Name::from("byc_a"),
             LaneCluster {
                 view: ClusterView {
-                    cluster_id: Arc::from("byc_a"),
+                    cluster_id: Name::from("byc_a"),
                     stack: crate::events::Stack::Dynamo,
-                    region: Arc::from("eu"),
+                    region: Name::from("eu"),
                     dedicated_to: None,
                     health: Health::Healthy,
                     last_heartbeat: Some(century_ms),

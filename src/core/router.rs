@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
+use super::id::InlineId;
 use super::index::HashIndex;
+use crate::events::Name;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -26,7 +28,7 @@ use super::price::{ModelPrice, PriceTable};
 use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState, TenantView};
 
 /// Format version of [`Router::snapshot`] bytes (first byte).
-pub const SNAPSHOT_VERSION: u8 = 5;
+pub const SNAPSHOT_VERSION: u8 = 6;
 
 /// One journal record. The journal is the truth (DESIGN §6): every command an actor was given,
 /// with the events it produced, in order. Re-deciding the commands of one actor from its
@@ -37,23 +39,23 @@ pub enum JournalEntry {
     Input(InputEvent),
     /// A lane came into existence with this price.
     LaneCreated {
-        lane: Arc<str>,
+        lane: Name,
         price: Option<ModelPrice>,
     },
     Lane {
-        lane: Arc<str>,
+        lane: Name,
         command: LaneCommand,
         events: Vec<LaneEvent>,
     },
     Cluster {
-        cluster_id: Arc<str>,
+        cluster_id: Name,
         command: ClusterCommand,
         events: Vec<ClusterEvent>,
     },
     /// A cluster was deregistered and its state dropped.
-    ClusterRemoved { cluster_id: Arc<str> },
+    ClusterRemoved { cluster_id: Name },
     Tenant {
-        tenant_id: Arc<str>,
+        tenant_id: Name,
         command: TenantCommand,
         events: Vec<TenantEvent>,
     },
@@ -67,7 +69,7 @@ pub enum JournalEntry {
 /// ratios in thousandths) so the record is exact and comparable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct DiagnosticFlagged {
-    pub lane: Arc<str>,
+    pub lane: Name,
     /// Event-time window of the history diagnosed.
     pub window_start: Timestamp,
     pub window_end: Timestamp,
@@ -132,11 +134,11 @@ impl Output {
 pub struct RouterState {
     /// Lanes and tenants are hash maps: they are looked up on every event and never iterated
     /// into an output without sorting first.
-    pub lanes: HashIndex<Arc<str>, LaneState>,
-    pub clusters: BTreeMap<Arc<str>, ClusterState>,
-    pub tenants: HashIndex<Arc<str>, TenantState>,
+    pub lanes: HashIndex<Name, LaneState>,
+    pub clusters: BTreeMap<Name, ClusterState>,
+    pub tenants: HashIndex<Name, TenantState>,
     /// Latest health of each managed provider, with its event time.
-    pub providers: BTreeMap<Arc<str>, (ProviderStatus, Timestamp)>,
+    pub providers: BTreeMap<Name, (ProviderStatus, Timestamp)>,
     /// Input events applied so far.
     pub applied: u64,
 }
@@ -269,16 +271,14 @@ impl Router {
                 self.cluster_cmd(&id, ClusterCommand::Heartbeat(Box::new(hb)), out);
             }
             InputEvent::ProviderHealth(p) => {
-                let provider: Arc<str> = Arc::from(p.provider.as_str());
-                self.state
-                    .providers
-                    .insert(provider.clone(), (p.status, p.ts));
-                let mut lanes: Vec<Arc<str>> = self
+                let provider: Name = Name::from(p.provider.as_str());
+                self.state.providers.insert(provider, (p.status, p.ts));
+                let mut lanes: Vec<Name> = self
                     .state
                     .lanes
                     .values()
                     .filter(|l| l.provider == provider)
-                    .map(|l| l.lane.clone())
+                    .map(|l| l.lane)
                     .collect();
                 // Hash order must not decide the order of the journal: lanes go in id order.
                 lanes.sort_unstable();
@@ -294,7 +294,7 @@ impl Router {
                 }
             }
             InputEvent::TenantPolicy(p) => {
-                let id: Arc<str> = Arc::from(p.tenant_id.as_str());
+                let id: Name = Name::from(p.tenant_id.as_str());
                 self.tenant_cmd(&id, TenantCommand::SetPolicy(Box::new(p)), out);
             }
             InputEvent::LaneActivated(a) => {
@@ -351,13 +351,11 @@ impl Router {
     }
 
     fn on_register(&mut self, e: crate::events::ClusterRegisteredV1, out: &mut Output) {
-        let id: Arc<str> = Arc::from(e.cluster_id.as_str());
+        let id: Name = Name::from(e.cluster_id.as_str());
         let old_lanes = match self.state.clusters.get(&id) {
             Some(c) => c.lanes.clone(),
             None => {
-                self.state
-                    .clusters
-                    .insert(id.clone(), ClusterState::registered(&e));
+                self.state.clusters.insert(id, ClusterState::registered(&e));
                 vec![]
             }
         };
@@ -367,10 +365,7 @@ impl Router {
         for lane in old_lanes.iter().filter(|l| !new_lanes.contains(l)) {
             self.lane_cmd(
                 lane,
-                LaneCommand::ClusterRemoved {
-                    cluster_id: id.clone(),
-                    ts,
-                },
+                LaneCommand::ClusterRemoved { cluster_id: id, ts },
                 out,
             );
         }
@@ -386,14 +381,14 @@ impl Router {
         };
         if out.record_journal {
             out.journal.push(JournalEntry::ClusterRemoved {
-                cluster_id: c.cluster_id.clone(),
+                cluster_id: c.cluster_id,
             });
         }
         for lane in &c.lanes {
             self.lane_cmd(
                 lane,
                 LaneCommand::ClusterRemoved {
-                    cluster_id: c.cluster_id.clone(),
+                    cluster_id: c.cluster_id,
                     ts: e.ts,
                 },
                 out,
@@ -403,14 +398,14 @@ impl Router {
 
     /// The lane's key, creating the lane (priced, with the clusters and provider status that
     /// already concern it) on first sight.
-    fn lane_key(&mut self, lane: &str, out: &mut Output) -> Arc<str> {
+    fn lane_key(&mut self, lane: &str, out: &mut Output) -> Name {
         if let Some((k, _)) = self.state.lanes.get_key_value(lane) {
-            return k.clone();
+            return *k;
         }
         let state = create_lane(&self.prices, lane, out);
-        let key = state.lane.clone();
-        let provider = state.provider.clone();
-        self.state.lanes.insert(key.clone(), state);
+        let key = state.lane;
+        let provider = state.provider;
+        self.state.lanes.insert(key, state);
         if let Some(&(status, ts)) = self.state.providers.get(&provider) {
             if status == ProviderStatus::Down {
                 self.lane_cmd(&key, LaneCommand::ProviderHealth { status, ts }, out);
@@ -447,7 +442,7 @@ impl Router {
         self.follow_up(follow_ups, out);
     }
 
-    fn lane_cmd(&mut self, lane: &Arc<str>, cmd: LaneCommand, out: &mut Output) {
+    fn lane_cmd(&mut self, lane: &Name, cmd: LaneCommand, out: &mut Output) {
         if !self.state.lanes.contains_key(lane) {
             self.lane_key(lane, out);
         }
@@ -482,14 +477,16 @@ impl Router {
         }
     }
 
-    fn tenant_cmd(&mut self, id: &Arc<str>, cmd: TenantCommand, out: &mut Output) {
+    fn tenant_cmd(&mut self, id: &str, cmd: TenantCommand, out: &mut Output) {
         let t = match self.state.tenants.get_mut(id) {
             Some(t) => t,
-            None => self
-                .state
-                .tenants
-                .entry(id.clone())
-                .or_insert_with(|| TenantState::new(id.clone())),
+            None => {
+                let id = Name::new(id);
+                self.state
+                    .tenants
+                    .entry(id)
+                    .or_insert_with(|| TenantState::new(id))
+            }
         };
         tenant_step(t, &self.cfg, &mut self.tenant_events, cmd, out);
     }
@@ -501,7 +498,7 @@ impl Router {
 // engines cannot drift apart; only the order in which they are driven is the router's.
 
 /// Another unit's usage record as the command for its tenant.
-pub fn unit_usage(u: crate::events::UsageV1) -> (Arc<str>, TenantCommand) {
+pub fn unit_usage(u: crate::events::UsageV1) -> (Name, TenantCommand) {
     let cmd = TenantCommand::RecordUnitUsage {
         unit: u.unit,
         requests: u.requests,
@@ -509,30 +506,30 @@ pub fn unit_usage(u: crate::events::UsageV1) -> (Arc<str>, TenantCommand) {
         unit_spent_micros: u.unit_spent_micros,
         ts: u.ts,
     };
-    (Arc::from(u.tenant_id), cmd)
+    (Name::from(u.tenant_id), cmd)
 }
 
 /// Another unit's breaker trip as the command for its cluster.
-pub fn unit_breaker_trip(b: crate::events::BreakerTrippedV1) -> (Arc<str>, ClusterCommand) {
+pub fn unit_breaker_trip(b: crate::events::BreakerTrippedV1) -> (Name, ClusterCommand) {
     let cmd = ClusterCommand::BreakerTripped {
         unit: b.unit,
         failures: b.failures,
         samples: b.samples,
         ts: b.ts,
     };
-    (Arc::from(b.cluster_id), cmd)
+    (Name::from(b.cluster_id), cmd)
 }
 
 /// A completion's outcome for its cluster's breaker and its cost for its tenant's budget.
 pub type FollowUps = (
-    Option<(Arc<str>, ClusterCommand)>,
-    Option<(Arc<str>, TenantCommand)>,
+    Option<(Name, ClusterCommand)>,
+    Option<(InlineId, TenantCommand)>,
 );
 
 /// The view a request gets of a tenant the router has no state for: the default policy.
 pub fn default_tenant_view(tenant_id: &str, default: &Arc<TenantPolicy>) -> TenantView {
     TenantView {
-        tenant_id: Arc::from(tenant_id),
+        tenant_id: Name::from(tenant_id),
         known: false,
         version: 0,
         policy: default.clone(),
@@ -557,7 +554,7 @@ pub fn create_lane(prices: &PriceTable, lane: &str, out: &mut Output) -> LaneSta
     let state = LaneState::new(lane, price.map(|m| m.price));
     if out.record_journal {
         out.journal.push(JournalEntry::LaneCreated {
-            lane: state.lane.clone(),
+            lane: state.lane,
             price: state.price,
         });
     }
@@ -587,7 +584,7 @@ pub fn lane_hot_step(
 /// of the command (empty when the view did not change).
 #[derive(Debug, Default)]
 pub struct ClusterFanOut {
-    pub views: Vec<(Arc<str>, ClusterView)>,
+    pub views: Vec<(Name, ClusterView)>,
     pub ts: Timestamp,
 }
 
@@ -616,7 +613,7 @@ pub fn cluster_step(
         state
             .lanes
             .iter()
-            .map(|l| (l.clone(), state.view(l, cfg)))
+            .map(|l| (*l, state.view(l, cfg)))
             .collect()
     } else {
         Vec::new()
@@ -628,7 +625,7 @@ pub fn cluster_step(
     };
     if out.record_journal {
         out.journal.push(JournalEntry::Cluster {
-            cluster_id: state.cluster_id.clone(),
+            cluster_id: state.cluster_id,
             command: cmd,
             events: events.clone(),
         });
@@ -651,7 +648,7 @@ pub fn tenant_step(
     }
     if out.record_journal {
         out.journal.push(JournalEntry::Tenant {
-            tenant_id: state.tenant_id.clone(),
+            tenant_id: state.tenant_id,
             command: cmd,
             events: events.clone(),
         });
@@ -675,7 +672,7 @@ pub fn lane_step(
     let lane = &state.lane;
     if out.record_journal {
         out.journal.push(JournalEntry::Lane {
-            lane: lane.clone(),
+            lane: *lane,
             command: cmd,
             events: events.clone(),
         });

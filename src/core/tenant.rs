@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{DataBoundary, OverageMode, ProfileClass, TenantPolicyV1, Timestamp};
+use crate::events::{DataBoundary, Name, OverageMode, ProfileClass, TenantPolicyV1, Timestamp};
 
 use super::config::RoutingConfig;
 use super::id::InlineId;
@@ -53,13 +53,13 @@ impl ProfileSet {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct TenantPolicy {
     /// Sorted; `None` = any region.
-    pub allowed_regions: Option<Vec<Arc<str>>>,
+    pub allowed_regions: Option<Vec<Name>>,
     pub profiles: ProfileSet,
     pub data_boundary: DataBoundary,
     /// Providers with a subscription, sorted.
-    pub subscriptions: Vec<Arc<str>>,
+    pub subscriptions: Vec<Name>,
     /// Providers with a BYOK credential, sorted.
-    pub byok: Vec<Arc<str>>,
+    pub byok: Vec<Name>,
     pub monthly_budget_micros: Option<u64>,
     pub overage_mode: OverageMode,
     /// `None` = the configured default order.
@@ -67,10 +67,10 @@ pub struct TenantPolicy {
 }
 
 /// Sorted, deduplicated, lowercased (provider names in lanes are lowercase).
-fn sorted(v: &[String]) -> Vec<Arc<str>> {
-    let mut out: Vec<Arc<str>> = v
+fn sorted(v: &[String]) -> Vec<Name> {
+    let mut out: Vec<Name> = v
         .iter()
-        .map(|s| Arc::from(s.to_ascii_lowercase().as_str()))
+        .map(|s| Name::from(s.to_ascii_lowercase().as_str()))
         .collect();
     out.sort();
     out.dedup();
@@ -129,7 +129,7 @@ impl TenantPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct TenantView {
     /// The tenant (shared with the tenant's state, so decisions need not copy it).
-    pub tenant_id: Arc<str>,
+    pub tenant_id: Name,
     /// False when the tenant has no policy and the default applies.
     pub known: bool,
     /// Policy version (0 = default policy).
@@ -152,7 +152,7 @@ impl TenantView {
 /// Tenant state: policy and the current month's spend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct TenantState {
-    pub tenant_id: Arc<str>,
+    pub tenant_id: Name,
     pub policy: Option<Arc<TenantPolicy>>,
     pub version: u64,
     /// Month of `spent_micros`, `yyyymm` (event time).
@@ -271,7 +271,7 @@ fn crossed_mask(spent: u64, budget: Option<u64>, thresholds: &[u8]) -> u8 {
 }
 
 impl TenantState {
-    pub fn new(tenant_id: Arc<str>) -> Self {
+    pub fn new(tenant_id: Name) -> Self {
         TenantState {
             tenant_id,
             policy: None,
@@ -296,7 +296,7 @@ impl TenantState {
                 self.spent_micros >= b && self.month_of(now) == UsageMonth::Current
             });
         TenantView {
-            tenant_id: self.tenant_id.clone(),
+            tenant_id: self.tenant_id,
             known: self.policy.is_some(),
             version: self.version,
             policy,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::name::Name;
 use super::time::Timestamp;
 
 /// Who serves a request.
@@ -230,7 +231,7 @@ pub enum Verdict {
 #[serde(deny_unknown_fields)]
 pub struct Considered {
     /// Cluster id, or `subscription:<provider>` / `byok:<provider>` for credential routes.
-    pub target: Arc<str>,
+    pub target: Name,
     pub verdict: Verdict,
 }
 
@@ -268,13 +269,13 @@ pub struct Source {
 #[serde(deny_unknown_fields)]
 pub struct DecisionV1 {
     pub request_id: Arc<str>,
-    pub tenant_id: Arc<str>,
-    pub lane: Arc<str>,
+    pub tenant_id: Name,
+    pub lane: Name,
     /// Who serves it; `null` for rejections and placeholders.
     pub profile: Option<Profile>,
     pub mode: Mode,
     /// Cluster id, `provider/model`, or `openrouter/provider/model`; `null` when nothing serves.
-    pub target: Option<Arc<str>>,
+    pub target: Option<Name>,
     pub reason: Reason,
     /// Candidates looked at (clusters in id order, then credential routes), with verdicts.
     pub considered: Vec<Considered>,

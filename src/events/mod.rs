@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod decision;
 pub mod input;
+pub mod name;
 pub mod report;
 pub mod schema;
 pub mod time;
@@ -13,6 +14,7 @@ pub mod validate;
 
 pub use decision::{Considered, DecisionV1, Mode, OutputEvent, Profile, Reason, Source, Verdict};
 pub use input::*;
+pub use name::Name;
 pub use report::{report_digest, GateReportV1, Window};
 pub use time::Timestamp;
 pub use validate::{Invalid, ModelPath};

@@ -52,6 +52,7 @@ use crate::core::cluster::{ClusterEvent, HealthCause};
 use crate::core::router::JournalEntry;
 use crate::core::tenant::{TenantCommand, TenantEvent};
 use crate::core::{Output, PriceTable, RoutingConfig};
+use crate::events::Name;
 use crate::events::{BreakerTrippedV1, InputEvent, UsageV1};
 use crate::store::Snapshot;
 
@@ -121,7 +122,7 @@ impl Unit {
 pub struct Shared {
     /// Keyed by tenant, month, and whether the unit counted the spend (late completions of a
     /// month the tenant's state has left are sent without a total, apart from the others).
-    usage: BTreeMap<(Arc<str>, u32, bool), UsageV1>,
+    usage: BTreeMap<(Name, u32, bool), UsageV1>,
     trips: Vec<BreakerTrippedV1>,
 }
 
@@ -148,7 +149,7 @@ impl Shared {
                 });
                 let usage = self
                     .usage
-                    .entry((tenant_id.clone(), ts.year_month(), own.is_some()))
+                    .entry((*tenant_id, ts.year_month(), own.is_some()))
                     .or_insert_with(|| UsageV1 {
                         tenant_id: tenant_id.to_string(),
                         unit,

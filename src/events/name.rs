@@ -1,0 +1,257 @@
+//! [`Name`]: an interned identifier — a lane, cluster, tenant, provider, region or decision
+//! target — that copies as a pointer and compares equal by address.
+//!
+//! Every decision names its tenant, lane and target and lists the clusters it considered; every
+//! reservation names its cluster and tenant. As shared strings (`Arc<str>`) each of those copies
+//! was an atomic reference-count update and each drop another, a dozen or more per request.
+//! Names are interned once per distinct string for the life of the process, so a copy is a plain
+//! copy and equality is one pointer comparison.
+//!
+//! Interned strings are never freed: the names a process holds are bounded by the lanes,
+//! clusters, tenants, providers and regions it has seen, which its state keeps anyway. Request
+//! ids are unbounded and stay out of here (`Arc<str>`, [`crate::core::id::InlineId`]).
+//!
+//! A name hashes, orders, serializes (serde, JSON Schema) and encodes (bincode) exactly as its
+//! string, so outputs, snapshots and journal records are the bytes they were with strings.
+
+use std::borrow::{Borrow, Cow};
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::{OnceLock, RwLock};
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An interned string (see the module docs). `Copy`: pass it by value.
+#[derive(Clone, Copy)]
+pub struct Name(&'static str);
+
+/// The process's interned strings (fixed-seed hash: no randomness in the process).
+fn names() -> &'static RwLock<HashSet<&'static str, foldhash::fast::FixedState>> {
+    static NAMES: OnceLock<RwLock<HashSet<&'static str, foldhash::fast::FixedState>>> =
+        OnceLock::new();
+    NAMES.get_or_init(Default::default)
+}
+
+impl Name {
+    /// The name of `s`, interning it on first sight.
+    pub fn new(s: &str) -> Name {
+        // A poisoned lock still holds a consistent set: inserts happen after the leak.
+        if let Some(&n) = names().read().unwrap_or_else(|e| e.into_inner()).get(s) {
+            return Name(n);
+        }
+        let mut set = names().write().unwrap_or_else(|e| e.into_inner());
+        if let Some(&n) = set.get(s) {
+            return Name(n);
+        }
+        let leaked: &'static str = Box::leak(Box::from(s));
+        set.insert(leaked);
+        Name(leaked)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name::new(s)
+    }
+}
+
+impl From<&String> for Name {
+    fn from(s: &String) -> Self {
+        Name::new(s)
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Name::new(&s)
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self.0
+    }
+}
+
+/// Lookups by `&str` in maps keyed by names: hashing and equality agree with `str`'s.
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.0
+    }
+}
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// Equal strings are one interned copy: the addresses decide.
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// The order of the strings (byte order, as `str` orders).
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self == other {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(other.0)
+        }
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0, f)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Cow::<'de, str>::deserialize(d).map(|s| Name::new(&s))
+    }
+}
+
+impl JsonSchema for Name {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        str::schema_name()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        str::schema_id()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        str::json_schema(generator)
+    }
+}
+
+impl bincode::Encode for Name {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<C> bincode::Decode<C> for Name {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        String::decode(decoder).map(|s| Name::new(&s))
+    }
+}
+
+impl<'de, C> bincode::BorrowDecode<'de, C> for Name {
+    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        <&'de str as bincode::BorrowDecode<'de, C>>::borrow_decode(decoder).map(Name::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_name_is_interned_once_and_compares_by_address() {
+        let a = Name::new("byc_01");
+        let b = Name::from(String::from("byc_01"));
+        assert_eq!(a, b);
+        assert!(std::ptr::eq(a.as_str(), b.as_str()));
+        assert_ne!(a, Name::new("byc_02"));
+        assert_eq!(a, "byc_01");
+    }
+
+    #[test]
+    fn names_encode_hash_and_order_like_strings() {
+        let strs = ["", "a", "a-b", "byc_01", "openai/gpt-4o@ft-h0001", "é"];
+        let cfg = bincode::config::standard();
+        for s in strs {
+            let n = Name::new(s);
+            let arc: Arc<str> = Arc::from(s);
+            assert_eq!(
+                bincode::encode_to_vec(n, cfg).unwrap(),
+                bincode::encode_to_vec(&arc, cfg).unwrap()
+            );
+            let bytes = bincode::encode_to_vec(n, cfg).unwrap();
+            let (back, _): (Name, _) = bincode::decode_from_slice(&bytes, cfg).unwrap();
+            assert_eq!(back, n);
+            let (borrowed, _): (Name, _) = bincode::borrow_decode_from_slice(&bytes, cfg).unwrap();
+            assert_eq!(borrowed, n);
+            let json = serde_json::to_string(&n).unwrap();
+            assert_eq!(json, serde_json::to_string(s).unwrap());
+            assert_eq!(serde_json::from_str::<Name>(&json).unwrap(), n);
+            let hash = |x: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                x(&mut h);
+                h.finish()
+            };
+            assert_eq!(hash(&|h| n.hash(h)), hash(&|h| s.hash(h)));
+            for t in strs {
+                assert_eq!(n.cmp(&Name::new(t)), s.cmp(t), "{s} vs {t}");
+            }
+        }
+        assert_eq!(
+            serde_json::to_value(schemars::schema_for!(Name)).unwrap(),
+            serde_json::to_value(schemars::schema_for!(String)).unwrap()
+        );
+    }
+}
