@@ -11,7 +11,7 @@ use prometheus::{
 };
 
 use crate::core::view::{RouterView, HEALTH_NAMES};
-use crate::events::DecisionV1;
+use crate::events::{DecisionV1, Name};
 
 pub const DECISIONS_TOTAL: &str = "zumik_decisions_total";
 pub const INPUTS_TOTAL: &str = "zumik_inputs_total";
@@ -32,9 +32,10 @@ pub const CLUSTER_HEARTBEAT_AGE: &str = "zumik_cluster_heartbeat_age_seconds";
 pub const READY: &str = "zumik_ready";
 pub const RESTARTS_TOTAL: &str = "zumik_broker_restarts_total";
 pub const API_REQUESTS_TOTAL: &str = "zumik_api_requests_total";
+pub const INTERNED_NAMES: &str = "zumik_interned_names";
 
 /// Every metric name (the dashboard and `docs/operations.md` are checked against this list).
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     DECISIONS_TOTAL,
     INPUTS_TOTAL,
     DLQ_TOTAL,
@@ -54,6 +55,7 @@ pub const ALL: [&str; 19] = [
     READY,
     RESTARTS_TOTAL,
     API_REQUESTS_TOTAL,
+    INTERNED_NAMES,
 ];
 
 /// Buckets of the batch and commit histograms (seconds).
@@ -83,6 +85,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub restarts: IntCounter,
     pub api_requests: IntCounterVec,
+    /// Set from [`Name::interned`] at each scrape.
+    pub interned_names: IntGauge,
 }
 
 impl Default for Metrics {
@@ -171,6 +175,11 @@ impl Metrics {
             api_requests: reg!(IntCounterVec::new(
                 Opts::new(API_REQUESTS_TOTAL, "HTTP API requests by route and status class."),
                 &["route", "status"]
+            )),
+            interned_names: reg!(IntGauge::new(
+                INTERNED_NAMES,
+                "Distinct lane, cluster, tenant, provider, region and target ids interned by \
+                 this process (never freed: grows with every new id seen)."
             )),
             registry,
         }
@@ -262,6 +271,8 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.interned_names
+            .set(i64::try_from(Name::interned()).unwrap_or(i64::MAX));
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
@@ -381,6 +392,18 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_scrape_reports_the_interned_names() {
+        Name::new("telemetry-test-lane");
+        let text = Metrics::new().render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("zumik_interned_names "))
+            .expect("the gauge is rendered");
+        let n: i64 = line["zumik_interned_names ".len()..].parse().unwrap();
+        assert!(n >= 1, "{line}");
     }
 
     #[test]
