@@ -37,6 +37,7 @@ pub struct LaneCluster {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct Reservation {
     pub cluster: Name,
+    pub tenant: Name,
     pub expires_at: i64,
     /// `seq` of the decision that made it (unique in the lane; orders equal deadlines).
     pub seq: u64,
@@ -493,6 +494,7 @@ impl LaneState {
                     self.expiry.push(*expires_at, decision.seq, id.clone());
                     let r = Reservation {
                         cluster: *cluster,
+                        tenant: decision.tenant_id,
                         expires_at: *expires_at,
                         seq: decision.seq,
                     };

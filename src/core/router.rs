@@ -28,7 +28,7 @@ use super::price::{ModelPrice, PriceTable};
 use super::tenant::{TenantCommand, TenantEvent, TenantPolicy, TenantState, TenantView};
 
 /// Format version of [`Router::snapshot`] bytes (first byte).
-pub const SNAPSHOT_VERSION: u8 = 6;
+pub const SNAPSHOT_VERSION: u8 = 5;
 
 /// One journal record. The journal is the truth (DESIGN §6): every command an actor was given,
 /// with the events it produced, in order. Re-deciding the commands of one actor from its
@@ -497,8 +497,9 @@ impl Router {
 // inline `Router` and the actix shells (`crate::actors`) both run exactly these, so the two
 // engines cannot drift apart; only the order in which they are driven is the router's.
 
-/// Another unit's usage record as the command for its tenant.
-pub fn unit_usage(u: crate::events::UsageV1) -> (Name, TenantCommand) {
+/// Another unit's usage record as the command for its tenant (the id is interned only if the
+/// tenant is new).
+pub fn unit_usage(u: crate::events::UsageV1) -> (String, TenantCommand) {
     let cmd = TenantCommand::RecordUnitUsage {
         unit: u.unit,
         requests: u.requests,
@@ -506,18 +507,19 @@ pub fn unit_usage(u: crate::events::UsageV1) -> (Name, TenantCommand) {
         unit_spent_micros: u.unit_spent_micros,
         ts: u.ts,
     };
-    (Name::from(u.tenant_id), cmd)
+    (u.tenant_id, cmd)
 }
 
-/// Another unit's breaker trip as the command for its cluster.
-pub fn unit_breaker_trip(b: crate::events::BreakerTrippedV1) -> (Name, ClusterCommand) {
+/// Another unit's breaker trip as the command for its cluster (a trip for an unknown cluster is
+/// only warned about: its id is not interned).
+pub fn unit_breaker_trip(b: crate::events::BreakerTrippedV1) -> (String, ClusterCommand) {
     let cmd = ClusterCommand::BreakerTripped {
         unit: b.unit,
         failures: b.failures,
         samples: b.samples,
         ts: b.ts,
     };
-    (Name::from(b.cluster_id), cmd)
+    (b.cluster_id, cmd)
 }
 
 /// A completion's outcome for its cluster's breaker and its cost for its tenant's budget.

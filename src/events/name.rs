@@ -8,10 +8,11 @@
 //! copy and equality is one pointer comparison.
 //!
 //! Interned strings are never freed: a process keeps one copy of each distinct lane, cluster,
-//! tenant, provider, region and target it has seen. Lanes, clusters and tenants with a policy
-//! or usage stay in its state anyway; a tenant seen only in requests costs its id's bytes and
-//! one set entry more than before. Request ids are unbounded and stay out of here (`Arc<str>`,
-//! [`crate::core::id::InlineId`]).
+//! tenant, provider, region and target it has interned, including ids its state no longer (or
+//! never) holds: a tenant seen only in requests, a deregistered cluster, the regions and
+//! providers of a replaced policy, every id a `zumik tail` has read. Each costs its bytes and a
+//! set entry (`zumik_interned_names` counts them). Request ids are unbounded and stay out of
+//! here (`Arc<str>`, [`crate::core::id::InlineId`]).
 //!
 //! A name hashes, orders, serializes (serde, JSON Schema) and encodes (bincode) exactly as its
 //! string, so outputs, snapshots and journal records are the bytes they were with strings.
@@ -165,7 +166,18 @@ impl Serialize for Name {
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Cow::<'de, str>::deserialize(d).map(|s| Name::new(&s))
+        /// Interns the string where the deserializer holds it (no owned copy first).
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Name, E> {
+                Ok(Name::new(s))
+            }
+        }
+        d.deserialize_str(Visitor)
     }
 }
 
