@@ -412,7 +412,7 @@ impl ActorRouter {
                     .await
             }
             InputEvent::ProviderHealth(p) => {
-                let provider: Name = Name::from(p.provider.as_str());
+                let provider = Name::new(&p.provider);
                 self.providers.insert(provider, (p.status, p.ts));
                 let mut lanes: Vec<Name> = self
                     .lanes
@@ -432,7 +432,7 @@ impl ActorRouter {
                 Ok(())
             }
             InputEvent::TenantPolicy(p) => {
-                let id: Name = Name::from(p.tenant_id.as_str());
+                let id = Name::new(&p.tenant_id);
                 self.tenant_cmd(&id, TenantCommand::SetPolicy(Box::new(p)), out)
                     .await
             }
@@ -507,7 +507,7 @@ impl ActorRouter {
         e: ClusterRegisteredV1,
         out: &mut Output,
     ) -> Result<(), ActorGone> {
-        let id: Name = Name::from(e.cluster_id.as_str());
+        let id = Name::new(&e.cluster_id);
         let old_lanes = match self.clusters.get(&id) {
             Some(c) => c.lanes.clone(),
             None => {

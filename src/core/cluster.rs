@@ -185,7 +185,7 @@ impl ClusterState {
     /// State of a cluster as its registration describes it (no heartbeat yet).
     pub fn registered(e: &ClusterRegisteredV1) -> Self {
         let mut s = ClusterState {
-            cluster_id: Name::from(e.cluster_id.as_str()),
+            cluster_id: Name::new(&e.cluster_id),
             name: String::new(),
             region: Name::from(""),
             stack: e.stack,
@@ -207,9 +207,9 @@ impl ClusterState {
 
     fn apply_registration(&mut self, e: &ClusterRegisteredV1) {
         self.name = e.name.clone();
-        self.region = Name::from(e.region.as_str());
+        self.region = Name::new(&e.region);
         self.stack = e.stack;
-        let mut lanes: Vec<Name> = e.lanes.iter().map(|l| Name::from(l.as_str())).collect();
+        let mut lanes: Vec<Name> = e.lanes.iter().map(|l| Name::new(l)).collect();
         lanes.sort();
         lanes.dedup();
         self.lanes = lanes;

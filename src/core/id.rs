@@ -10,12 +10,9 @@
 //! string, so snapshots and journal records holding one are the bytes they were with a string.
 
 use std::borrow::Borrow;
-use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest id kept inline (the value is 24 bytes either way).
 const INLINE: usize = 22;
@@ -118,54 +115,7 @@ impl PartialOrd for InlineId {
     }
 }
 
-impl fmt::Display for InlineId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self)
-    }
-}
-
-impl fmt::Debug for InlineId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl Serialize for InlineId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for InlineId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(|s| InlineId::from(s.as_str()))
-    }
-}
-
-impl bincode::Encode for InlineId {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self.as_str().encode(encoder)
-    }
-}
-
-impl<C> bincode::Decode<C> for InlineId {
-    fn decode<D: bincode::de::Decoder<Context = C>>(
-        decoder: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
-        String::decode(decoder).map(|s| InlineId::from(s.as_str()))
-    }
-}
-
-impl<'de, C> bincode::BorrowDecode<'de, C> for InlineId {
-    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
-        decoder: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
-        <Self as bincode::Decode<C>>::decode(decoder)
-    }
-}
+crate::events::name::string_encoded!(InlineId, InlineId::from);
 
 #[cfg(test)]
 mod tests {

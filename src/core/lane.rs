@@ -37,6 +37,8 @@ pub struct LaneCluster {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct Reservation {
     pub cluster: Name,
+    /// Shown in lane views (`zumik replay --at … --lane`); routing no longer reads it (a
+    /// completion names its own tenant).
     pub tenant: Name,
     pub expires_at: i64,
     /// `seq` of the decision that made it (unique in the lane; orders equal deadlines).

@@ -271,7 +271,7 @@ impl Router {
                 self.cluster_cmd(&id, ClusterCommand::Heartbeat(Box::new(hb)), out);
             }
             InputEvent::ProviderHealth(p) => {
-                let provider: Name = Name::from(p.provider.as_str());
+                let provider = Name::new(&p.provider);
                 self.state.providers.insert(provider, (p.status, p.ts));
                 let mut lanes: Vec<Name> = self
                     .state
@@ -294,7 +294,7 @@ impl Router {
                 }
             }
             InputEvent::TenantPolicy(p) => {
-                let id: Name = Name::from(p.tenant_id.as_str());
+                let id = Name::new(&p.tenant_id);
                 self.tenant_cmd(&id, TenantCommand::SetPolicy(Box::new(p)), out);
             }
             InputEvent::LaneActivated(a) => {
@@ -351,7 +351,7 @@ impl Router {
     }
 
     fn on_register(&mut self, e: crate::events::ClusterRegisteredV1, out: &mut Output) {
-        let id: Name = Name::from(e.cluster_id.as_str());
+        let id = Name::new(&e.cluster_id);
         let old_lanes = match self.state.clusters.get(&id) {
             Some(c) => c.lanes.clone(),
             None => {

@@ -70,7 +70,7 @@ pub struct TenantPolicy {
 fn sorted(v: &[String]) -> Vec<Name> {
     let mut out: Vec<Name> = v
         .iter()
-        .map(|s| Name::from(s.to_ascii_lowercase().as_str()))
+        .map(|s| Name::new(&s.to_ascii_lowercase()))
         .collect();
     out.sort();
     out.dedup();

@@ -19,13 +19,11 @@
 
 use std::borrow::{Borrow, Cow};
 use std::collections::HashSet;
-use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::{OnceLock, RwLock};
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An interned string (see the module docs). `Copy`: pass it by value.
 #[derive(Clone, Copy)]
@@ -146,40 +144,75 @@ impl PartialOrd for Name {
     }
 }
 
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl fmt::Debug for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
-    }
-}
-
-impl Serialize for Name {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Name {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// Interns the string where the deserializer holds it (no owned copy first).
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Name;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Name, E> {
-                Ok(Name::new(s))
+/// `Display`, `Debug`, serde and bincode for an id type that is its string in every encoding:
+/// `$t::as_str` reads it, `$new(&str)` makes one. Deserializing and borrow-decoding hand `$new`
+/// the string where the input holds it, without an owned copy first. Used by [`Name`] and
+/// [`crate::core::id::InlineId`], so their bytes stay those of a string.
+macro_rules! string_encoded {
+    ($t:ty, $new:expr) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
             }
         }
-        d.deserialize_str(Visitor)
-    }
+
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self.as_str(), f)
+            }
+        }
+
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$t, E> {
+                        Ok($new(s))
+                    }
+                }
+                d.deserialize_str(Visitor)
+            }
+        }
+
+        impl bincode::Encode for $t {
+            fn encode<E: bincode::enc::Encoder>(
+                &self,
+                encoder: &mut E,
+            ) -> Result<(), bincode::error::EncodeError> {
+                self.as_str().encode(encoder)
+            }
+        }
+
+        impl<C> bincode::Decode<C> for $t {
+            fn decode<D: bincode::de::Decoder<Context = C>>(
+                decoder: &mut D,
+            ) -> Result<Self, bincode::error::DecodeError> {
+                String::decode(decoder).map(|s| $new(s.as_str()))
+            }
+        }
+
+        impl<'de, C> bincode::BorrowDecode<'de, C> for $t {
+            fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
+                decoder: &mut D,
+            ) -> Result<Self, bincode::error::DecodeError> {
+                <&'de str as bincode::BorrowDecode<'de, C>>::borrow_decode(decoder).map($new)
+            }
+        }
+    };
 }
+pub(crate) use string_encoded;
+
+string_encoded!(Name, Name::new);
 
 impl JsonSchema for Name {
     fn inline_schema() -> bool {
@@ -196,31 +229,6 @@ impl JsonSchema for Name {
 
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         str::json_schema(generator)
-    }
-}
-
-impl bincode::Encode for Name {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self.0.encode(encoder)
-    }
-}
-
-impl<C> bincode::Decode<C> for Name {
-    fn decode<D: bincode::de::Decoder<Context = C>>(
-        decoder: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
-        String::decode(decoder).map(|s| Name::new(&s))
-    }
-}
-
-impl<'de, C> bincode::BorrowDecode<'de, C> for Name {
-    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
-        decoder: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
-        <&'de str as bincode::BorrowDecode<'de, C>>::borrow_decode(decoder).map(Name::new)
     }
 }
 
