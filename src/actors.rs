@@ -588,7 +588,8 @@ impl ActorRouter {
         Ok(key)
     }
 
-    /// A request's route or a completion, to the lane it names (as `Router::hot_lane_cmd`).
+    /// A request's route or a completion, to the lane it names (as `Router::on_request` and
+    /// `Router::on_completion`).
     async fn hot_lane_cmd(&mut self, cmd: LaneCommand, out: &mut Output) -> Result<(), ActorGone> {
         let lane = match &cmd {
             LaneCommand::Route { request, .. } => request.model.as_str(),

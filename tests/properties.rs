@@ -40,7 +40,11 @@
 //! 8. **actors** — the actix actors (`zumik::actors::ActorEngine`, one actor per lane, cluster
 //!    and tenant) give, event by event, the inline router's decision bytes, journal records and
 //!    warnings, and the same snapshot bytes at random cuts; restarting the actors from the inline
-//!    router's snapshot there changes nothing.
+//!    router's snapshot there changes nothing;
+//! 9. **one-step path** — a request or completion on an existing lane, routed or completed and
+//!    applied in one step (`lane_hot_step`, the per-request path), gives exactly what the general
+//!    `lane_step` gives the same command after the same expiry: decisions, journal record,
+//!    warnings, follow-ups and lane state, deadlines included.
 //!
 //! `redelivered_requests_keep_capacity_exact` runs 3, 5 and 6 with some requests delivered twice
 //! (at-least-once producers). `generator_reaches_the_paths_the_properties_are_about` checks that
@@ -64,9 +68,11 @@ use zumik::actors::ActorEngine;
 use zumik::core::audit::Auditor;
 use zumik::core::cluster::{ClusterEvent, Health};
 use zumik::core::config::{BreakerConfig, GateConfig, UnknownTenant};
-use zumik::core::lane::{effective_limit, LaneEvent};
-use zumik::core::router::{JournalEntry, RouterState};
-use zumik::core::tenant::TenantEvent;
+use zumik::core::lane::{effective_limit, LaneCommand, LaneEvent, LaneState};
+use zumik::core::router::{
+    default_tenant_view, lane_hot_step, lane_step, JournalEntry, RouterState,
+};
+use zumik::core::tenant::{TenantEvent, TenantPolicy};
 use zumik::core::{Output, PriceTable, Router, RoutingConfig};
 use zumik::events::codec::{decode_input, encode_decision, encode_input};
 use zumik::events::Name;
@@ -1828,6 +1834,74 @@ fn actors_match(s: &Scenario, cuts: &[Index]) -> Result<(), Failure> {
     same_snapshot(&router, &actors, s.events.len()).map(|_| ())
 }
 
+/// Property 9: a request or completion on a lane that exists takes the one-step path
+/// (`lane_hot_step`: routed or completed and applied without the event buffer). It gives exactly
+/// what the general `lane_step` gives the same command after the same expiry: the same
+/// decisions, journal, warnings and follow-ups, and the same lane state (deadlines included).
+fn hot_path_matches_lane_step(s: &Scenario) -> Result<(), Failure> {
+    let mut router = Router::new(s.cfg.clone(), prices());
+    let mut out = Output::default();
+    let default = Arc::new(TenantPolicy::permissive());
+    let mut events = Vec::new();
+    for (i, e) in s.events.iter().enumerate() {
+        let cmd = match e {
+            InputEvent::Request(r) => {
+                let tenant = match router.state().tenants.get(r.tenant_id.as_str()) {
+                    Some(t) => t.view(r.ts, &default),
+                    None => default_tenant_view(&r.tenant_id, &default),
+                };
+                Some((
+                    r.model.as_str(),
+                    LaneCommand::Route {
+                        request: r.clone(),
+                        tenant,
+                    },
+                ))
+            }
+            InputEvent::Completion(c) => Some((c.model.as_str(), LaneCommand::Complete(c.clone()))),
+            _ => None,
+        };
+        if let Some(lane) = cmd.and_then(|(lane, cmd)| Some((router.state().lanes.get(lane)?, cmd)))
+        {
+            let (lane, cmd) = lane;
+            let (mut fast, mut general) = (lane.clone(), lane.clone());
+            let (mut a, mut b) = (Output::with_journal(), Output::with_journal());
+            let fast_follow = lane_hot_step(&mut fast, &s.cfg, &mut events, cmd.clone(), &mut a);
+            if let LaneCommand::Route { request, .. } = &cmd {
+                if general.expiry_due(request.ts.millis()) {
+                    let expire = LaneCommand::Expire { now: request.ts };
+                    lane_step(&mut general, &s.cfg, &mut events, expire, &mut b);
+                }
+            }
+            let general_follow = lane_step(&mut general, &s.cfg, &mut events, cmd, &mut b);
+            let deadlines = |l: &LaneState| {
+                let mut d: Vec<_> = l.expiry.entries().iter().map(|e| (e.at, e.seq)).collect();
+                d.sort_unstable();
+                d
+            };
+            if a.decisions != b.decisions
+                || a.journal != b.journal
+                || a.warnings != b.warnings
+                || fast_follow != general_follow
+                || fast != general
+                || deadlines(&fast) != deadlines(&general)
+            {
+                let msg = format!(
+                    "at event #{i} the one-step path differs from lane_step:\n decisions {:?}\n vs {:?}\n journal {:?}\n vs {:?}\n follow-ups {:?}\n vs {:?}",
+                    a.decisions, b.decisions, a.journal, b.journal, fast_follow, general_follow
+                );
+                return Err(Failure { at: Some(i), msg });
+            }
+        }
+        apply(&mut router, e, &mut out).map_err(|m| Failure {
+            at: Some(i),
+            msg: m,
+        })?;
+        out.clear();
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(proptest_config())]
 
@@ -1837,6 +1911,11 @@ proptest! {
         cuts in prop::collection::vec(any::<Index>(), 1..=3),
     ) {
         check(&case, |s| actors_match(s, &cuts))?;
+    }
+
+    #[test]
+    fn requests_and_completions_take_a_one_step_path_equal_to_lane_step(case in case(false)) {
+        check(&case, hot_path_matches_lane_step)?;
     }
 
     #[test]

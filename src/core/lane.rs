@@ -310,6 +310,35 @@ impl LaneEvent {
     }
 }
 
+/// What routing one request decided: the parts of its `Decided` event and, for an OpenRouter
+/// emergency route, the audit record that follows it.
+#[derive(Debug)]
+pub struct Routed {
+    pub decision: DecisionV1,
+    /// `(cluster, expires_at)` of a BYOC decision.
+    pub reservation: Option<(Name, i64)>,
+    pub fallback: Option<LaneEvent>,
+}
+
+impl Routed {
+    fn unreserved(decision: DecisionV1, fallback: Option<LaneEvent>) -> Self {
+        Routed {
+            decision,
+            reservation: None,
+            fallback,
+        }
+    }
+
+    /// The lane events this is, in journal order.
+    pub fn into_events(self) -> impl Iterator<Item = LaneEvent> {
+        let decided = LaneEvent::Decided {
+            decision: self.decision,
+            reservation: self.reservation,
+        };
+        std::iter::once(decided).chain(self.fallback)
+    }
+}
+
 /// Outcome of evaluating the BYOC step.
 enum Byoc {
     Chosen { cluster: Name, stack: Stack },
@@ -381,7 +410,7 @@ impl LaneState {
     pub fn decide_into(&self, cmd: &LaneCommand, cfg: &RoutingConfig, out: &mut Vec<LaneEvent>) {
         match cmd {
             LaneCommand::Route { request, tenant } => match self.close_window(request.ts, cfg) {
-                None => self.route(request, tenant, cfg, out),
+                None => out.extend(self.route(request, tenant, cfg).into_events()),
                 Some(closing) => {
                     // Rare (once per window): apply the window's verdict to a copy, then route
                     // on it, so a demotion already governs this request.
@@ -390,7 +419,7 @@ impl LaneState {
                         next.evolve(e);
                     }
                     out.extend(closing);
-                    next.route(request, tenant, cfg, out);
+                    out.extend(next.route(request, tenant, cfg).into_events());
                 }
             },
             LaneCommand::Complete(c) => out.push(self.complete(c)),
@@ -478,31 +507,60 @@ impl LaneState {
         }
     }
 
+    /// Routes one request and applies what it decided, in one step: `decide` and `evolve` of a
+    /// `Route` command without materializing its events (the per-request path, so the decision
+    /// is not copied into an event buffer and out again). `None` when the command would close
+    /// the lane's demotion window first: then take `decide`/`evolve`, which handle that.
+    pub fn route_now(
+        &mut self,
+        request: &RequestV1,
+        tenant: &TenantView,
+        cfg: &RoutingConfig,
+    ) -> Option<Routed> {
+        if self.window_closing(request.ts, cfg) {
+            return None;
+        }
+        let routed = self.route(request, tenant, cfg);
+        self.evolve_decided(&routed.decision, routed.reservation);
+        if let Some(fallback) = &routed.fallback {
+            self.evolve(fallback);
+        }
+        Some(routed)
+    }
+
+    /// `evolve` of a `Decided` event, from its parts.
+    fn evolve_decided(&mut self, decision: &DecisionV1, reservation: Option<(Name, i64)>) {
+        self.advance(decision.decided_at.millis());
+        self.seq = decision.seq;
+        if let Some((cluster, expires_at)) = reservation {
+            if let Some(c) = self.clusters.get_mut(&cluster) {
+                c.reserved += 1;
+            }
+            let id = InlineId::from(&decision.request_id);
+            self.expiry.push(expires_at, decision.seq, id.clone());
+            let r = Reservation {
+                cluster,
+                tenant: decision.tenant_id,
+                expires_at,
+                seq: decision.seq,
+            };
+            self.reservations.insert(id, r);
+        }
+    }
+
     pub fn evolve(&mut self, event: &LaneEvent) {
+        if let LaneEvent::Decided {
+            decision,
+            reservation,
+        } = event
+        {
+            return self.evolve_decided(decision, *reservation);
+        }
         if let Some(ts) = event.ts() {
             self.advance(ts.millis());
         }
         match event {
-            LaneEvent::Decided {
-                decision,
-                reservation,
-            } => {
-                self.seq = decision.seq;
-                if let Some((cluster, expires_at)) = reservation {
-                    if let Some(c) = self.clusters.get_mut(cluster) {
-                        c.reserved += 1;
-                    }
-                    let id = InlineId::from(&decision.request_id);
-                    self.expiry.push(*expires_at, decision.seq, id.clone());
-                    let r = Reservation {
-                        cluster: *cluster,
-                        tenant: decision.tenant_id,
-                        expires_at: *expires_at,
-                        seq: decision.seq,
-                    };
-                    self.reservations.insert(id, r);
-                }
-            }
+            LaneEvent::Decided { .. } => unreachable!("applied above"),
             LaneEvent::EmergencyFallback { .. } => {}
             LaneEvent::Completed {
                 request_id,
@@ -647,12 +705,18 @@ impl LaneState {
         full.saturating_sub(unused)
     }
 
+    /// Whether a command at `now` closes the demotion window of an active lane.
+    fn window_closing(&self, now: Timestamp, cfg: &RoutingConfig) -> bool {
+        let g = &cfg.gate;
+        self.active && g.demotion && now.millis() - self.window.start >= g.demotion_window_ms
+    }
+
     /// When the demotion window of an active lane is over at `now`: the window's verdict, and a
     /// demotion when utilisation fell below break-even by the hysteresis margin or BYOC
     /// reliability broke its floor.
     fn close_window(&self, now: Timestamp, cfg: &RoutingConfig) -> Option<Vec<LaneEvent>> {
         let g = &cfg.gate;
-        if !self.active || !g.demotion || now.millis() - self.window.start < g.demotion_window_ms {
+        if !self.window_closing(now, cfg) {
             return None;
         }
         let dt = (now.millis() - self.window.last).max(0) as u64;
@@ -775,7 +839,8 @@ impl LaneState {
         price.cost_micros(r.input_tokens, r.cached_input_tokens, expected_output)
     }
 
-    fn complete(&self, c: &CompletionV1) -> LaneEvent {
+    /// `decide` of a `Complete` command: its one event.
+    pub fn complete(&self, c: &CompletionV1) -> LaneEvent {
         let reservation = self.reservations.get(&c.request_id);
         let profile = match (c.profile, reservation) {
             (Some(p), _) => p,
@@ -840,13 +905,7 @@ impl LaneState {
         None
     }
 
-    fn route(
-        &self,
-        r: &RequestV1,
-        tenant: &TenantView,
-        cfg: &RoutingConfig,
-        events: &mut Vec<LaneEvent>,
-    ) {
+    fn route(&self, r: &RequestV1, tenant: &TenantView, cfg: &RoutingConfig) -> Routed {
         let seq = self.seq + 1;
         // Borrowed, not cloned: each clone of a shared id is an atomic increment and decrement.
         let tenant_id = &tenant.tenant_id;
@@ -886,11 +945,7 @@ impl LaneState {
         };
         if let Some(reason) = rejection {
             d.reason = reason;
-            events.push(LaneEvent::Decided {
-                decision: d,
-                reservation: None,
-            });
-            return;
+            return Routed::unreserved(d, None);
         }
 
         let allowed = r.allowed_profiles.as_deref().map_or(policy.profiles, |p| {
@@ -945,11 +1000,7 @@ impl LaneState {
                         0
                     };
                     d.considered.append(&mut skipped_credentials);
-                    events.push(LaneEvent::Decided {
-                        decision: d,
-                        reservation: None,
-                    });
-                    return;
+                    return Routed::unreserved(d, None);
                 }
                 ProfileClass::Byoc => {
                     match self.byoc(r, tenant_id, tenant, &mut d.considered, cfg) {
@@ -962,11 +1013,11 @@ impl LaneState {
                                 r.qos.deadline_ms.unwrap_or(cfg.default_deadline_ms) as i64;
                             let reservation = Some((cluster, r.ts.millis() + deadline));
                             d.considered.append(&mut skipped_credentials);
-                            events.push(LaneEvent::Decided {
+                            return Routed {
                                 decision: d,
                                 reservation,
-                            });
-                            return;
+                                fallback: None,
+                            };
                         }
                         Byoc::NotServed(reason) => byoc_reason = Some(reason),
                     }
@@ -997,12 +1048,7 @@ impl LaneState {
                         d.estimated_cost_micros = 0;
                     }
                     d.considered.append(&mut skipped_credentials);
-                    events.push(LaneEvent::Decided {
-                        decision: d,
-                        reservation: None,
-                    });
-                    events.extend(fallback);
-                    return;
+                    return Routed::unreserved(d, fallback);
                 }
             }
         }
@@ -1015,10 +1061,7 @@ impl LaneState {
         };
         d.detail = Some("no profile allowed for this tenant and request could serve it".to_owned());
         d.considered.append(&mut skipped_credentials);
-        events.push(LaneEvent::Decided {
-            decision: d,
-            reservation: None,
-        });
+        Routed::unreserved(d, None)
     }
 
     /// The reason a managed decision carries when the BYOC step did not run (not allowed or not

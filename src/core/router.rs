@@ -18,7 +18,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{
-    ClusterDeregisteredV1, DecisionV1, InputEvent, Outcome, ProviderStatus, RequestV1, Timestamp,
+    ClusterDeregisteredV1, CompletionV1, DecisionV1, InputEvent, Outcome, ProviderStatus,
+    RequestV1, Timestamp,
 };
 
 use super::cluster::{ClusterCommand, ClusterEvent, ClusterState, ClusterView};
@@ -263,7 +264,7 @@ impl Router {
         }
         match event {
             InputEvent::Request(r) => self.on_request(r, out),
-            InputEvent::Completion(c) => self.hot_lane_cmd(LaneCommand::Complete(c), out),
+            InputEvent::Completion(c) => self.on_completion(c, out),
             InputEvent::ClusterRegistered(e) => self.on_register(e, out),
             InputEvent::ClusterDeregistered(e) => self.on_deregister(e, out),
             InputEvent::ClusterHeartbeat(hb) => {
@@ -342,12 +343,34 @@ impl Router {
         }
     }
 
+    /// The per-request path, with a single lane lookup when the lane exists: expiry of the
+    /// reservations whose deadline the request's event time reached, then its decision.
     fn on_request(&mut self, r: RequestV1, out: &mut Output) {
         let tenant = match self.state.tenants.get(r.tenant_id.as_str()) {
             Some(t) => t.view(r.ts, &self.default_policy),
             None => default_tenant_view(&r.tenant_id, &self.default_policy),
         };
-        self.hot_lane_cmd(LaneCommand::Route { request: r, tenant }, out);
+        let follow_ups = match self.state.lanes.get_mut(r.model.as_str()) {
+            Some(state) => lane_route_step(state, &self.cfg, &mut self.lane_events, r, tenant, out),
+            None => {
+                let key = self.lane_key(&r.model, out);
+                let cmd = LaneCommand::Route { request: r, tenant };
+                return self.lane_cmd(&key, cmd, out);
+            }
+        };
+        self.follow_up(follow_ups, out);
+    }
+
+    /// A completion, on the lane its request names.
+    fn on_completion(&mut self, c: CompletionV1, out: &mut Output) {
+        let follow_ups = match self.state.lanes.get_mut(c.model.as_str()) {
+            Some(state) => lane_complete_step(state, c, out),
+            None => {
+                let key = self.lane_key(&c.model, out);
+                return self.lane_cmd(&key, LaneCommand::Complete(c), out);
+            }
+        };
+        self.follow_up(follow_ups, out);
     }
 
     fn on_register(&mut self, e: crate::events::ClusterRegisteredV1, out: &mut Output) {
@@ -421,25 +444,6 @@ impl Router {
             self.lane_cmd(&key, LaneCommand::ClusterUpdated { view, ts }, out);
         }
         key
-    }
-
-    /// A `Route` or `Complete` command, to the lane its request names: the per-request path,
-    /// with a single lane lookup when the lane exists. A route first expires the reservations
-    /// whose deadline event time has reached.
-    fn hot_lane_cmd(&mut self, cmd: LaneCommand, out: &mut Output) {
-        let lane = match &cmd {
-            LaneCommand::Route { request, .. } => request.model.as_str(),
-            LaneCommand::Complete(c) => c.model.as_str(),
-            _ => unreachable!("only requests and completions take the hot path"),
-        };
-        let follow_ups = match self.state.lanes.get_mut(lane) {
-            Some(state) => lane_hot_step(state, &self.cfg, &mut self.lane_events, cmd, out),
-            None => {
-                let key = self.lane_key(lane, out);
-                return self.lane_cmd(&key, cmd, out);
-            }
-        };
-        self.follow_up(follow_ups, out);
     }
 
     fn lane_cmd(&mut self, lane: &Name, cmd: LaneCommand, out: &mut Output) {
@@ -563,9 +567,8 @@ pub fn create_lane(prices: &PriceTable, lane: &str, out: &mut Output) -> LaneSta
     state
 }
 
-/// A request or completion on its lane (the per-request path): a route first expires the
-/// reservations whose deadline its event time has reached (no follow-ups: released capacity
-/// stays within the lane).
+/// A request or completion on its lane (the per-request path): [`lane_route_step`] or
+/// [`lane_complete_step`].
 pub fn lane_hot_step(
     state: &mut LaneState,
     cfg: &RoutingConfig,
@@ -573,13 +576,67 @@ pub fn lane_hot_step(
     cmd: LaneCommand,
     out: &mut Output,
 ) -> FollowUps {
-    if let LaneCommand::Route { request, .. } = &cmd {
-        let now = request.ts;
-        if state.expiry_due(now.millis()) {
-            lane_step(state, cfg, events, LaneCommand::Expire { now }, out);
+    match cmd {
+        LaneCommand::Route { request, tenant } => {
+            lane_route_step(state, cfg, events, request, tenant, out)
         }
+        LaneCommand::Complete(c) => lane_complete_step(state, c, out),
+        other => lane_step(state, cfg, events, other, out),
     }
-    lane_step(state, cfg, events, cmd, out)
+}
+
+/// A request on its lane: first expires the reservations whose deadline its event time has
+/// reached (no follow-ups: released capacity stays within the lane), then decides it. Does
+/// what [`lane_step`] does with the `Route` command, journal record included, but routes and
+/// applies the decision in one step ([`LaneState::route_now`]), so the decision is copied once,
+/// into `out`, instead of through the event buffer.
+pub fn lane_route_step(
+    state: &mut LaneState,
+    cfg: &RoutingConfig,
+    events: &mut Vec<LaneEvent>,
+    request: RequestV1,
+    tenant: TenantView,
+    out: &mut Output,
+) -> FollowUps {
+    let now = request.ts;
+    if state.expiry_due(now.millis()) {
+        lane_step(state, cfg, events, LaneCommand::Expire { now }, out);
+    }
+    let Some(routed) = state.route_now(&request, &tenant, cfg) else {
+        let cmd = LaneCommand::Route { request, tenant };
+        return lane_step(state, cfg, events, cmd, out);
+    };
+    if out.record_journal {
+        let decided = LaneEvent::Decided {
+            decision: routed.decision.clone(),
+            reservation: routed.reservation,
+        };
+        out.journal.push(JournalEntry::Lane {
+            lane: state.lane,
+            command: LaneCommand::Route { request, tenant },
+            events: std::iter::once(decided).chain(routed.fallback).collect(),
+        });
+    }
+    out.decisions.push(routed.decision);
+    // A decision and its audit record give no other decider a command.
+    (None, None)
+}
+
+/// A completion on its lane: [`lane_step`] with the `Complete` command, whose one event needs
+/// no buffer.
+pub fn lane_complete_step(state: &mut LaneState, c: CompletionV1, out: &mut Output) -> FollowUps {
+    let event = state.complete(&c);
+    state.evolve(&event);
+    if out.record_journal {
+        out.journal.push(JournalEntry::Lane {
+            lane: state.lane,
+            command: LaneCommand::Complete(c),
+            events: vec![event.clone()],
+        });
+    }
+    let mut follow_ups = (None, None);
+    completion_follow_ups(event, &mut follow_ups);
+    follow_ups
 }
 
 /// What a cluster command gives the cluster's lanes: each lane's new view, with the event time
@@ -679,7 +736,7 @@ pub fn lane_step(
             events: events.clone(),
         });
     }
-    let (mut to_cluster, mut to_tenant) = (None, None);
+    let mut follow_ups = (None, None);
     // Matched straight on `next()`: binding each event to a variable first copied every
     // event once more (a decision event is over 200 bytes, and this runs for every command).
     let mut drained = events.drain(..);
@@ -705,32 +762,42 @@ pub fn lane_step(
                 code: "lane_demoted",
                 message: format!("lane {lane}: {reason}"),
             }),
-            Some(LaneEvent::Completed {
-                request_id,
-                tenant_id,
-                cluster,
-                outcome,
-                billable_micros,
-                ts,
-                ..
-            }) => {
-                if let Some(c) = cluster {
-                    let failed = matches!(outcome, Outcome::Failed | Outcome::Expired);
-                    to_cluster = Some((c, ClusterCommand::Outcome { failed, ts }));
-                }
-                if billable_micros > 0 {
-                    to_tenant = Some((
-                        tenant_id,
-                        TenantCommand::RecordUsage {
-                            request_id,
-                            cost_micros: billable_micros,
-                            ts,
-                        },
-                    ));
-                }
+            Some(completed @ LaneEvent::Completed { .. }) => {
+                completion_follow_ups(completed, &mut follow_ups)
             }
             Some(_) => {}
         }
     }
-    (to_cluster, to_tenant)
+    follow_ups
+}
+
+/// What a `Completed` event gives the cluster it released (its outcome) and the tenant it
+/// bills (its usage).
+fn completion_follow_ups(event: LaneEvent, (to_cluster, to_tenant): &mut FollowUps) {
+    let LaneEvent::Completed {
+        request_id,
+        tenant_id,
+        cluster,
+        outcome,
+        billable_micros,
+        ts,
+        ..
+    } = event
+    else {
+        return;
+    };
+    if let Some(c) = cluster {
+        let failed = matches!(outcome, Outcome::Failed | Outcome::Expired);
+        *to_cluster = Some((c, ClusterCommand::Outcome { failed, ts }));
+    }
+    if billable_micros > 0 {
+        *to_tenant = Some((
+            tenant_id,
+            TenantCommand::RecordUsage {
+                request_id,
+                cost_micros: billable_micros,
+                ts,
+            },
+        ));
+    }
 }
