@@ -317,11 +317,12 @@ pub struct Routed {
     pub decision: DecisionV1,
     /// `(cluster, expires_at)` of a BYOC decision.
     pub reservation: Option<(Name, i64)>,
-    pub fallback: Option<LaneEvent>,
+    /// Boxed: it is rare, and a `Routed` is moved on every request.
+    pub fallback: Option<Box<LaneEvent>>,
 }
 
 impl Routed {
-    fn unreserved(decision: DecisionV1, fallback: Option<LaneEvent>) -> Self {
+    fn unreserved(decision: DecisionV1, fallback: Option<Box<LaneEvent>>) -> Self {
         Routed {
             decision,
             reservation: None,
@@ -335,7 +336,7 @@ impl Routed {
             decision: self.decision,
             reservation: self.reservation,
         };
-        std::iter::once(decided).chain(self.fallback)
+        std::iter::once(decided).chain(self.fallback.map(|f| *f))
     }
 }
 
@@ -958,7 +959,7 @@ impl LaneState {
         let mut provider_blocked = false;
         // Credential routes skipped for a down provider; listed after the clusters.
         let mut skipped_credentials: Vec<Considered> = Vec::new();
-        let mut fallback: Option<LaneEvent> = None;
+        let mut fallback: Option<Box<LaneEvent>> = None;
 
         for step in order.iter().copied().filter(|&s| allowed.contains(s)) {
             match step {
@@ -1035,12 +1036,12 @@ impl LaneState {
                         d.mode = Mode::OpenrouterFallback;
                         d.reason = Reason::ManagedDown;
                         d.target = Some(self.openrouter_target);
-                        fallback = Some(LaneEvent::EmergencyFallback {
+                        fallback = Some(Box::new(LaneEvent::EmergencyFallback {
                             request_id: r.request_id.clone(),
                             tenant_id: *tenant_id,
                             provider: self.provider,
                             ts: r.ts,
-                        });
+                        }));
                     } else {
                         d.mode = Mode::Placeholder;
                         d.reason = Reason::ManagedDown;

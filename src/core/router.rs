@@ -614,7 +614,9 @@ pub fn lane_route_step(
         out.journal.push(JournalEntry::Lane {
             lane: state.lane,
             command: LaneCommand::Route { request, tenant },
-            events: std::iter::once(decided).chain(routed.fallback).collect(),
+            events: std::iter::once(decided)
+                .chain(routed.fallback.map(|f| *f))
+                .collect(),
         });
     }
     out.decisions.push(routed.decision);
