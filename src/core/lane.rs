@@ -313,13 +313,17 @@ impl LaneEvent {
 /// What routing one request decided: the parts of its `Decided` event and, for an OpenRouter
 /// emergency route, the audit record that follows it.
 #[derive(Debug)]
-pub struct Routed {
+struct Routed {
     pub decision: DecisionV1,
     /// `(cluster, expires_at)` of a BYOC decision.
     pub reservation: Option<(Name, i64)>,
     /// Boxed: it is rare, and a `Routed` is moved on every request.
     pub fallback: Option<Box<LaneEvent>>,
 }
+
+/// What [`LaneState::route_now`] returns besides the decision it appends: the reservation and
+/// the emergency-fallback record that follows it.
+pub type RoutedRest = (Option<(Name, i64)>, Option<Box<LaneEvent>>);
 
 impl Routed {
     fn unreserved(decision: DecisionV1, fallback: Option<Box<LaneEvent>>) -> Self {
@@ -331,7 +335,7 @@ impl Routed {
     }
 
     /// The lane events this is, in journal order.
-    pub fn into_events(self) -> impl Iterator<Item = LaneEvent> {
+    fn into_events(self) -> impl Iterator<Item = LaneEvent> {
         let decided = LaneEvent::Decided {
             decision: self.decision,
             reservation: self.reservation,
@@ -509,24 +513,32 @@ impl LaneState {
     }
 
     /// Routes one request and applies what it decided, in one step: `decide` and `evolve` of a
-    /// `Route` command without materializing its events (the per-request path, so the decision
-    /// is not copied into an event buffer and out again). `None` when the command would close
-    /// the lane's demotion window first: then take `decide`/`evolve`, which handle that.
+    /// `Route` command without materializing its events (the per-request path). The decision is
+    /// appended to `decisions` (moved once, not through an event buffer); returned are the
+    /// other parts of its events: the reservation of a BYOC decision and the emergency-fallback
+    /// record. `None`, with nothing appended, when the command would close the lane's demotion
+    /// window first: then take `decide`/`evolve`, which handle that.
     pub fn route_now(
         &mut self,
         request: &RequestV1,
         tenant: &TenantView,
         cfg: &RoutingConfig,
-    ) -> Option<Routed> {
+        decisions: &mut Vec<DecisionV1>,
+    ) -> Option<RoutedRest> {
         if self.window_closing(request.ts, cfg) {
             return None;
         }
-        let routed = self.route(request, tenant, cfg);
-        self.evolve_decided(&routed.decision, routed.reservation);
-        if let Some(fallback) = &routed.fallback {
+        let Routed {
+            decision,
+            reservation,
+            fallback,
+        } = self.route(request, tenant, cfg);
+        self.evolve_decided(&decision, reservation);
+        if let Some(fallback) = &fallback {
             self.evolve(fallback);
         }
-        Some(routed)
+        decisions.push(decision);
+        Some((reservation, fallback))
     }
 
     /// `evolve` of a `Decided` event, from its parts.

@@ -602,24 +602,25 @@ pub fn lane_route_step(
     if state.expiry_due(now.millis()) {
         lane_step(state, cfg, events, LaneCommand::Expire { now }, out);
     }
-    let Some(routed) = state.route_now(&request, &tenant, cfg) else {
+    let Some((reservation, fallback)) = state.route_now(&request, &tenant, cfg, &mut out.decisions)
+    else {
         let cmd = LaneCommand::Route { request, tenant };
         return lane_step(state, cfg, events, cmd, out);
     };
     if out.record_journal {
+        let decision = out.decisions.last().expect("route_now appended it").clone();
         let decided = LaneEvent::Decided {
-            decision: routed.decision.clone(),
-            reservation: routed.reservation,
+            decision,
+            reservation,
         };
         out.journal.push(JournalEntry::Lane {
             lane: state.lane,
             command: LaneCommand::Route { request, tenant },
             events: std::iter::once(decided)
-                .chain(routed.fallback.map(|f| *f))
+                .chain(fallback.map(|f| *f))
                 .collect(),
         });
     }
-    out.decisions.push(routed.decision);
     // A decision and its audit record give no other decider a command.
     (None, None)
 }
