@@ -40,10 +40,11 @@ impl InlineId {
 
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            // Invariant: inline bytes are only ever copied whole from a `str` (`From<&str>`).
-            Repr::Inline { .. } => {
-                std::str::from_utf8(self.as_bytes()).expect("an inline id holds a str's bytes")
-            }
+            // SAFETY: `From<&str>` is the only constructor of `Repr::Inline` (decoding goes
+            // through it too) and copies a whole `str`'s bytes, so they are valid UTF-8. A checked
+            // conversion here cost 1.5 % of the routing loop (each completion's budget
+            // follow-up names its tenant with one).
+            Repr::Inline { .. } => unsafe { std::str::from_utf8_unchecked(self.as_bytes()) },
             Repr::Shared(s) => s,
         }
     }

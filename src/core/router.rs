@@ -269,7 +269,7 @@ impl Router {
             InputEvent::ClusterDeregistered(e) => self.on_deregister(e, out),
             InputEvent::ClusterHeartbeat(hb) => {
                 let id = hb.cluster_id.clone();
-                self.cluster_cmd(&id, ClusterCommand::Heartbeat(Box::new(hb)), out);
+                self.cluster_cmd(id.as_str(), ClusterCommand::Heartbeat(Box::new(hb)), out);
             }
             InputEvent::ProviderHealth(p) => {
                 let provider = Name::new(&p.provider);
@@ -338,7 +338,7 @@ impl Router {
             }
             InputEvent::BreakerTripped(b) => {
                 let (id, cmd) = unit_breaker_trip(b);
-                self.cluster_cmd(&id, cmd, out);
+                self.cluster_cmd(id.as_str(), cmd, out);
             }
         }
     }
@@ -466,7 +466,13 @@ impl Router {
         }
     }
 
-    fn cluster_cmd(&mut self, id: &str, cmd: ClusterCommand, out: &mut Output) {
+    /// `id` is a `str`, or a `Name` (a lane's follow-up): a `Name` is compared by address
+    /// first in the map's search, without comparing the strings of equal ids.
+    fn cluster_cmd<Q>(&mut self, id: &Q, cmd: ClusterCommand, out: &mut Output)
+    where
+        Name: std::borrow::Borrow<Q>,
+        Q: Ord + std::fmt::Display + ?Sized,
+    {
         let Some(state) = self.state.clusters.get_mut(id) else {
             out.warnings.push(Warning {
                 code: "unknown_cluster",
