@@ -854,7 +854,7 @@ impl Builder {
         };
         let d = decision.as_ref().filter(|_| report_profile);
         InputEvent::Completion(CompletionV1 {
-            request_id: r.request_id.to_string(),
+            request_id: r.request_id.clone(),
             tenant_id: r.tenant_id.clone(),
             model: r.model.clone(),
             outcome,

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::core::view::RouterView;
-use crate::events::{DecisionV1, Name, Reason};
+use crate::events::{DecisionV1, InlineId, Name, Reason};
 use crate::kafka::{BatchSink, CommittedBatch};
 use crate::telemetry::Metrics;
 
@@ -59,8 +59,8 @@ pub struct LaneStats {
 pub struct ReadModel {
     metrics: Arc<Metrics>,
     view: Arc<RouterView>,
-    decisions: HashMap<Arc<str>, Arc<DecisionV1>>,
-    order: VecDeque<Arc<str>>,
+    decisions: HashMap<InlineId, Arc<DecisionV1>>,
+    order: VecDeque<InlineId>,
     keep: usize,
     mix: VecDeque<MixSecond>,
     health: BrokerHealth,
@@ -244,7 +244,7 @@ impl Handler<GetDecision> for ReadModel {
     type Result = Option<Arc<DecisionV1>>;
 
     fn handle(&mut self, GetDecision(id): GetDecision, _: &mut Context<Self>) -> Self::Result {
-        self.decisions.get(id.as_str()).cloned()
+        self.decisions.get(id.as_bytes()).cloned()
     }
 }
 

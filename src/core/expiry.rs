@@ -12,7 +12,7 @@
 //! snapshots leave it out, and its internal order never reaches a decision — callers that list
 //! due reservations sort them by `(deadline, seq)`.
 
-use super::id::InlineId;
+use crate::events::InlineId;
 
 /// One reservation's deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]

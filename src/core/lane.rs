@@ -9,7 +9,6 @@
 //! `(&LaneState, &LaneCommand, &RoutingConfig)`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +20,10 @@ use crate::events::{
 use super::cluster::{ClusterView, Health};
 use super::config::RoutingConfig;
 use super::expiry::ExpiryQueue;
-use super::id::InlineId;
 use super::index::HashIndex;
 use super::price::ModelPrice;
 use super::tenant::{ProfileSet, TenantView};
+use crate::events::InlineId;
 
 /// A cluster as one lane sees it: the cluster's view plus this lane's reservations on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
@@ -225,7 +224,7 @@ pub enum LaneEvent {
     },
     /// Audit record of an OpenRouter emergency route (DESIGN §4.7).
     EmergencyFallback {
-        request_id: Arc<str>,
+        request_id: InlineId,
         tenant_id: Name,
         provider: Name,
         ts: Timestamp,
@@ -549,7 +548,7 @@ impl LaneState {
             if let Some(c) = self.clusters.get_mut(&cluster) {
                 c.reserved += 1;
             }
-            let id = InlineId::from(&decision.request_id);
+            let id = decision.request_id.clone();
             self.expiry.push(expires_at, decision.seq, id.clone());
             let r = Reservation {
                 cluster,
@@ -872,7 +871,7 @@ impl LaneState {
             _ => 0,
         };
         LaneEvent::Completed {
-            request_id: InlineId::from(c.request_id.as_str()),
+            request_id: c.request_id.clone(),
             tenant_id: InlineId::from(c.tenant_id.as_str()),
             cluster: reservation.map(|r| r.cluster),
             profile,

@@ -10,7 +10,6 @@ pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod expiry;
-pub mod id;
 pub mod index;
 pub mod lane;
 pub mod price;

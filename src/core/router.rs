@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use super::id::InlineId;
 use super::index::HashIndex;
+use crate::events::InlineId;
 use crate::events::Name;
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::events::{DataBoundary, Name, OverageMode, ProfileClass, TenantPolicyV1, Timestamp};
 
 use super::config::RoutingConfig;
-use super::id::InlineId;
+use crate::events::InlineId;
 
 /// A set of [`ProfileClass`]es as a bitmask (cheap to copy and to intersect).
 #[derive(

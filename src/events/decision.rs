@@ -3,11 +3,10 @@
 //! What the platform returns as `Agent-Execution-Profile` and what an auditor reads. This module
 //! only defines the shape; the core decides the content.
 
-use std::sync::Arc;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::id::InlineId;
 use super::name::Name;
 use super::time::Timestamp;
 
@@ -268,7 +267,7 @@ pub struct Source {
 )]
 #[serde(deny_unknown_fields)]
 pub struct DecisionV1 {
-    pub request_id: Arc<str>,
+    pub request_id: InlineId,
     pub tenant_id: Name,
     pub lane: Name,
     /// Who serves it; `null` for rejections and placeholders.

@@ -5,11 +5,10 @@
 //! schema version. Each type checks the rules serde cannot (ranges, id shapes) in `validate`;
 //! this module must not know anything about routing.
 
-use std::sync::Arc;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::id::InlineId;
 use super::time::Timestamp;
 use super::validate::{
     check_fraction, check_id, check_model_path, check_name, check_provider, check_region, Invalid,
@@ -88,7 +87,7 @@ pub struct Qos {
 pub struct RequestV1 {
     /// Caller's id for the request; the decision carries it back.
     #[schemars(length(min = 1, max = 128))]
-    pub request_id: Arc<str>,
+    pub request_id: InlineId,
     /// Tenant (project), e.g. `prj_acme`.
     #[schemars(length(min = 1, max = 128))]
     pub tenant_id: String,
@@ -142,7 +141,7 @@ pub enum Outcome {
 #[serde(deny_unknown_fields)]
 pub struct CompletionV1 {
     #[schemars(length(min = 1, max = 128))]
-    pub request_id: String,
+    pub request_id: InlineId,
     #[schemars(length(min = 1, max = 128))]
     pub tenant_id: String,
     /// The lane the request was routed on.

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod decision;
+pub mod id;
 pub mod input;
 pub mod name;
 pub mod report;
@@ -13,6 +14,7 @@ pub mod time;
 pub mod validate;
 
 pub use decision::{Considered, DecisionV1, Mode, OutputEvent, Profile, Reason, Source, Verdict};
+pub use id::InlineId;
 pub use input::*;
 pub use name::Name;
 pub use report::{report_digest, GateReportV1, Window};

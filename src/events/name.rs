@@ -12,18 +12,16 @@
 //! never) holds: a tenant seen only in requests, a deregistered cluster, the regions and
 //! providers of a replaced policy, every id a `zumik tail` has read. Each costs its bytes and a
 //! set entry (`zumik_interned_names` counts them). Request ids are unbounded and stay out of
-//! here (`Arc<str>`, [`crate::core::id::InlineId`]).
+//! here ([`crate::events::InlineId`]).
 //!
 //! A name hashes, orders, serializes (serde, JSON Schema) and encodes (bincode) exactly as its
 //! string, so outputs, snapshots and journal records are the bytes they were with strings.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::{OnceLock, RwLock};
-
-use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 /// An interned string (see the module docs). `Copy`: pass it by value.
 ///
@@ -151,10 +149,10 @@ impl PartialOrd for Name {
     }
 }
 
-/// `Display`, `Debug`, serde and bincode for an id type that is its string in every encoding:
-/// `$t::as_str` reads it, `$new(&str)` makes one. Deserializing and borrow-decoding hand `$new`
-/// the string where the input holds it, without an owned copy first. Used by [`Name`] and
-/// [`crate::core::id::InlineId`], so their bytes stay those of a string.
+/// `Display`, `Debug`, serde, bincode and JSON Schema for an id type that is its string in every
+/// encoding: `$t::as_str` reads it, `$new(&str)` makes one. Deserializing and borrow-decoding hand
+/// `$new` the string where the input holds it, without an owned copy first. Used by [`Name`] and
+/// [`crate::events::InlineId`], so their bytes and schemas stay those of a string.
 macro_rules! string_encoded {
     ($t:ty, $new:expr) => {
         impl std::fmt::Display for $t {
@@ -215,29 +213,29 @@ macro_rules! string_encoded {
                 <&'de str as bincode::BorrowDecode<'de, C>>::borrow_decode(decoder).map($new)
             }
         }
+
+        impl schemars::JsonSchema for $t {
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                <str as schemars::JsonSchema>::schema_name()
+            }
+
+            fn schema_id() -> std::borrow::Cow<'static, str> {
+                <str as schemars::JsonSchema>::schema_id()
+            }
+
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                <str as schemars::JsonSchema>::json_schema(generator)
+            }
+        }
     };
 }
 pub(crate) use string_encoded;
 
 string_encoded!(Name, Name::new);
-
-impl JsonSchema for Name {
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn schema_name() -> Cow<'static, str> {
-        str::schema_name()
-    }
-
-    fn schema_id() -> Cow<'static, str> {
-        str::schema_id()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        str::json_schema(generator)
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -286,7 +286,7 @@ fn request(i: usize, tenant: &str, lane: &str, r: &LaneRequest) -> RequestV1 {
 
 fn completion(i: usize, tenant: &str, lane: &str, r: &LaneRequest, ts: i64) -> CompletionV1 {
     CompletionV1 {
-        request_id: format!("g{i}"),
+        request_id: format!("g{i}").into(),
         tenant_id: tenant.to_owned(),
         model: lane.to_owned(),
         outcome: Outcome::Completed,

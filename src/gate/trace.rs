@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::events::codec::decode_input;
 use crate::events::time::{MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::events::validate::check_model_path;
-use crate::events::{InputEvent, Outcome, Profile, Timestamp};
+use crate::events::{InlineId, InputEvent, Outcome, Profile, Timestamp};
 
 /// One request of the history, in the units the gate needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +137,7 @@ fn row_err(file: &str, line: usize, message: impl Into<String>) -> TraceError {
 
 /// A completion waiting to be matched with its request.
 struct PendingCompletion {
-    request_id: String,
+    request_id: InlineId,
     lane: u32,
     outcome: Outcome,
     byoc: bool,
@@ -423,7 +423,9 @@ impl TraceBuilder {
                     obs.managed_ttft_ms.push(t as u64);
                 }
             }
-            if let (Some(&(at, _, _)), false) = (self.request_ids.get(&c.request_id), failed) {
+            if let (Some(&(at, _, _)), false) =
+                (self.request_ids.get(c.request_id.as_str()), failed)
+            {
                 let r = &mut self.trace.requests[at];
                 r.input_tokens = c.input_tokens;
                 r.cached_input_tokens = c.cached_input_tokens;

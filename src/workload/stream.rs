@@ -313,7 +313,7 @@ impl Events {
         };
         let end = at + latency_ms as u64 * 1_000_000;
         let completion = CompletionV1 {
-            request_id: r.request_id.to_string(),
+            request_id: r.request_id.clone(),
             tenant_id: r.tenant_id.clone(),
             model: r.model.clone(),
             outcome,
@@ -476,7 +476,7 @@ mod tests {
                 }
                 InputEvent::Completion(c) => {
                     let (ts, max_out) = requested
-                        .remove(&c.request_id)
+                        .remove(c.request_id.as_str())
                         .expect("completion of an unknown request");
                     assert!(c.ts > ts);
                     assert!(c.output_tokens <= max_out.min(1_000));

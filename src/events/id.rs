@@ -6,8 +6,13 @@
 //! had long left the cache, and each copy of the id was an atomic reference-count update. An
 //! inline id is compared, hashed and copied from the hash table slot alone.
 //!
-//! It compares, orders and hashes as its bytes, and encodes (bincode and serde) exactly like a
-//! string, so snapshots and journal records holding one are the bytes they were with a string.
+//! Requests, completions and decisions carry their request id as one too: decoding a short id
+//! allocates nothing, and a decision copies its request's id without a reference count (the
+//! atomic increment and two decrements per request that an `Arc<str>` cost).
+//!
+//! It compares, orders and hashes as its bytes, and encodes (bincode and serde) and describes
+//! itself (JSON Schema) exactly like a string, so events, snapshots and journal records holding
+//! one are the bytes they were with a string.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
@@ -64,6 +69,18 @@ impl From<&str> for InlineId {
     }
 }
 
+impl From<&String> for InlineId {
+    fn from(s: &String) -> Self {
+        InlineId::from(s.as_str())
+    }
+}
+
+impl From<String> for InlineId {
+    fn from(s: String) -> Self {
+        InlineId::from(s.as_str())
+    }
+}
+
 /// Shares the allocation of a long id instead of copying it.
 impl From<&Arc<str>> for InlineId {
     fn from(s: &Arc<str>) -> Self {
@@ -116,7 +133,7 @@ impl PartialOrd for InlineId {
     }
 }
 
-crate::events::name::string_encoded!(InlineId, InlineId::from);
+super::name::string_encoded!(InlineId, InlineId::from);
 
 #[cfg(test)]
 mod tests {
