@@ -1,6 +1,11 @@
-//! [`HashIndex`]: a fixed-seed hash map for hot lookups whose encodings are sorted by key, so
-//! snapshots and JSON views of equal states are equal bytes whatever the insertion history.
+//! Maps of the routing state whose encodings are sorted by key, so snapshots and JSON views of
+//! equal states are equal bytes whatever the insertion history:
+//! - [`HashIndex`]: a fixed-seed hash map for hot lookups among many keys;
+//! - [`SmallMap`]: a sorted vector for the few clusters of one lane, walked on every request
+//!   (the routing loop, the utilisation integral) where a `BTreeMap` spent more time
+//!   navigating its nodes than the loop spent on its entries.
 
+use std::borrow::Borrow;
 use std::hash::Hash;
 use std::ops::{Deref, DerefMut};
 
@@ -115,9 +120,192 @@ impl<'de, K: Deserialize<'de> + Hash + Eq, V: Deserialize<'de>> Deserialize<'de>
     }
 }
 
+/// A map kept as a vector sorted by key: iteration is a slice walk, and a lookup compares keys
+/// for equality one by one (an interned [`crate::events::Name`] compares by address), which for
+/// a handful of entries beats a tree or a hash. Inserting is O(n): for small maps only. Encodes
+/// (bincode, serde) exactly as a `BTreeMap` of the same entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmallMap<K, V>(Vec<(K, V)>);
+
+impl<K, V> Default for SmallMap<K, V> {
+    fn default() -> Self {
+        SmallMap(Vec::new())
+    }
+}
+
+impl<K: Ord, V> SmallMap<K, V> {
+    pub fn new() -> Self {
+        SmallMap(Vec::new())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn position<Q: Eq + ?Sized>(&self, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+    {
+        self.0.iter().position(|(k, _)| k.borrow() == key)
+    }
+
+    pub fn get<Q: Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        self.position(key).map(|i| &self.0[i].1)
+    }
+
+    pub fn get_mut<Q: Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
+        self.position(key).map(|i| &mut self.0[i].1)
+    }
+
+    pub fn contains_key<Q: Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        self.position(key).is_some()
+    }
+
+    /// Inserts or replaces, keeping key order; the replaced value, if any.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    pub fn remove<Q: Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        self.position(key).map(|i| self.0.remove(i).1)
+    }
+
+    /// Entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+}
+
+impl<K: Ord + Borrow<Q>, V, Q: Eq + ?Sized> std::ops::Index<&Q> for SmallMap<K, V> {
+    type Output = V;
+    fn index(&self, key: &Q) -> &V {
+        self.get(key).expect("key in SmallMap")
+    }
+}
+
+impl<'a, K: Ord, V> IntoIterator for &'a SmallMap<K, V> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&'a (K, V)) -> (&'a K, &'a V)>;
+    /// Key order.
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<K: Ord, V> FromIterator<(K, V)> for SmallMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let sorted: std::collections::BTreeMap<K, V> = iter.into_iter().collect();
+        SmallMap(sorted.into_iter().collect())
+    }
+}
+
+/// A `BTreeMap`'s encoding: the length, then keys and values in key order.
+impl<K: bincode::Encode, V: bincode::Encode> bincode::Encode for SmallMap<K, V> {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        (self.0.len() as u64).encode(encoder)?;
+        for (k, v) in &self.0 {
+            k.encode(encoder)?;
+            v.encode(encoder)?;
+        }
+        Ok(())
+    }
+}
+
+/// Decoded through a `BTreeMap`, so entries come out sorted and unique whatever the bytes say.
+impl<C, K: bincode::Decode<C> + Ord, V: bincode::Decode<C>> bincode::Decode<C> for SmallMap<K, V> {
+    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        std::collections::BTreeMap::<K, V>::decode(decoder)
+            .map(|m| SmallMap(m.into_iter().collect()))
+    }
+}
+
+impl<'de, C, K: bincode::Decode<C> + Ord, V: bincode::Decode<C>> bincode::BorrowDecode<'de, C>
+    for SmallMap<K, V>
+{
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, DecodeError> {
+        <Self as bincode::Decode<C>>::decode(decoder)
+    }
+}
+
+impl<K: Serialize, V: Serialize> Serialize for SmallMap<K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for SmallMap<K, V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        std::collections::BTreeMap::deserialize(d).map(|m| SmallMap(m.into_iter().collect()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_map_encodes_and_behaves_like_a_btree_map() {
+        use std::collections::BTreeMap;
+        let mut small = SmallMap::new();
+        let mut tree = BTreeMap::new();
+        // Inserts out of order, replacements and removals.
+        for (i, k) in [5u32, 1, 9, 3, 1, 7, 9, 0].into_iter().enumerate() {
+            assert_eq!(small.insert(k, i), tree.insert(k, i));
+        }
+        assert_eq!(small.remove(&3), tree.remove(&3));
+        assert_eq!(small.remove(&4), tree.remove(&4));
+        assert_eq!(small.len(), tree.len());
+        assert!(small.iter().eq(tree.iter()));
+        assert_eq!(small.get(&7), tree.get(&7));
+        assert!(small.contains_key(&0) && !small.contains_key(&3));
+        *small.get_mut(&0).unwrap() += 10;
+        *tree.get_mut(&0).unwrap() += 10;
+        assert_eq!(small[&0], 17);
+        let cfg = bincode::config::standard();
+        let bytes = bincode::encode_to_vec(&small, cfg).unwrap();
+        assert_eq!(bytes, bincode::encode_to_vec(&tree, cfg).unwrap());
+        let (back, _): (SmallMap<u32, usize>, _) = bincode::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, small);
+        let json = serde_json::to_string(&small).unwrap();
+        assert_eq!(json, serde_json::to_string(&tree).unwrap());
+        assert_eq!(
+            serde_json::from_str::<SmallMap<u32, usize>>(&json).unwrap(),
+            small
+        );
+        assert_eq!(tree.into_iter().collect::<SmallMap<_, _>>(), small);
+    }
 
     #[test]
     fn encodings_do_not_depend_on_insertion_order() {

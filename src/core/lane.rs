@@ -20,7 +20,7 @@ use crate::events::{
 use super::cluster::{ClusterView, Health};
 use super::config::RoutingConfig;
 use super::expiry::ExpiryQueue;
-use super::index::HashIndex;
+use super::index::{HashIndex, SmallMap};
 use super::price::ModelPrice;
 use super::tenant::{ProfileSet, TenantView};
 use crate::events::InlineId;
@@ -157,7 +157,7 @@ pub struct LaneState {
     pub window: UsageWindow,
     /// `routing.stale_after_ms` when the lane was activated (utilisation ignores silent clusters).
     pub stale_after_ms: i64,
-    pub clusters: BTreeMap<Name, LaneCluster>,
+    pub clusters: SmallMap<Name, LaneCluster>,
     pub provider_down: bool,
     /// In-flight BYOC requests by `request_id`.
     pub reservations: Reservations,
@@ -365,7 +365,7 @@ impl LaneState {
             reports: BTreeMap::new(),
             window: UsageWindow::default(),
             stale_after_ms: i64::MAX,
-            clusters: BTreeMap::new(),
+            clusters: SmallMap::new(),
             provider_down: false,
             reservations: Reservations::default(),
             expiry: ExpiryQueue::default(),
