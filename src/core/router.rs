@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::index::HashIndex;
+use super::index::{HashIndex, SmallMap};
 use crate::events::InlineId;
 use crate::events::Name;
 use std::sync::Arc;
@@ -136,7 +136,9 @@ pub struct RouterState {
     /// Lanes and tenants are hash maps: they are looked up on every event and never iterated
     /// into an output without sorting first.
     pub lanes: HashIndex<Name, LaneState>,
-    pub clusters: BTreeMap<Name, ClusterState>,
+    /// A sorted vector: a fleet's clusters are tens to hundreds, found by `Name` (compared by
+    /// address) on every BYOC completion, and added or removed only on registration.
+    pub clusters: SmallMap<Name, ClusterState>,
     pub tenants: HashIndex<Name, TenantState>,
     /// Latest health of each managed provider, with its event time.
     pub providers: BTreeMap<Name, (ProviderStatus, Timestamp)>,
