@@ -662,7 +662,6 @@ impl LaneState {
         }
     }
 
-    /// Reserved slots and capacity of the lane over all its clusters.
     /// Reserved slots, and capacity of the clusters that could serve at `now`: healthy with a
     /// fresh heartbeat. An outage or a silent cluster is failover, not idle GPUs.
     fn slot_totals(&self, now: i64, stale_after_ms: i64) -> (u64, u64) {
@@ -681,8 +680,8 @@ impl LaneState {
         if !self.active || now <= self.window.last {
             return;
         }
-        let busy = self.busy_between(self.window.last, now);
-        let (_, limit) = self.slot_totals(now, self.stale_after_ms);
+        let (reserved, limit) = self.slot_totals(now, self.stale_after_ms);
+        let busy = self.busy_between(reserved, self.window.last, now);
         let dt = (now - self.window.last) as u64;
         self.window.busy_slot_ms = self.window.busy_slot_ms.saturating_add(busy);
         self.window.capacity_slot_ms = self
@@ -693,27 +692,28 @@ impl LaneState {
     }
 
     /// ∫ reserved slots dt over `[from, to]`, where a reservation stops counting at its
-    /// deadline even if its `Expired` event has not been applied yet.
-    fn busy_between(&self, from: i64, to: i64) -> u64 {
+    /// deadline even if its `Expired` event has not been applied yet. `reserved` is the slots
+    /// reserved now (from [`LaneState::slot_totals`]).
+    fn busy_between(&self, reserved: u64, from: i64, to: i64) -> u64 {
         if to <= from {
             return 0;
         }
-        let reserved: u64 = self.clusters.values().map(|c| c.reserved as u64).sum();
         let full = reserved.saturating_mul((to - from) as u64);
         // Only reservations whose deadline passed before `to` overlap the interval partially.
         if self.expiry.peek().is_none_or(|t| t >= to) {
             return full;
         }
-        let unused: u64 = self
-            .due_before(to)
-            .into_iter()
-            .filter(|(_, _, id)| {
-                self.reservations
-                    .get(id)
-                    .is_some_and(|r| self.clusters.contains_key(&r.cluster))
-            })
-            .map(|(at, _, _)| (to - at.max(from)) as u64)
-            .sum();
+        // One lookup per due entry: held (same `seq`) on a cluster the lane still has.
+        let mut unused: u64 = 0;
+        self.expiry.for_each_before(to, |e| {
+            let held = self
+                .reservations
+                .get(&e.id)
+                .is_some_and(|r| r.seq == e.seq && self.clusters.contains_key(&r.cluster));
+            if held {
+                unused += (to - e.at.max(from)) as u64;
+            }
+        });
         full.saturating_sub(unused)
     }
 
@@ -732,11 +732,12 @@ impl LaneState {
             return None;
         }
         let dt = (now.millis() - self.window.last).max(0) as u64;
-        let (_, limit) = self.slot_totals(now.millis(), cfg.stale_after_ms);
-        let busy = self
-            .window
-            .busy_slot_ms
-            .saturating_add(self.busy_between(self.window.last, now.millis()));
+        let (reserved, limit) = self.slot_totals(now.millis(), cfg.stale_after_ms);
+        let busy = self.window.busy_slot_ms.saturating_add(self.busy_between(
+            reserved,
+            self.window.last,
+            now.millis(),
+        ));
         let capacity = self
             .window
             .capacity_slot_ms
