@@ -313,11 +313,11 @@ impl LaneEvent {
 /// emergency route, the audit record that follows it.
 #[derive(Debug)]
 struct Routed {
-    pub decision: DecisionV1,
+    decision: DecisionV1,
     /// `(cluster, expires_at)` of a BYOC decision.
-    pub reservation: Option<(Name, i64)>,
+    reservation: Option<(Name, i64)>,
     /// Boxed: it is rare, and a `Routed` is moved on every request.
-    pub fallback: Option<Box<LaneEvent>>,
+    fallback: Option<Box<LaneEvent>>,
 }
 
 /// What [`LaneState::route_now`] returns besides the decision it appends: the reservation and
@@ -532,7 +532,9 @@ impl LaneState {
             reservation,
             fallback,
         } = self.route(request, tenant, cfg);
-        self.evolve_decided(&decision, reservation);
+        // `evolve` of the `Decided` event, then of the fallback record.
+        self.advance(decision.decided_at.millis());
+        self.record_decided(&decision, reservation);
         if let Some(fallback) = &fallback {
             self.evolve(fallback);
         }
@@ -540,9 +542,9 @@ impl LaneState {
         Some((reservation, fallback))
     }
 
-    /// `evolve` of a `Decided` event, from its parts.
-    fn evolve_decided(&mut self, decision: &DecisionV1, reservation: Option<(Name, i64)>) {
-        self.advance(decision.decided_at.millis());
+    /// What a `Decided` event changes (after the usage window has advanced to its time): the
+    /// sequence and, for BYOC, the reservation.
+    fn record_decided(&mut self, decision: &DecisionV1, reservation: Option<(Name, i64)>) {
         self.seq = decision.seq;
         if let Some((cluster, expires_at)) = reservation {
             if let Some(c) = self.clusters.get_mut(&cluster) {
@@ -561,18 +563,14 @@ impl LaneState {
     }
 
     pub fn evolve(&mut self, event: &LaneEvent) {
-        if let LaneEvent::Decided {
-            decision,
-            reservation,
-        } = event
-        {
-            return self.evolve_decided(decision, *reservation);
-        }
         if let Some(ts) = event.ts() {
             self.advance(ts.millis());
         }
         match event {
-            LaneEvent::Decided { .. } => unreachable!("applied above"),
+            LaneEvent::Decided {
+                decision,
+                reservation,
+            } => self.record_decided(decision, *reservation),
             LaneEvent::EmergencyFallback { .. } => {}
             LaneEvent::Completed {
                 request_id,

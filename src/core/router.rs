@@ -468,12 +468,12 @@ impl Router {
         }
     }
 
-    /// `id` is a `str`, or a `Name` (a lane's follow-up): a `Name` is compared by address
-    /// first in the map's search, without comparing the strings of equal ids.
+    /// `id` is a `str` (an input), or a `Name` (a lane's follow-up), which the map finds by
+    /// address without comparing strings.
     fn cluster_cmd<Q>(&mut self, id: &Q, cmd: ClusterCommand, out: &mut Output)
     where
         Name: std::borrow::Borrow<Q>,
-        Q: Ord + std::fmt::Display + ?Sized,
+        Q: Eq + std::fmt::Display + ?Sized,
     {
         let Some(state) = self.state.clusters.get_mut(id) else {
             out.warnings.push(Warning {
