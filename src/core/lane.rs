@@ -871,7 +871,7 @@ impl LaneState {
         };
         LaneEvent::Completed {
             request_id: c.request_id.clone(),
-            tenant_id: InlineId::from(c.tenant_id.as_str()),
+            tenant_id: c.tenant_id.clone(),
             cluster: reservation.map(|r| r.cluster),
             profile,
             outcome: c.outcome,

@@ -90,7 +90,7 @@ pub struct RequestV1 {
     pub request_id: InlineId,
     /// Tenant (project), e.g. `prj_acme`.
     #[schemars(length(min = 1, max = 128))]
-    pub tenant_id: String,
+    pub tenant_id: InlineId,
     /// The lane: `provider/model[@revision]`.
     #[schemars(length(min = 3, max = 256))]
     pub model: String,
@@ -143,7 +143,7 @@ pub struct CompletionV1 {
     #[schemars(length(min = 1, max = 128))]
     pub request_id: InlineId,
     #[schemars(length(min = 1, max = 128))]
-    pub tenant_id: String,
+    pub tenant_id: InlineId,
     /// The lane the request was routed on.
     #[schemars(length(min = 3, max = 256))]
     pub model: String,

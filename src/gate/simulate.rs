@@ -266,7 +266,7 @@ pub fn replay(
 fn request(i: usize, tenant: &str, lane: &str, r: &LaneRequest) -> RequestV1 {
     RequestV1 {
         request_id: format!("g{i}").into(),
-        tenant_id: tenant.to_owned(),
+        tenant_id: tenant.into(),
         model: lane.to_owned(),
         alias: None,
         input_tokens: r.input_tokens,
@@ -287,7 +287,7 @@ fn request(i: usize, tenant: &str, lane: &str, r: &LaneRequest) -> RequestV1 {
 fn completion(i: usize, tenant: &str, lane: &str, r: &LaneRequest, ts: i64) -> CompletionV1 {
     CompletionV1 {
         request_id: format!("g{i}").into(),
-        tenant_id: tenant.to_owned(),
+        tenant_id: tenant.into(),
         model: lane.to_owned(),
         outcome: Outcome::Completed,
         input_tokens: r.input_tokens,

@@ -237,7 +237,7 @@ impl Events {
         });
         let request = RequestV1 {
             request_id: format!("req_s{}_{:010}", spec.seed, n + 1).into(),
-            tenant_id: tenant.policy.tenant_id.clone(),
+            tenant_id: tenant.policy.tenant_id.as_str().into(),
             model: lane.clone(),
             alias,
             input_tokens,
