@@ -6,9 +6,10 @@
 //! had long left the cache, and each copy of the id was an atomic reference-count update. An
 //! inline id is compared, hashed and copied from the hash table slot alone.
 //!
-//! Requests, completions and decisions carry their request id as one too: decoding a short id
-//! allocates nothing, and a decision copies its request's id without a reference count (the
-//! atomic increment and two decrements per request that an `Arc<str>` cost).
+//! Requests, completions and decisions carry their request id as one too, and requests and
+//! completions their tenant id: decoding a short id allocates nothing, and a decision copies its
+//! request's id without a reference count (the atomic increment and two decrements per request
+//! that an `Arc<str>` cost).
 //!
 //! It compares, orders and hashes as its bytes, and encodes (bincode and serde) and describes
 //! itself (JSON Schema) exactly like a string, so events, snapshots and journal records holding
