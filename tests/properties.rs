@@ -1861,9 +1861,8 @@ fn hot_path_matches_lane_step(s: &Scenario) -> Result<(), Failure> {
             InputEvent::Completion(c) => Some((c.model.as_str(), LaneCommand::Complete(c.clone()))),
             _ => None,
         };
-        if let Some(lane) = cmd.and_then(|(lane, cmd)| Some((router.state().lanes.get(lane)?, cmd)))
-        {
-            let (lane, cmd) = lane;
+        let on_lane = cmd.and_then(|(id, cmd)| Some((router.state().lanes.get(id)?, cmd)));
+        if let Some((lane, cmd)) = on_lane {
             let (mut fast, mut general) = (lane.clone(), lane.clone());
             let (mut a, mut b) = (Output::with_journal(), Output::with_journal());
             let fast_follow = lane_hot_step(&mut fast, &s.cfg, &mut events, cmd.clone(), &mut a);

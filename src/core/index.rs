@@ -1,9 +1,9 @@
 //! Maps of the routing state whose encodings are sorted by key, so snapshots and JSON views of
 //! equal states are equal bytes whatever the insertion history:
 //! - [`HashIndex`]: a fixed-seed hash map for hot lookups among many keys;
-//! - [`SmallMap`]: a sorted vector for the few clusters of one lane, walked on every request
-//!   (the routing loop, the utilisation integral) where a `BTreeMap` spent more time
-//!   navigating its nodes than the loop spent on its entries.
+//! - [`SmallMap`]: a sorted vector for the clusters of a lane, walked on every request (the
+//!   routing loop, the utilisation integral) where a `BTreeMap` spent more time navigating its
+//!   nodes than the loop spent on its entries, and for the router's clusters, found by `Name`.
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -238,15 +238,11 @@ impl<K: Ord, V> FromIterator<(K, V)> for SmallMap<K, V> {
     }
 }
 
-/// A `BTreeMap`'s encoding: the length, then keys and values in key order.
+/// A `BTreeMap`'s encoding (the length, then keys and values in key order) is that of the
+/// sorted vector of pairs.
 impl<K: bincode::Encode, V: bincode::Encode> bincode::Encode for SmallMap<K, V> {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-        (self.0.len() as u64).encode(encoder)?;
-        for (k, v) in &self.0 {
-            k.encode(encoder)?;
-            v.encode(encoder)?;
-        }
-        Ok(())
+        self.0.encode(encoder)
     }
 }
 

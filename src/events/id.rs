@@ -1,5 +1,5 @@
-//! [`InlineId`]: a request id stored in place — ids of up to 22 bytes inside the value itself,
-//! longer ones behind a shared pointer.
+//! [`InlineId`]: a request or tenant id stored in place — ids of up to 22 bytes inside the value
+//! itself, longer ones behind a shared pointer.
 //!
 //! A lane finds a reservation by request id on every completion, long after the request came
 //! in. With the id behind a pointer (`Arc<str>`) each lookup followed it to an allocation that
@@ -70,26 +70,9 @@ impl From<&str> for InlineId {
     }
 }
 
-impl From<&String> for InlineId {
-    fn from(s: &String) -> Self {
-        InlineId::from(s.as_str())
-    }
-}
-
 impl From<String> for InlineId {
     fn from(s: String) -> Self {
         InlineId::from(s.as_str())
-    }
-}
-
-/// Shares the allocation of a long id instead of copying it.
-impl From<&Arc<str>> for InlineId {
-    fn from(s: &Arc<str>) -> Self {
-        if s.len() > INLINE {
-            InlineId(Repr::Shared(s.clone()))
-        } else {
-            InlineId::from(&**s)
-        }
     }
 }
 
@@ -157,11 +140,11 @@ mod tests {
         for a in ids {
             let id = InlineId::from(a);
             assert_eq!(&*id, a);
-            assert_eq!(id, InlineId::from(&Arc::<str>::from(a)));
+            assert_eq!(id, InlineId::from(a.to_owned()));
             let cfg = bincode::config::standard();
             assert_eq!(
                 bincode::encode_to_vec(&id, cfg).unwrap(),
-                bincode::encode_to_vec(Arc::<str>::from(a), cfg).unwrap()
+                bincode::encode_to_vec(a, cfg).unwrap()
             );
             let (back, _): (InlineId, _) =
                 bincode::decode_from_slice(&bincode::encode_to_vec(&id, cfg).unwrap(), cfg)
